@@ -1,0 +1,275 @@
+//! Map names, sizes, keys and values: the ABI between kernel and agent.
+//!
+//! Addresses are byte arrays in network order. Every type is `#[repr(C)]`
+//! with its padding spelled out and its size asserted.
+
+use crate::gcra::Gcra;
+
+// ---- map names (also the pin file names under the pin directory) ----
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_SRC_V4: &str = "SRC_V4";
+pub const MAP_SRC_V6: &str = "SRC_V6";
+pub const MAP_BAN_V4: &str = "BAN_V4";
+pub const MAP_BAN_V6: &str = "BAN_V6";
+pub const MAP_BAN_NET_V4: &str = "BAN_NET_V4";
+pub const MAP_BAN_NET_V6: &str = "BAN_NET_V6";
+pub const MAP_FEED_V4: &str = "FEED_V4";
+pub const MAP_FEED_V6: &str = "FEED_V6";
+pub const MAP_FEED_NET_V4: &str = "FEED_NET_V4";
+pub const MAP_FEED_NET_V6: &str = "FEED_NET_V6";
+pub const MAP_FEED_HITS: &str = "FEED_HITS";
+pub const MAP_PORTS: &str = "PORTS";
+pub const MAP_LIMITS: &str = "LIMITS";
+pub const MAP_BUCKETS: &str = "BUCKETS";
+pub const MAP_EVENTS: &str = "EVENTS";
+
+/// Every map the program declares, in a stable order.
+pub const ALL_MAPS: [&str; 17] = [
+    MAP_CONFIG,
+    MAP_COUNTERS,
+    MAP_SRC_V4,
+    MAP_SRC_V6,
+    MAP_BAN_V4,
+    MAP_BAN_V6,
+    MAP_BAN_NET_V4,
+    MAP_BAN_NET_V6,
+    MAP_FEED_V4,
+    MAP_FEED_V6,
+    MAP_FEED_NET_V4,
+    MAP_FEED_NET_V6,
+    MAP_FEED_HITS,
+    MAP_PORTS,
+    MAP_LIMITS,
+    MAP_BUCKETS,
+    MAP_EVENTS,
+];
+
+/// The XDP program's name in the object file.
+pub const PROGRAM_NAME: &str = "shield";
+
+// ---- default capacities (the agent may override the big ones at load) ----
+pub const SRC_CAPACITY: u32 = 16_384;
+pub const BAN_CAPACITY: u32 = 262_144;
+pub const BAN_NET_CAPACITY: u32 = 65_536;
+pub const FEED_CAPACITY: u32 = 2_097_152;
+pub const FEED_NET_CAPACITY: u32 = 524_288;
+pub const BUCKET_CAPACITY: u32 = 262_144;
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+pub const MAX_FEEDS: u32 = 256;
+pub const MAX_TIERS: u32 = 64;
+pub const MAX_CLASSES: u32 = 64;
+/// Port ACLs are a bitmask in [`SourceClass::acl_mask`].
+pub const MAX_ACLS: u32 = 64;
+/// One slot per TCP port, then one per UDP port.
+pub const PORT_SLOTS: u32 = 2 * 65_536;
+pub const LIMIT_SLOTS: u32 = MAX_TIERS * MAX_CLASSES;
+
+// ---- CONFIG ----
+/// Global switch: every drop becomes `would_drop`.
+pub const CFG_DRY_RUN: u32 = 1;
+/// Malformed packets pass (still counted under `malformed`).
+pub const CFG_MALFORMED_PASS: u32 = 2;
+
+/// The single entry of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalConfig {
+    pub flags: u32,
+    /// Prefix length IPv6 sources are keyed at for bans and buckets.
+    pub ipv6_prefix: u32,
+    /// `addr::v6_mask(ipv6_prefix)`, precomputed so the kernel only ANDs.
+    pub ipv6_mask: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 24);
+
+impl GlobalConfig {
+    pub const fn new(flags: u32, ipv6_prefix: u32) -> Self {
+        GlobalConfig { flags, ipv6_prefix, ipv6_mask: crate::addr::v6_mask(ipv6_prefix) }
+    }
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig::new(0, 64)
+    }
+}
+
+// ---- COUNTERS ----
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+// ---- SRC_V4 / SRC_V6: allowlist, tier and ACL membership in one trie ----
+/// `SourceClass::flags`: the source is allowlisted.
+pub const SRC_ALLOWED: u16 = 1;
+
+/// What the source-classification trie says about a source. The agent
+/// compiles allowlist, tiers and ACL `allow_from` sets into one LPM trie so
+/// the kernel does a single lookup; see `shield_user::policy`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceClass {
+    /// Bit `n` set: the source is in the `allow_from` of ACL `n + 1`.
+    pub acl_mask: u64,
+    pub tier: u16,
+    pub flags: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SourceClass>() == 16);
+
+// ---- BAN_* ----
+/// `Ban::expires_ns` for a ban that never expires.
+pub const BAN_FOREVER: u64 = u64::MAX;
+pub const BAN_ORIGIN_MANUAL: u8 = 1;
+pub const BAN_ORIGIN_AUTOBAN: u8 = 2;
+pub const BAN_ORIGIN_FEED: u8 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ban {
+    /// CLOCK_MONOTONIC nanoseconds after which the ban no longer matches.
+    pub expires_ns: u64,
+    /// `BAN_ORIGIN_*`; the kernel ignores it, the agent reads it back on adopt.
+    pub origin: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<Ban>() == 16);
+
+impl Ban {
+    pub const fn new(expires_ns: u64, origin: u8) -> Self {
+        Ban { expires_ns, origin, _pad: [0; 7] }
+    }
+
+    #[inline(always)]
+    pub const fn active(&self, now_ns: u64) -> bool {
+        now_ns < self.expires_ns
+    }
+}
+
+// ---- FEED_* ----
+/// Which feed lists the entry (the agent keeps the full set; the kernel only
+/// needs one id to count the hit against).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FeedEntry {
+    pub feed_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<FeedEntry>() == 4);
+
+// ---- PORTS ----
+/// `PortRule::flags`: drops by this rule's ACL or limits are dry-run only.
+pub const PORT_DRY_RUN: u8 = 1;
+
+/// Per destination (proto, port): the rate-limit class and the ACL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortRule {
+    /// Class id for the limits table; 0 is the default class.
+    pub class: u16,
+    /// 0: no ACL; `n`: ACL `n`, checked against bit `n - 1` of `acl_mask`.
+    pub acl: u8,
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<PortRule>() == 4);
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// The `PORTS` slot for (proto, port); only TCP and UDP have ports.
+#[inline(always)]
+pub const fn port_slot(proto: u8, port: u16) -> Option<u32> {
+    match proto {
+        PROTO_TCP => Some(port as u32),
+        PROTO_UDP => Some(65_536 + port as u32),
+        _ => None,
+    }
+}
+
+// ---- LIMITS ----
+/// The effective limits of a (tier, class) pair, inheritance already applied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub packets: Gcra,
+    pub syns: Gcra,
+}
+const _: () = assert!(core::mem::size_of::<Limits>() == 32);
+
+/// The `LIMITS` slot of (tier, class); out-of-range ids fold onto the default.
+#[inline(always)]
+pub const fn limits_slot(tier: u16, class: u16) -> u32 {
+    let t = if (tier as u32) < MAX_TIERS { tier as u32 } else { 0 };
+    let c = if (class as u32) < MAX_CLASSES { class as u32 } else { 0 };
+    t * MAX_CLASSES + c
+}
+
+// ---- BUCKETS ----
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// IPv4-mapped for v4; masked at `ipv6_prefix` for v6.
+    pub addr: [u8; 16],
+    pub class: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<BucketKey>() == 20);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// GCRA TAT for packets, updated by compare-and-swap.
+    pub pkt_tat: u64,
+    /// GCRA TAT for TCP SYNs.
+    pub syn_tat: u64,
+    /// When the last flood event for this bucket went out.
+    pub last_event_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Bucket>() == 24);
+
+/// Minimum spacing of flood events per bucket.
+pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_slots_do_not_collide() {
+        assert_eq!(port_slot(PROTO_TCP, 443), Some(443));
+        assert_eq!(port_slot(PROTO_UDP, 443), Some(65_536 + 443));
+        assert_eq!(port_slot(PROTO_UDP, 65_535), Some(PORT_SLOTS - 1));
+        assert_eq!(port_slot(PROTO_ICMP, 0), None);
+    }
+
+    #[test]
+    fn limit_slots_stay_in_range() {
+        assert_eq!(limits_slot(0, 0), 0);
+        assert_eq!(limits_slot(1, 2), MAX_CLASSES + 2);
+        assert_eq!(limits_slot(63, 63), LIMIT_SLOTS - 1);
+        assert_eq!(limits_slot(64, 3), 3);
+        assert_eq!(limits_slot(u16::MAX, u16::MAX), 0);
+    }
+
+    #[test]
+    fn bans_expire() {
+        let b = Ban::new(100, BAN_ORIGIN_MANUAL);
+        assert!(b.active(99));
+        assert!(!b.active(100));
+        assert!(Ban::new(BAN_FOREVER, 0).active(u64::MAX - 1));
+    }
+
+    #[test]
+    fn config_precomputes_mask() {
+        let c = GlobalConfig::new(CFG_DRY_RUN, 48);
+        assert_eq!(c.ipv6_mask, crate::addr::v6_mask(48));
+    }
+}

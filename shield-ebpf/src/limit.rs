@@ -1,0 +1,102 @@
+//! Per-source GCRA buckets. The maths is `shield_common::gcra::step`; this
+//! file only does the map work and the compare-and-swap.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
+use shield_common::{
+    addr::{apply_mask, v4_mapped},
+    event::{FLOOD_PACKETS, FLOOD_SYNS, FloodEvent},
+    gcra::{Gcra, step},
+    maps::{Bucket, BucketKey, FLOOD_EVENT_INTERVAL_NS, Limits},
+    reason::Reason,
+};
+
+use crate::{
+    maps::{BUCKETS, EVENTS},
+    parse::Packet,
+};
+
+/// CAS attempts before giving up; losing four races in a row means other
+/// CPUs are admitting this source's packets right now, so dropping is safe.
+const CAS_TRIES: usize = 4;
+
+/// Applies the packet and (for SYNs) connection limits. `None`: within limits.
+#[inline(always)]
+pub fn check(
+    p: &Packet,
+    class: u16,
+    tier: u16,
+    limits: &Limits,
+    v6_mask: &[u8; 16],
+    now: u64,
+) -> Option<Reason> {
+    let check_syn = p.syn && !limits.syns.is_unlimited();
+    if limits.packets.is_unlimited() && !check_syn {
+        return None;
+    }
+    let key = BucketKey {
+        addr: if p.v6 { apply_mask(p.src6, v6_mask) } else { v4_mapped(p.src4) },
+        class,
+        family: if p.v6 { 6 } else { 4 },
+        _pad: 0,
+    };
+    let bucket = match BUCKETS.get_ptr_mut(&key) {
+        Some(b) => b,
+        None => {
+            // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
+            let _ = BUCKETS.insert(&key, &Bucket::default(), 1);
+            BUCKETS.get_ptr_mut(&key)?
+        }
+    };
+    let (over, kind) = if !limits.packets.is_unlimited()
+        && !admit(unsafe { &raw mut (*bucket).pkt_tat }, now, &limits.packets)
+    {
+        (Reason::Ratelimit, FLOOD_PACKETS)
+    } else if check_syn && !admit(unsafe { &raw mut (*bucket).syn_tat }, now, &limits.syns) {
+        (Reason::Synlimit, FLOOD_SYNS)
+    } else {
+        return None;
+    };
+    // SAFETY: `bucket` points into a live map value; a racy read or write of
+    // the event timestamp can at worst send one extra event.
+    unsafe {
+        let last = core::ptr::read_volatile(&raw const (*bucket).last_event_ns);
+        if now.wrapping_sub(last) >= FLOOD_EVENT_INTERVAL_NS || last == 0 {
+            core::ptr::write_volatile(&raw mut (*bucket).last_event_ns, now);
+            if let Some(mut e) = EVENTS.reserve::<FloodEvent>(0) {
+                e.write(FloodEvent {
+                    addr: key.addr,
+                    ts_ns: now,
+                    class,
+                    tier,
+                    family: key.family,
+                    kind,
+                    _pad: [0; 2],
+                });
+                e.submit(0);
+            }
+        }
+    }
+    Some(over)
+}
+
+/// One GCRA step on the TAT at `tat`, made exact across CPUs by CAS.
+#[inline(always)]
+fn admit(tat: *mut u64, now: u64, limit: &Gcra) -> bool {
+    for _ in 0..CAS_TRIES {
+        // SAFETY: `tat` points at an aligned u64 inside a map value.
+        let old = unsafe { core::ptr::read_volatile(tat) };
+        let Some(new) = step(old, now, limit) else {
+            return false;
+        };
+        let (_, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                tat, old, new,
+            )
+        };
+        if swapped {
+            return true;
+        }
+    }
+    false
+}

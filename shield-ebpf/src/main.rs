@@ -1,0 +1,103 @@
+//! shield's XDP program. Parse, look up, decide, count; every decision that
+//! can be a pure function lives in shield-common.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod limit;
+mod lists;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use shield_common::{
+    decide::verdict,
+    maps::{GlobalConfig, Limits, PORT_DRY_RUN, PortRule, SRC_ALLOWED, limits_slot, port_slot},
+    reason::{Reason, Verdict, counter_index},
+};
+
+use crate::{
+    maps::{CONFIG, COUNTERS, LIMITS, PORTS},
+    parse::{Packet, Parsed, parse},
+};
+
+#[xdp]
+pub fn shield(ctx: XdpContext) -> u32 {
+    let cfg = match CONFIG.get(0) {
+        Some(c) => *c,
+        None => GlobalConfig::default(),
+    };
+    let (reason, rule_dry_run) = match parse(&ctx) {
+        Parsed::NonIp => (Reason::NonIp, false),
+        Parsed::Malformed => (Reason::Malformed, false),
+        Parsed::Ip(p) => judge(&p, &cfg),
+    };
+    let v = verdict(reason, cfg.flags, rule_dry_run);
+    count(&ctx, v, reason);
+    match v {
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Pass | Verdict::WouldDrop => xdp_action::XDP_PASS,
+    }
+}
+
+/// Steps 2 to 6 of the pipeline. Returns the reason and whether the matching
+/// rule is dry-run only.
+#[inline(always)]
+fn judge(p: &Packet, cfg: &GlobalConfig) -> (Reason, bool) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let src = lists::source_class(p);
+    if src.flags & SRC_ALLOWED != 0 {
+        return (Reason::Allowed, false);
+    }
+    if lists::banned(p, &cfg.ipv6_mask, now) {
+        return (Reason::Banned, false);
+    }
+    if lists::feed_listed(p) {
+        return (Reason::Feed, false);
+    }
+    let rule = match port_slot(p.proto, p.dport) {
+        Some(slot) if p.has_l4 => match PORTS.get(slot) {
+            Some(r) => *r,
+            None => PortRule::default(),
+        },
+        _ => PortRule::default(),
+    };
+    let rule_dry = rule.flags & PORT_DRY_RUN != 0;
+    if rule.acl != 0 {
+        let bit = (rule.acl - 1) as u64 & 63;
+        if src.acl_mask & (1u64 << bit) == 0 {
+            return (Reason::Acl, rule_dry);
+        }
+    }
+    let limits = match LIMITS.get(limits_slot(src.tier, rule.class)) {
+        Some(l) => *l,
+        None => Limits::default(),
+    };
+    match limit::check(p, rule.class, src.tier, &limits, &cfg.ipv6_mask, now) {
+        Some(r) => (r, rule_dry),
+        None => (Reason::Clean, false),
+    }
+}
+
+#[inline(always)]
+fn count(ctx: &XdpContext, v: Verdict, r: Reason) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(v, r)) {
+        let len = (ctx.data_end() - ctx.data()) as u64;
+        // SAFETY: per-CPU slot, so no other writer.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,475 @@
+//! Loading the XDP program, attaching it, and typed access to its maps.
+//!
+//! This is the only module that touches aya. Everything above it speaks in
+//! [`Cidr`]s and shield-common types.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
+    },
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use shield_common::{
+    addr::apply_mask,
+    maps::*,
+    reason::{COUNTER_SLOTS, REASON_COUNT, Reason, Verdict, counter_index},
+};
+
+use crate::net::Cidr;
+
+/// The XDP object this build of shield carries.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{PROGRAM_NAME}`: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map `{map}`: {source}")]
+    Map { map: &'static str, source: MapError },
+    #[error("map `{0}` is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program `{PROGRAM_NAME}` is missing from the object")]
+    MissingProgram,
+    #[error("{0} is out of range")]
+    OutOfRange(String),
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// How to load the program.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin (or adopt already pinned) maps under this bpffs directory. `None`
+    /// creates private maps, which is what tests want.
+    pub pin_dir: Option<PathBuf>,
+    /// Override the capacity of resizable maps (`BUCKETS`, `FEED_V4`, ...).
+    pub capacities: Vec<(&'static str, u32)>,
+}
+
+/// The loaded program and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+impl Dataplane {
+    /// Loads [`OBJECT`] into the kernel (maps created or adopted, program
+    /// verified) without attaching it anywhere.
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        Self::load_object(OBJECT, opts)
+    }
+
+    /// As [`Dataplane::load`], from another build of the program.
+    pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        for (name, cap) in &opts.capacities {
+            loader.map_max_entries(name, *cap);
+        }
+        let mut ebpf = loader.load(object)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?;
+        prog.load()?;
+        let mut dp = Dataplane { ebpf };
+        // A fresh CONFIG array reads as all zeroes; make it a valid config.
+        if dp.config()?.ipv6_prefix == 0 {
+            dp.set_config(&GlobalConfig::default())?;
+        }
+        Ok(dp)
+    }
+
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(PROGRAM_NAME).ok_or(DataplaneError::MissingProgram)?.try_into()?)
+    }
+
+    /// Attaches to `iface` in `mode`.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<XdpLinkId> {
+        Ok(self.program()?.attach(iface, mode)?)
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    // ---- CONFIG ----
+
+    pub fn config(&self) -> Result<GlobalConfig> {
+        let a: Array<&MapData, GlobalConfig> =
+            Array::try_from(self.map(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG))?;
+        a.get(&0, 0).map_err(map_err(MAP_CONFIG))
+    }
+
+    pub fn set_config(&mut self, cfg: &GlobalConfig) -> Result<()> {
+        if cfg.ipv6_prefix > 128 {
+            return Err(DataplaneError::OutOfRange(format!("ipv6_prefix {}", cfg.ipv6_prefix)));
+        }
+        let mut a: Array<&mut MapData, GlobalConfig> =
+            Array::try_from(self.map_mut(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG))?;
+        a.set(0, cfg, 0).map_err(map_err(MAP_CONFIG))
+    }
+
+    // ---- SRC (allowlist, tiers, ACL sets) ----
+
+    pub fn set_source_class(&mut self, net: Cidr, class: &SourceClass) -> Result<()> {
+        self.trie_insert(MAP_SRC_V4, MAP_SRC_V6, net, class)
+    }
+
+    pub fn remove_source_class(&mut self, net: Cidr) -> Result<()> {
+        self.trie_remove::<SourceClass>(MAP_SRC_V4, MAP_SRC_V6, net)
+    }
+
+    // ---- bans ----
+
+    /// Bans `net` until `ban.expires_ns`. A v4 host, or a v6 network at least
+    /// as long as the configured `ipv6_prefix`, goes to the exact map (the
+    /// v6 one keyed at that prefix); anything broader to the CIDR trie.
+    pub fn set_ban(&mut self, net: Cidr, ban: &Ban) -> Result<()> {
+        match ban_placement(net, self.config()?.ipv6_prefix) {
+            Placement::ExactV4(k) => self.hash_insert(MAP_BAN_V4, k, ban),
+            Placement::ExactV6(k) => self.hash_insert(MAP_BAN_V6, k, ban),
+            Placement::Trie => self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net, ban),
+        }
+    }
+
+    pub fn remove_ban(&mut self, net: Cidr) -> Result<()> {
+        match ban_placement(net, self.config()?.ipv6_prefix) {
+            Placement::ExactV4(k) => self.hash_remove::<[u8; 4], Ban>(MAP_BAN_V4, k),
+            Placement::ExactV6(k) => self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, k),
+            Placement::Trie => self.trie_remove::<Ban>(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net),
+        }
+    }
+
+    // ---- feeds ----
+
+    /// Hosts (/32, /128) go to the exact maps, prefixes to the tries.
+    pub fn set_feed_entry(&mut self, net: Cidr, entry: &FeedEntry) -> Result<()> {
+        match feed_placement(net) {
+            Placement::ExactV4(k) => self.hash_insert(MAP_FEED_V4, k, entry),
+            Placement::ExactV6(k) => self.hash_insert(MAP_FEED_V6, k, entry),
+            Placement::Trie => self.trie_insert(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net, entry),
+        }
+    }
+
+    pub fn remove_feed_entry(&mut self, net: Cidr) -> Result<()> {
+        match feed_placement(net) {
+            Placement::ExactV4(k) => self.hash_remove::<[u8; 4], FeedEntry>(MAP_FEED_V4, k),
+            Placement::ExactV6(k) => self.hash_remove::<[u8; 16], FeedEntry>(MAP_FEED_V6, k),
+            Placement::Trie => {
+                self.trie_remove::<FeedEntry>(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net)
+            }
+        }
+    }
+
+    /// Packets dropped because of `feed_id`, summed over CPUs.
+    pub fn feed_hits(&self, feed_id: u32) -> Result<u64> {
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(MAP_FEED_HITS)?).map_err(map_err(MAP_FEED_HITS))?;
+        Ok(a.get(&feed_id, 0).map_err(map_err(MAP_FEED_HITS))?.iter().sum())
+    }
+
+    // ---- ports and limits ----
+
+    pub fn set_port_rule(&mut self, proto: u8, port: u16, rule: &PortRule) -> Result<()> {
+        let slot = port_slot(proto, port)
+            .ok_or_else(|| DataplaneError::OutOfRange(format!("protocol {proto} has no ports")))?;
+        let mut a: Array<&mut MapData, PortRule> =
+            Array::try_from(self.map_mut(MAP_PORTS)?).map_err(map_err(MAP_PORTS))?;
+        a.set(slot, rule, 0).map_err(map_err(MAP_PORTS))
+    }
+
+    pub fn set_limits(&mut self, tier: u16, class: u16, limits: &Limits) -> Result<()> {
+        if u32::from(tier) >= MAX_TIERS || u32::from(class) >= MAX_CLASSES {
+            return Err(DataplaneError::OutOfRange(format!("tier {tier} / class {class}")));
+        }
+        let mut a: Array<&mut MapData, Limits> =
+            Array::try_from(self.map_mut(MAP_LIMITS)?).map_err(map_err(MAP_LIMITS))?;
+        a.set(limits_slot(tier, class), limits, 0).map_err(map_err(MAP_LIMITS))
+    }
+
+    // ---- buckets ----
+
+    pub fn bucket(&self, key: &BucketKey) -> Result<Option<Bucket>> {
+        let m: HashMap<&MapData, BucketKey, Bucket> =
+            HashMap::try_from(self.map(MAP_BUCKETS)?).map_err(map_err(MAP_BUCKETS))?;
+        match m.get(key, 0) {
+            Ok(b) => Ok(Some(b)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_BUCKETS)(e)),
+        }
+    }
+
+    pub fn set_bucket(&mut self, key: &BucketKey, b: &Bucket) -> Result<()> {
+        let mut m: HashMap<&mut MapData, BucketKey, Bucket> =
+            HashMap::try_from(self.map_mut(MAP_BUCKETS)?).map_err(map_err(MAP_BUCKETS))?;
+        m.insert(key, b, 0).map_err(map_err(MAP_BUCKETS))
+    }
+
+    /// The bucket key the kernel uses for `src` and `class`.
+    pub fn bucket_key(&self, src: IpAddr, class: u16) -> Result<BucketKey> {
+        let cfg = self.config()?;
+        Ok(bucket_key(src, class, &cfg.ipv6_mask))
+    }
+
+    // ---- counters ----
+
+    /// Packet and byte counters per (verdict, reason), summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let a: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
+        let mut out = Counters { slots: [Counter::default(); COUNTER_SLOTS as usize] };
+        for i in 0..COUNTER_SLOTS {
+            let per_cpu: PerCpuValues<Counter> = a.get(&i, 0).map_err(map_err(MAP_COUNTERS))?;
+            for c in per_cpu.iter() {
+                out.slots[i as usize].packets += c.packets;
+                out.slots[i as usize].bytes += c.bytes;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ring buffer of flood events, for the agent's event loop.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let m = self.ebpf.take_map(MAP_EVENTS).ok_or(DataplaneError::MissingMap(MAP_EVENTS))?;
+        aya::maps::RingBuf::try_from(m).map_err(map_err(MAP_EVENTS))
+    }
+
+    // ---- generic helpers ----
+
+    fn hash_insert<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: K,
+        value: &V,
+    ) -> Result<()> {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        m.insert(key, value, 0).map_err(map_err(name))
+    }
+
+    fn hash_remove<K: aya::Pod, V: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<()> {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        ignore_missing(m.remove(&key)).map_err(map_err(name))
+    }
+
+    fn trie_insert<V: aya::Pod>(
+        &mut self,
+        v4: &'static str,
+        v6: &'static str,
+        net: Cidr,
+        value: &V,
+    ) -> Result<()> {
+        let len = u32::from(net.len());
+        match (net.v4_octets(), net.v6_octets()) {
+            (Some(a), _) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
+                    LpmTrie::try_from(self.map_mut(v4)?).map_err(map_err(v4))?;
+                t.insert(&Key::new(len, a), value, 0).map_err(map_err(v4))
+            }
+            (_, Some(a)) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 16], V> =
+                    LpmTrie::try_from(self.map_mut(v6)?).map_err(map_err(v6))?;
+                t.insert(&Key::new(len, a), value, 0).map_err(map_err(v6))
+            }
+            _ => unreachable!("a Cidr is v4 or v6"),
+        }
+    }
+
+    fn trie_remove<V: aya::Pod>(
+        &mut self,
+        v4: &'static str,
+        v6: &'static str,
+        net: Cidr,
+    ) -> Result<()> {
+        let len = u32::from(net.len());
+        match (net.v4_octets(), net.v6_octets()) {
+            (Some(a), _) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
+                    LpmTrie::try_from(self.map_mut(v4)?).map_err(map_err(v4))?;
+                ignore_missing(t.remove(&Key::new(len, a))).map_err(map_err(v4))
+            }
+            (_, Some(a)) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 16], V> =
+                    LpmTrie::try_from(self.map_mut(v6)?).map_err(map_err(v6))?;
+                ignore_missing(t.remove(&Key::new(len, a))).map_err(map_err(v6))
+            }
+            _ => unreachable!("a Cidr is v4 or v6"),
+        }
+    }
+}
+
+/// Removing what is not there is success: the goal state holds.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Counters per (verdict, reason).
+#[derive(Clone, Debug)]
+pub struct Counters {
+    slots: [Counter; COUNTER_SLOTS as usize],
+}
+
+impl Counters {
+    pub fn get(&self, v: Verdict, r: Reason) -> Counter {
+        self.slots[counter_index(v, r) as usize]
+    }
+
+    pub fn packets(&self, v: Verdict, r: Reason) -> u64 {
+        self.get(v, r).packets
+    }
+
+    /// All packets counted, whatever the verdict.
+    pub fn total_packets(&self) -> u64 {
+        self.slots.iter().map(|c| c.packets).sum()
+    }
+
+    /// (verdict, reason, counter) for every slot.
+    pub fn iter(&self) -> impl Iterator<Item = (Verdict, Reason, Counter)> + '_ {
+        Verdict::ALL.into_iter().flat_map(move |v| {
+            Reason::ALL.into_iter().map(move |r| (v, r, self.get(v, r)))
+        })
+    }
+}
+
+const _: () = assert!(REASON_COUNT as usize == Reason::ALL.len());
+
+/// Where a list entry lives in the kernel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placement {
+    ExactV4([u8; 4]),
+    ExactV6([u8; 16]),
+    Trie,
+}
+
+/// Bans: v4 hosts exact; v6 networks at least `ipv6_prefix` long exact at
+/// that prefix (that is what the kernel looks up); the rest in the trie.
+pub fn ban_placement(net: Cidr, ipv6_prefix: u32) -> Placement {
+    match (net.v4_octets(), net.v6_octets()) {
+        (Some(a), _) if net.is_host() => Placement::ExactV4(a),
+        (_, Some(a)) if u32::from(net.len()) >= ipv6_prefix => {
+            Placement::ExactV6(apply_mask(a, &shield_common::addr::v6_mask(ipv6_prefix)))
+        }
+        _ => Placement::Trie,
+    }
+}
+
+/// Feeds: hosts exact, prefixes in the trie.
+pub fn feed_placement(net: Cidr) -> Placement {
+    match (net.v4_octets(), net.v6_octets()) {
+        (Some(a), _) if net.is_host() => Placement::ExactV4(a),
+        (_, Some(a)) if net.is_host() => Placement::ExactV6(a),
+        _ => Placement::Trie,
+    }
+}
+
+/// The kernel's bucket key for a source and class.
+pub fn bucket_key(src: IpAddr, class: u16, v6_mask: &[u8; 16]) -> BucketKey {
+    match src {
+        IpAddr::V4(a) => BucketKey {
+            addr: shield_common::addr::v4_mapped(a.octets()),
+            class,
+            family: 4,
+            _pad: 0,
+        },
+        IpAddr::V6(a) => {
+            BucketKey { addr: apply_mask(a.octets(), v6_mask), class, family: 6, _pad: 0 }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so
+/// ban expiries and TATs written from here compare correctly in the kernel.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Mode names as the config and metrics spell them.
+pub fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Driver => "native",
+        XdpMode::Skb => "skb",
+        XdpMode::Hardware => "hw",
+        XdpMode::Default => "default",
+    }
+}
+
+/// True when `dir` is on a bpffs mount (pins can live there).
+pub fn is_bpffs(dir: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut s) };
+    rc == 0 && s.f_type as i64 == BPF_FS_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ban_placement_follows_the_kernel_lookups() {
+        assert_eq!(ban_placement(c("192.0.2.1"), 64), Placement::ExactV4([192, 0, 2, 1]));
+        assert_eq!(ban_placement(c("192.0.2.0/24"), 64), Placement::Trie);
+        let Placement::ExactV6(k) = ban_placement(c("2001:db8::1"), 64) else { panic!() };
+        assert_eq!(k, c("2001:db8::/64").v6_octets().unwrap());
+        assert!(matches!(ban_placement(c("2001:db8::/64"), 64), Placement::ExactV6(_)));
+        assert_eq!(ban_placement(c("2001:db8::/48"), 64), Placement::Trie);
+    }
+
+    #[test]
+    fn feed_placement_keeps_hosts_out_of_tries() {
+        assert!(matches!(feed_placement(c("198.51.100.9")), Placement::ExactV4(_)));
+        assert!(matches!(feed_placement(c("2001:db8::9")), Placement::ExactV6(_)));
+        assert_eq!(feed_placement(c("198.51.100.0/31")), Placement::Trie);
+        assert_eq!(feed_placement(c("2001:db8::/127")), Placement::Trie);
+    }
+
+    #[test]
+    fn bucket_keys_separate_families_and_mask_v6() {
+        let m = shield_common::addr::v6_mask(64);
+        let a = bucket_key("2001:db8::1".parse().unwrap(), 3, &m);
+        let b = bucket_key("2001:db8::ffff".parse().unwrap(), 3, &m);
+        assert_eq!(a, b);
+        let v4 = bucket_key("10.0.0.1".parse().unwrap(), 3, &m);
+        assert_eq!(v4.family, 4);
+        assert_ne!(v4, a);
+    }
+}

@@ -1,0 +1,5 @@
+//! shield's userspace library: everything the agent and shieldctl do, kept
+//! out of the binaries so it can be tested.
+
+pub mod dataplane;
+pub mod net;

@@ -1,0 +1,221 @@
+//! IP networks as operators write them (`192.0.2.0/24`, `2001:db8::/32`,
+//! bare addresses), with the strictness a security tool needs: a prefix with
+//! host bits set is an error that says what was probably meant.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use shield_common::addr::{apply_mask, is_network, v4_mask, v6_mask};
+
+/// An IPv4 or IPv6 network: address plus prefix length, host bits zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("`{0}` is not an IP address or CIDR")]
+    Syntax(String),
+    #[error("prefix length /{len} is too long for {family} (max /{max}) in `{text}`")]
+    PrefixTooLong { text: String, len: u32, family: &'static str, max: u32 },
+    #[error("`{text}` has host bits set; did you mean `{suggestion}`?")]
+    HostBits { text: String, suggestion: Cidr },
+}
+
+impl Cidr {
+    /// A network; fails when `addr` has bits set past `len`.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Cidr, CidrError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if u32::from(len) > max {
+            return Err(CidrError::PrefixTooLong {
+                text: format!("{addr}/{len}"),
+                len: len.into(),
+                family: family_name(&addr),
+                max,
+            });
+        }
+        let c = Cidr { addr, len };
+        if !c.is_network() {
+            return Err(CidrError::HostBits {
+                text: format!("{addr}/{len}"),
+                suggestion: Cidr::truncating(addr, len),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The network containing `addr` at `len` (host bits cleared).
+    pub fn truncating(addr: IpAddr, len: u8) -> Cidr {
+        match addr {
+            IpAddr::V4(a) => {
+                let len = len.min(32);
+                let m = apply_mask(a.octets(), &v4_mask(len.into()));
+                Cidr { addr: IpAddr::V4(Ipv4Addr::from(m)), len }
+            }
+            IpAddr::V6(a) => {
+                let len = len.min(128);
+                let m = apply_mask(a.octets(), &v6_mask(len.into()));
+                Cidr { addr: IpAddr::V6(Ipv6Addr::from(m)), len }
+            }
+        }
+    }
+
+    /// A single host (/32 or /128).
+    pub fn host(addr: IpAddr) -> Cidr {
+        Cidr { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    /// The family's full length: 32 or 128.
+    pub fn max_len(&self) -> u8 {
+        if self.is_v4() { 32 } else { 128 }
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.len == self.max_len()
+    }
+
+    /// True when `self` contains `other` (same family, shorter or equal prefix).
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.is_v4() != other.is_v4() || self.len > other.len {
+            return false;
+        }
+        Cidr::truncating(other.addr, self.len).addr == self.addr
+    }
+
+    /// Network-order bytes for v4 maps; `None` for v6.
+    pub fn v4_octets(&self) -> Option<[u8; 4]> {
+        match self.addr {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// Network-order bytes for v6 maps; `None` for v4.
+    pub fn v6_octets(&self) -> Option<[u8; 16]> {
+        match self.addr {
+            IpAddr::V6(a) => Some(a.octets()),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    fn is_network(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(a) => is_network(a.octets(), self.len.into()),
+            IpAddr::V6(a) => is_network(a.octets(), self.len.into()),
+        }
+    }
+}
+
+fn family_name(a: &IpAddr) -> &'static str {
+    if a.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let text = s.trim();
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => {
+                let addr: IpAddr = a.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(CidrError::Syntax(text.into()));
+                }
+                let len: u32 = l.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                if len > max {
+                    return Err(CidrError::PrefixTooLong {
+                        text: text.into(),
+                        len,
+                        family: family_name(&addr),
+                        max,
+                    });
+                }
+                (addr, len as u8)
+            }
+            None => {
+                let addr: IpAddr = text.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+                return Ok(Cidr::host(addr));
+            }
+        };
+        Cidr::new(addr, len).map_err(|e| match e {
+            CidrError::HostBits { suggestion, .. } => {
+                CidrError::HostBits { text: text.into(), suggestion }
+            }
+            other => other,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_networks_and_hosts() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(c.len(), 8);
+        assert_eq!(c.to_string(), "10.0.0.0/8");
+        let h: Cidr = "192.0.2.7".parse().unwrap();
+        assert!(h.is_host());
+        assert_eq!(h.to_string(), "192.0.2.7/32");
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(!v6.is_v4());
+        assert_eq!(" 2001:db8::1 ".parse::<Cidr>().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn host_bits_suggest_the_network() {
+        let e = "10.1.2.3/8".parse::<Cidr>().unwrap_err();
+        assert_eq!(e.to_string(), "`10.1.2.3/8` has host bits set; did you mean `10.0.0.0/8`?");
+        let e = "2001:db8::1/64".parse::<Cidr>().unwrap_err();
+        assert!(e.to_string().contains("did you mean `2001:db8::/64`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["", "/", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/+8", "1.2.3", "10.0.0.0/33",
+            "::/129", "10.0.0.0/0008", "hello", "10.0.0.0/8/8", "1.2.3.4 5"]
+        {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
+        }
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { len: 33, max: 32, .. })
+        ));
+    }
+
+    #[test]
+    fn containment() {
+        let a: Cidr = "10.0.0.0/8".parse().unwrap();
+        let b: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(a.contains(&b));
+        assert!(!b.contains(&a));
+        assert!(a.contains(&a));
+        assert!(!a.contains(&"::/0".parse().unwrap()));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(&b));
+    }
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the root-only tests: a packet builder and a harness
+//! that runs the real XDP program through BPF_PROG_TEST_RUN.
+
+pub mod harness;
+pub mod packet;
