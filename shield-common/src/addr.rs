@@ -57,7 +57,9 @@ pub const fn is_network<const N: usize>(addr: [u8; N], prefix: u32) -> bool {
 /// holds both families.
 #[inline(always)]
 pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 #[cfg(test)]

@@ -31,7 +31,12 @@ mod tests {
 
     #[test]
     fn pass_reasons_always_pass() {
-        for flags in [0, CFG_DRY_RUN, CFG_MALFORMED_PASS, CFG_DRY_RUN | CFG_MALFORMED_PASS] {
+        for flags in [
+            0,
+            CFG_DRY_RUN,
+            CFG_MALFORMED_PASS,
+            CFG_DRY_RUN | CFG_MALFORMED_PASS,
+        ] {
             for r in [Reason::Clean, Reason::Allowed, Reason::NonIp] {
                 assert_eq!(verdict(r, flags, false), Verdict::Pass);
                 assert_eq!(verdict(r, flags, true), Verdict::Pass);
@@ -41,7 +46,13 @@ mod tests {
 
     #[test]
     fn drops_become_would_drop_in_dry_run() {
-        for r in [Reason::Banned, Reason::Feed, Reason::Acl, Reason::Ratelimit, Reason::Synlimit] {
+        for r in [
+            Reason::Banned,
+            Reason::Feed,
+            Reason::Acl,
+            Reason::Ratelimit,
+            Reason::Synlimit,
+        ] {
             assert_eq!(verdict(r, 0, false), Verdict::Drop);
             assert_eq!(verdict(r, CFG_DRY_RUN, false), Verdict::WouldDrop);
             assert_eq!(verdict(r, 0, true), Verdict::WouldDrop);
@@ -51,7 +62,13 @@ mod tests {
     #[test]
     fn malformed_follows_its_switch() {
         assert_eq!(verdict(Reason::Malformed, 0, false), Verdict::Drop);
-        assert_eq!(verdict(Reason::Malformed, CFG_MALFORMED_PASS, false), Verdict::Pass);
-        assert_eq!(verdict(Reason::Malformed, CFG_DRY_RUN, false), Verdict::WouldDrop);
+        assert_eq!(
+            verdict(Reason::Malformed, CFG_MALFORMED_PASS, false),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(Reason::Malformed, CFG_DRY_RUN, false),
+            Verdict::WouldDrop
+        );
     }
 }

@@ -17,7 +17,10 @@ const _: () = assert!(core::mem::size_of::<Gcra>() == 16);
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 impl Gcra {
-    pub const UNLIMITED: Gcra = Gcra { emission_ns: 0, tolerance_ns: 0 };
+    pub const UNLIMITED: Gcra = Gcra {
+        emission_ns: 0,
+        tolerance_ns: 0,
+    };
 
     /// A limit of `count` packets per `per_ns` nanoseconds that lets `burst`
     /// packets through back to back. `burst` is at least one: a bucket that
@@ -32,7 +35,10 @@ impl Gcra {
             emission = 1;
         }
         let burst = if burst == 0 { 1 } else { burst };
-        Gcra { emission_ns: emission, tolerance_ns: emission.saturating_mul(burst - 1) }
+        Gcra {
+            emission_ns: emission,
+            tolerance_ns: emission.saturating_mul(burst - 1),
+        }
     }
 
     pub const fn is_unlimited(&self) -> bool {
@@ -41,7 +47,10 @@ impl Gcra {
 
     /// The burst this limit admits back to back.
     pub const fn burst(&self) -> u64 {
-        if self.emission_ns == 0 { 0 } else { self.tolerance_ns / self.emission_ns + 1 }
+        match self.tolerance_ns.checked_div(self.emission_ns) {
+            Some(n) => n + 1,
+            None => 0,
+        }
     }
 }
 
@@ -100,7 +109,10 @@ mod tests {
         let l = Gcra::new(1, NANOS_PER_SEC, 1);
         let tat = step(0, 10, &l).unwrap();
         assert_eq!(step(tat, 11, &l), None);
-        assert_eq!(step(tat, 10 + NANOS_PER_SEC, &l), Some(10 + 2 * NANOS_PER_SEC));
+        assert_eq!(
+            step(tat, 10 + NANOS_PER_SEC, &l),
+            Some(10 + 2 * NANOS_PER_SEC)
+        );
     }
 
     #[test]

@@ -86,7 +86,11 @@ const _: () = assert!(core::mem::size_of::<GlobalConfig>() == 24);
 
 impl GlobalConfig {
     pub const fn new(flags: u32, ipv6_prefix: u32) -> Self {
-        GlobalConfig { flags, ipv6_prefix, ipv6_mask: crate::addr::v6_mask(ipv6_prefix) }
+        GlobalConfig {
+            flags,
+            ipv6_prefix,
+            ipv6_mask: crate::addr::v6_mask(ipv6_prefix),
+        }
     }
 }
 
@@ -143,7 +147,11 @@ const _: () = assert!(core::mem::size_of::<Ban>() == 16);
 
 impl Ban {
     pub const fn new(expires_ns: u64, origin: u8) -> Self {
-        Ban { expires_ns, origin, _pad: [0; 7] }
+        Ban {
+            expires_ns,
+            origin,
+            _pad: [0; 7],
+        }
     }
 
     #[inline(always)]
@@ -206,8 +214,16 @@ const _: () = assert!(core::mem::size_of::<Limits>() == 32);
 /// The `LIMITS` slot of (tier, class); out-of-range ids fold onto the default.
 #[inline(always)]
 pub const fn limits_slot(tier: u16, class: u16) -> u32 {
-    let t = if (tier as u32) < MAX_TIERS { tier as u32 } else { 0 };
-    let c = if (class as u32) < MAX_CLASSES { class as u32 } else { 0 };
+    let t = if (tier as u32) < MAX_TIERS {
+        tier as u32
+    } else {
+        0
+    };
+    let c = if (class as u32) < MAX_CLASSES {
+        class as u32
+    } else {
+        0
+    };
     t * MAX_CLASSES + c
 }
 

@@ -5,4 +5,16 @@ use crate::{event::FloodEvent, gcra::Gcra, maps::*};
 macro_rules! pod {
     ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
 }
-pod!(GlobalConfig, Counter, SourceClass, Ban, FeedEntry, PortRule, Limits, BucketKey, Bucket, Gcra, FloodEvent);
+pod!(
+    GlobalConfig,
+    Counter,
+    SourceClass,
+    Ban,
+    FeedEntry,
+    PortRule,
+    Limits,
+    BucketKey,
+    Bucket,
+    Gcra,
+    FloodEvent
+);

@@ -35,17 +35,21 @@ pub fn check(
         return None;
     }
     let key = BucketKey {
-        addr: if p.v6 { apply_mask(p.src6, v6_mask) } else { v4_mapped(p.src4) },
+        addr: if p.v6 {
+            apply_mask(p.src6, v6_mask)
+        } else {
+            v4_mapped(p.src4)
+        },
         class,
         family: if p.v6 { 6 } else { 4 },
         _pad: 0,
     };
-    let bucket = match BUCKETS.get_ptr_mut(&key) {
+    let bucket = match BUCKETS.get_ptr_mut(key) {
         Some(b) => b,
         None => {
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
-            let _ = BUCKETS.insert(&key, &Bucket::default(), 1);
-            BUCKETS.get_ptr_mut(&key)?
+            let _ = BUCKETS.insert(key, Bucket::default(), 1);
+            BUCKETS.get_ptr_mut(key)?
         }
     };
     let (over, kind) = if !limits.packets.is_unlimited()

@@ -32,17 +32,17 @@ pub fn source_class(p: &Packet) -> SourceClass {
 pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> bool {
     if p.v6 {
         let key = apply_mask(p.src6, v6_mask);
-        if let Some(b) = unsafe { BAN_V6.get(&key) } {
-            if b.active(now) {
-                return true;
-            }
+        if let Some(b) = unsafe { BAN_V6.get(key) }
+            && b.active(now)
+        {
+            return true;
         }
         matches!(BAN_NET_V6.get(Key::new(128, p.src6)), Some(b) if b.active(now))
     } else {
-        if let Some(b) = unsafe { BAN_V4.get(&p.src4) } {
-            if b.active(now) {
-                return true;
-            }
+        if let Some(b) = unsafe { BAN_V4.get(p.src4) }
+            && b.active(now)
+        {
+            return true;
         }
         matches!(BAN_NET_V4.get(Key::new(32, p.src4)), Some(b) if b.active(now))
     }
@@ -53,12 +53,12 @@ pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> bool {
 #[inline(always)]
 pub fn feed_listed(p: &Packet) -> bool {
     let hit = if p.v6 {
-        match unsafe { FEED_V6.get(&p.src6) } {
+        match unsafe { FEED_V6.get(p.src6) } {
             Some(f) => Some(*f),
             None => FEED_NET_V6.get(Key::new(128, p.src6)).copied(),
         }
     } else {
-        match unsafe { FEED_V4.get(&p.src4) } {
+        match unsafe { FEED_V4.get(p.src4) } {
             Some(f) => Some(*f),
             None => FEED_NET_V4.get(Key::new(32, p.src4)).copied(),
         }

@@ -10,7 +10,9 @@ mod lists;
 mod maps;
 mod parse;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use shield_common::{
     decide::verdict,
     maps::{GlobalConfig, Limits, PORT_DRY_RUN, PortRule, SRC_ALLOWED, limits_slot, port_slot},
@@ -65,7 +67,7 @@ fn judge(p: &Packet, cfg: &GlobalConfig) -> (Reason, bool) {
     };
     let rule_dry = rule.flags & PORT_DRY_RUN != 0;
     if rule.acl != 0 {
-        let bit = (rule.acl - 1) as u64 & 63;
+        let bit = u64::from(rule.acl - 1) & 63;
         if src.acl_mask & (1u64 << bit) == 0 {
             return (Reason::Acl, rule_dry);
         }

@@ -154,11 +154,16 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
     let mut next = ip[6];
     let mut cur = off + IPV6_HLEN;
     let mut found = false;
-    for _ in 0..MAX_EXT_HEADERS {
+    // One more turn than the bound: the last can only find the L4 header.
+    for _ in 0..=MAX_EXT_HEADERS {
         if cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
         }
         match next {
+            _ if !is_ext(next) => {
+                found = true;
+                break;
+            }
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(h) = bytes_at::<2>(ctx, cur) else {
                     return Parsed::Malformed;
@@ -185,10 +190,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
                     return Parsed::Ip(p);
                 }
             }
-            _ => {
-                found = true;
-                break;
-            }
+            _ => {}
         }
     }
     if !found || cur > end {
@@ -201,6 +203,14 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
         true => Parsed::Ip(p),
         false => Parsed::Malformed,
     }
+}
+
+#[inline(always)]
+fn is_ext(next: u8) -> bool {
+    matches!(
+        next,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+    )
 }
 
 /// Fills ports and flags; false when the L4 header is cut short or bogus.

@@ -11,8 +11,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-        lpm_trie::Key,
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key,
     },
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
@@ -99,7 +98,11 @@ impl Dataplane {
     }
 
     pub fn program(&mut self) -> Result<&mut Xdp> {
-        Ok(self.ebpf.program_mut(PROGRAM_NAME).ok_or(DataplaneError::MissingProgram)?.try_into()?)
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?)
     }
 
     /// Attaches to `iface` in `mode`.
@@ -108,7 +111,9 @@ impl Dataplane {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {
-        self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
     }
 
     fn map(&self, name: &'static str) -> Result<&Map> {
@@ -125,7 +130,10 @@ impl Dataplane {
 
     pub fn set_config(&mut self, cfg: &GlobalConfig) -> Result<()> {
         if cfg.ipv6_prefix > 128 {
-            return Err(DataplaneError::OutOfRange(format!("ipv6_prefix {}", cfg.ipv6_prefix)));
+            return Err(DataplaneError::OutOfRange(format!(
+                "ipv6_prefix {}",
+                cfg.ipv6_prefix
+            )));
         }
         let mut a: Array<&mut MapData, GlobalConfig> =
             Array::try_from(self.map_mut(MAP_CONFIG)?).map_err(map_err(MAP_CONFIG))?;
@@ -178,9 +186,7 @@ impl Dataplane {
         match feed_placement(net) {
             Placement::ExactV4(k) => self.hash_remove::<[u8; 4], FeedEntry>(MAP_FEED_V4, k),
             Placement::ExactV6(k) => self.hash_remove::<[u8; 16], FeedEntry>(MAP_FEED_V6, k),
-            Placement::Trie => {
-                self.trie_remove::<FeedEntry>(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net)
-            }
+            Placement::Trie => self.trie_remove::<FeedEntry>(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net),
         }
     }
 
@@ -188,7 +194,10 @@ impl Dataplane {
     pub fn feed_hits(&self, feed_id: u32) -> Result<u64> {
         let a: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.map(MAP_FEED_HITS)?).map_err(map_err(MAP_FEED_HITS))?;
-        Ok(a.get(&feed_id, 0).map_err(map_err(MAP_FEED_HITS))?.iter().sum())
+        Ok(a.get(&feed_id, 0)
+            .map_err(map_err(MAP_FEED_HITS))?
+            .iter()
+            .sum())
     }
 
     // ---- ports and limits ----
@@ -203,11 +212,14 @@ impl Dataplane {
 
     pub fn set_limits(&mut self, tier: u16, class: u16, limits: &Limits) -> Result<()> {
         if u32::from(tier) >= MAX_TIERS || u32::from(class) >= MAX_CLASSES {
-            return Err(DataplaneError::OutOfRange(format!("tier {tier} / class {class}")));
+            return Err(DataplaneError::OutOfRange(format!(
+                "tier {tier} / class {class}"
+            )));
         }
         let mut a: Array<&mut MapData, Limits> =
             Array::try_from(self.map_mut(MAP_LIMITS)?).map_err(map_err(MAP_LIMITS))?;
-        a.set(limits_slot(tier, class), limits, 0).map_err(map_err(MAP_LIMITS))
+        a.set(limits_slot(tier, class), limits, 0)
+            .map_err(map_err(MAP_LIMITS))
     }
 
     // ---- buckets ----
@@ -240,7 +252,9 @@ impl Dataplane {
     pub fn counters(&self) -> Result<Counters> {
         let a: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(self.map(MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
-        let mut out = Counters { slots: [Counter::default(); COUNTER_SLOTS as usize] };
+        let mut out = Counters {
+            slots: [Counter::default(); COUNTER_SLOTS as usize],
+        };
         for i in 0..COUNTER_SLOTS {
             let per_cpu: PerCpuValues<Counter> = a.get(&i, 0).map_err(map_err(MAP_COUNTERS))?;
             for c in per_cpu.iter() {
@@ -253,7 +267,10 @@ impl Dataplane {
 
     /// The ring buffer of flood events, for the agent's event loop.
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
-        let m = self.ebpf.take_map(MAP_EVENTS).ok_or(DataplaneError::MissingMap(MAP_EVENTS))?;
+        let m = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or(DataplaneError::MissingMap(MAP_EVENTS))?;
         aya::maps::RingBuf::try_from(m).map_err(map_err(MAP_EVENTS))
     }
 
@@ -283,7 +300,7 @@ impl Dataplane {
         net: Cidr,
         value: &V,
     ) -> Result<()> {
-        let len = u32::from(net.len());
+        let len = u32::from(net.prefix_len());
         match (net.v4_octets(), net.v6_octets()) {
             (Some(a), _) => {
                 let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
@@ -305,7 +322,7 @@ impl Dataplane {
         v6: &'static str,
         net: Cidr,
     ) -> Result<()> {
-        let len = u32::from(net.len());
+        let len = u32::from(net.prefix_len());
         match (net.v4_octets(), net.v6_octets()) {
             (Some(a), _) => {
                 let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
@@ -353,9 +370,9 @@ impl Counters {
 
     /// (verdict, reason, counter) for every slot.
     pub fn iter(&self) -> impl Iterator<Item = (Verdict, Reason, Counter)> + '_ {
-        Verdict::ALL.into_iter().flat_map(move |v| {
-            Reason::ALL.into_iter().map(move |r| (v, r, self.get(v, r)))
-        })
+        Verdict::ALL
+            .into_iter()
+            .flat_map(move |v| Reason::ALL.into_iter().map(move |r| (v, r, self.get(v, r))))
     }
 }
 
@@ -374,7 +391,7 @@ pub enum Placement {
 pub fn ban_placement(net: Cidr, ipv6_prefix: u32) -> Placement {
     match (net.v4_octets(), net.v6_octets()) {
         (Some(a), _) if net.is_host() => Placement::ExactV4(a),
-        (_, Some(a)) if u32::from(net.len()) >= ipv6_prefix => {
+        (_, Some(a)) if u32::from(net.prefix_len()) >= ipv6_prefix => {
             Placement::ExactV6(apply_mask(a, &shield_common::addr::v6_mask(ipv6_prefix)))
         }
         _ => Placement::Trie,
@@ -399,16 +416,22 @@ pub fn bucket_key(src: IpAddr, class: u16, v6_mask: &[u8; 16]) -> BucketKey {
             family: 4,
             _pad: 0,
         },
-        IpAddr::V6(a) => {
-            BucketKey { addr: apply_mask(a.octets(), v6_mask), class, family: 6, _pad: 0 }
-        }
+        IpAddr::V6(a) => BucketKey {
+            addr: apply_mask(a.octets(), v6_mask),
+            class,
+            family: 6,
+            _pad: 0,
+        },
     }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so
 /// ban expiries and TATs written from here compare correctly in the kernel.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -446,18 +469,32 @@ mod tests {
 
     #[test]
     fn ban_placement_follows_the_kernel_lookups() {
-        assert_eq!(ban_placement(c("192.0.2.1"), 64), Placement::ExactV4([192, 0, 2, 1]));
+        assert_eq!(
+            ban_placement(c("192.0.2.1"), 64),
+            Placement::ExactV4([192, 0, 2, 1])
+        );
         assert_eq!(ban_placement(c("192.0.2.0/24"), 64), Placement::Trie);
-        let Placement::ExactV6(k) = ban_placement(c("2001:db8::1"), 64) else { panic!() };
+        let Placement::ExactV6(k) = ban_placement(c("2001:db8::1"), 64) else {
+            panic!()
+        };
         assert_eq!(k, c("2001:db8::/64").v6_octets().unwrap());
-        assert!(matches!(ban_placement(c("2001:db8::/64"), 64), Placement::ExactV6(_)));
+        assert!(matches!(
+            ban_placement(c("2001:db8::/64"), 64),
+            Placement::ExactV6(_)
+        ));
         assert_eq!(ban_placement(c("2001:db8::/48"), 64), Placement::Trie);
     }
 
     #[test]
     fn feed_placement_keeps_hosts_out_of_tries() {
-        assert!(matches!(feed_placement(c("198.51.100.9")), Placement::ExactV4(_)));
-        assert!(matches!(feed_placement(c("2001:db8::9")), Placement::ExactV6(_)));
+        assert!(matches!(
+            feed_placement(c("198.51.100.9")),
+            Placement::ExactV4(_)
+        ));
+        assert!(matches!(
+            feed_placement(c("2001:db8::9")),
+            Placement::ExactV6(_)
+        ));
         assert_eq!(feed_placement(c("198.51.100.0/31")), Placement::Trie);
         assert_eq!(feed_placement(c("2001:db8::/127")), Placement::Trie);
     }

@@ -22,7 +22,12 @@ pub enum CidrError {
     #[error("`{0}` is not an IP address or CIDR")]
     Syntax(String),
     #[error("prefix length /{len} is too long for {family} (max /{max}) in `{text}`")]
-    PrefixTooLong { text: String, len: u32, family: &'static str, max: u32 },
+    PrefixTooLong {
+        text: String,
+        len: u32,
+        family: &'static str,
+        max: u32,
+    },
     #[error("`{text}` has host bits set; did you mean `{suggestion}`?")]
     HostBits { text: String, suggestion: Cidr },
 }
@@ -55,26 +60,35 @@ impl Cidr {
             IpAddr::V4(a) => {
                 let len = len.min(32);
                 let m = apply_mask(a.octets(), &v4_mask(len.into()));
-                Cidr { addr: IpAddr::V4(Ipv4Addr::from(m)), len }
+                Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::from(m)),
+                    len,
+                }
             }
             IpAddr::V6(a) => {
                 let len = len.min(128);
                 let m = apply_mask(a.octets(), &v6_mask(len.into()));
-                Cidr { addr: IpAddr::V6(Ipv6Addr::from(m)), len }
+                Cidr {
+                    addr: IpAddr::V6(Ipv6Addr::from(m)),
+                    len,
+                }
             }
         }
     }
 
     /// A single host (/32 or /128).
     pub fn host(addr: IpAddr) -> Cidr {
-        Cidr { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Cidr {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -156,9 +170,10 @@ impl FromStr for Cidr {
             }
         };
         Cidr::new(addr, len).map_err(|e| match e {
-            CidrError::HostBits { suggestion, .. } => {
-                CidrError::HostBits { text: text.into(), suggestion }
-            }
+            CidrError::HostBits { suggestion, .. } => CidrError::HostBits {
+                text: text.into(),
+                suggestion,
+            },
             other => other,
         })
     }
@@ -177,34 +192,55 @@ mod tests {
     #[test]
     fn parses_networks_and_hosts() {
         let c: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert_eq!(c.len(), 8);
+        assert_eq!(c.prefix_len(), 8);
         assert_eq!(c.to_string(), "10.0.0.0/8");
         let h: Cidr = "192.0.2.7".parse().unwrap();
         assert!(h.is_host());
         assert_eq!(h.to_string(), "192.0.2.7/32");
         let v6: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(!v6.is_v4());
-        assert_eq!(" 2001:db8::1 ".parse::<Cidr>().unwrap().len(), 128);
+        assert_eq!(" 2001:db8::1 ".parse::<Cidr>().unwrap().prefix_len(), 128);
     }
 
     #[test]
     fn host_bits_suggest_the_network() {
         let e = "10.1.2.3/8".parse::<Cidr>().unwrap_err();
-        assert_eq!(e.to_string(), "`10.1.2.3/8` has host bits set; did you mean `10.0.0.0/8`?");
+        assert_eq!(
+            e.to_string(),
+            "`10.1.2.3/8` has host bits set; did you mean `10.0.0.0/8`?"
+        );
         let e = "2001:db8::1/64".parse::<Cidr>().unwrap_err();
-        assert!(e.to_string().contains("did you mean `2001:db8::/64`"), "{e}");
+        assert!(
+            e.to_string().contains("did you mean `2001:db8::/64`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "/", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/+8", "1.2.3", "10.0.0.0/33",
-            "::/129", "10.0.0.0/0008", "hello", "10.0.0.0/8/8", "1.2.3.4 5"]
-        {
+        for bad in [
+            "",
+            "/",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0.0/+8",
+            "1.2.3",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/0008",
+            "hello",
+            "10.0.0.0/8/8",
+            "1.2.3.4 5",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
         }
         assert!(matches!(
             "10.0.0.0/33".parse::<Cidr>(),
-            Err(CidrError::PrefixTooLong { len: 33, max: 32, .. })
+            Err(CidrError::PrefixTooLong {
+                len: 33,
+                max: 32,
+                ..
+            })
         ));
     }
 

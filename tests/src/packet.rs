@@ -8,11 +8,19 @@ pub const TCP_ACK: u8 = 0x10;
 
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Tcp { dport: u16, flags: u8 },
-    Udp { dport: u16 },
+    Tcp {
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        dport: u16,
+    },
     Icmp,
     /// Any other protocol number, with this payload.
-    Raw { proto: u8, payload: Vec<u8> },
+    Raw {
+        proto: u8,
+        payload: Vec<u8>,
+    },
 }
 
 /// An IPv6 extension header to put before the L4 header.
@@ -22,7 +30,10 @@ pub enum Ext {
     Routing,
     DestOpts,
     /// Fragment header with this offset (in 8-byte units) and more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 /// A packet description; `build()` turns it into a frame.
@@ -43,7 +54,11 @@ pub struct Pkt {
 impl Pkt {
     pub fn new(src: &str, l4: L4) -> Pkt {
         let src: IpAddr = src.parse().unwrap();
-        let dst = if src.is_ipv4() { "192.0.2.100" } else { "2001:db8:ffff::100" };
+        let dst = if src.is_ipv4() {
+            "192.0.2.100"
+        } else {
+            "2001:db8:ffff::100"
+        };
         Pkt {
             src,
             dst: dst.parse().unwrap(),
@@ -206,6 +221,8 @@ pub fn arp() -> Vec<u8> {
     f.extend([0x02, 0, 0, 0, 0, 2]);
     f.extend(0x0806u16.to_be_bytes());
     f.extend([0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend([0x02, 0, 0, 0, 0, 2, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2]);
+    f.extend([
+        0x02, 0, 0, 0, 0, 2, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2,
+    ]);
     f
 }
