@@ -2,4 +2,5 @@
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 
 pub mod harness;
+pub mod lab;
 pub mod packet;

@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask`: the project's own build, test and benchmark commands.
+//!
+//! Every command that needs tools installs or checks them first, so a fresh
+//! clone on a fresh machine needs nothing but rustup and root.
+
+mod bench;
+mod cmd;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test and benchmark shield",
+    long_about = "Build, test and benchmark shield.\n\n\
+        Run as root on Debian with rustup: `setup` installs what is missing \
+        (nightly rust-src, bpf-linker, Debian packages, bpffs) and every other \
+        command runs it first."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install or check the toolchain, bpf-linker, Debian packages, bpffs and kernel features.
+    Setup,
+    /// Build the XDP object and the userspace crates (release).
+    Build,
+    /// Run every test: fmt, clippy, host unit tests, program tests, netns integration tests.
+    Test(test::TestArgs),
+    /// Measure per-packet cost against an empty program and xdp-filter; writes docs/BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build => {
+            setup::run()?;
+            cmd::cargo(&[
+                "build",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "shield-ebpf",
+            ])
+        }
+        Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    }
+}

@@ -1,0 +1,194 @@
+//! A two-host lab: network namespaces joined by a veth pair, torn down by a
+//! guard even when the test panics.
+//!
+//! `client` (10.200.N.1, fd00:200:N::1) talks to `server` (10.200.N.2,
+//! fd00:200:N::2); the shield attaches to the server's end.
+
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Lab {
+    pub client_ns: String,
+    pub server_ns: String,
+    /// The server-side veth, where XDP goes.
+    pub server_if: String,
+    pub client_v4: IpAddr,
+    pub server_v4: IpAddr,
+    pub client_v6: IpAddr,
+    pub server_v6: IpAddr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 200 + 1;
+        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        let lab = Lab {
+            client_ns: format!("shc-{tag}"),
+            server_ns: format!("shs-{tag}"),
+            server_if: "sh-srv".into(),
+            client_v4: format!("10.200.{n}.1").parse().unwrap(),
+            server_v4: format!("10.200.{n}.2").parse().unwrap(),
+            client_v6: format!("fd00:200:{n}::1").parse().unwrap(),
+            server_v6: format!("fd00:200:{n}::2").parse().unwrap(),
+        };
+        ip(&["netns", "add", &lab.client_ns]);
+        ip(&["netns", "add", &lab.server_ns]);
+        ip(&[
+            "link",
+            "add",
+            "sh-cli",
+            "netns",
+            &lab.client_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.server_if,
+            "netns",
+            &lab.server_ns,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&lab.client_ns, "sh-cli", lab.client_v4, lab.client_v6),
+            (
+                &lab.server_ns,
+                lab.server_if.as_str(),
+                lab.server_v4,
+                lab.server_v6,
+            ),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Runs `f` with this thread moved into `ns`. Only the calling thread
+    /// changes namespace; tests run each in a thread of their own.
+    pub fn enter(ns: &str) {
+        let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
+        // SAFETY: valid fd; CLONE_NEWNET affects only this thread.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    }
+
+    /// `ip -d link show` of the server interface, as seen from its namespace.
+    pub fn server_link_details(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.server_ns,
+                "-d",
+                "link",
+                "show",
+                "dev",
+                &self.server_if,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sends `count` UDP datagrams from the client to `server:port` (v4 or v6
+    /// by `to`) and returns how many the server received. The receiver binds
+    /// before the sender starts and stops 300 ms after the last datagram.
+    pub fn udp_through(&self, to: IpAddr, port: u16, count: u32) -> u32 {
+        let server_ns = self.server_ns.clone();
+        let client_ns = self.client_ns.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let receiver = thread::spawn(move || {
+            Lab::enter(&server_ns);
+            let sock = UdpSocket::bind(SocketAddr::new(to, port)).expect("bind server");
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            let mut got = 0;
+            let mut buf = [0u8; 2048];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match sock.recv(&mut buf) {
+                    Ok(_) => got += 1,
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        ready_rx.recv().unwrap();
+        let sender = thread::spawn(move || {
+            Lab::enter(&client_ns);
+            let sock = UdpSocket::bind(SocketAddr::new(
+                if to.is_ipv4() {
+                    IpAddr::from([0, 0, 0, 0])
+                } else {
+                    IpAddr::from([0u16; 8])
+                },
+                0,
+            ))
+            .unwrap();
+            for i in 0..count {
+                // Errors (ICMP unreachable feedback) do not stop the run.
+                let _ = sock.send_to(&i.to_be_bytes(), SocketAddr::new(to, port));
+            }
+        });
+        sender.join().unwrap();
+        receiver.join().unwrap()
+    }
+}
+
+impl Lab {
+    /// Waits until the client can reach `to` again, e.g. after IPv6 neighbour
+    /// discovery failed while its source was banned. Gives up after 5 s.
+    pub fn wait_reachable(&self, to: IpAddr, port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.udp_through(to, port, 1) == 1 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and the pair with it.
+        for ns in [&self.client_ns, &self.server_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! `cargo xtask setup`: idempotent, and seconds when everything is present.
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd::{self, output, succeeds};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests and benchmarks use.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "iproute2",
+        "network namespaces and veth pairs in the integration tests",
+    ),
+    ("bpftool", "running xdp-filter's program in the benchmark"),
+    ("xdp-tools", "xdp-filter, the benchmark's peer"),
+    ("nftables", "nftables comparisons"),
+    ("netsniff-ng", "trafgen, a line-rate packet generator"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    check_root()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    bpffs()?;
+    kernel()?;
+    eprintln!("xtask setup: everything is in place");
+    Ok(())
+}
+
+fn check_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "shield's setup and tests load XDP programs, create network namespaces and \
+             install packages: run this as root (for example `sudo -E cargo xtask ...`)"
+        );
+    }
+    Ok(())
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["toolchain", "list"]).output();
+    let has_nightly = installed
+        .as_ref()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("nightly"))
+        })
+        .unwrap_or(false);
+    if !has_nightly {
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src,clippy,rustfmt",
+        ]))
+        .context("installing the nightly toolchain (the eBPF build needs it)")?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    for (component, why) in [
+        ("rust-src", "build-std for the eBPF target"),
+        ("clippy", "linting the eBPF crate"),
+    ] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            eprintln!("xtask setup: adding {component} to nightly ({why})");
+            cmd::run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    // Run it the way aya-build does: under `rustup run nightly`, which puts
+    // the nightly's libLLVM on the library path.
+    if let Ok(v) =
+        output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]))
+        && v.contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    // bpf-linker must link against the same LLVM as the nightly's rustc; the
+    // nightly ships it as a shared object, which we expose as an LLVM prefix.
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.*-rust-* in {}; is the nightly complete?",
+                lib.display()
+            )
+        })?;
+    let major = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libLLVM.so."))
+        .and_then(|n| n.split('.').next())
+        .context("cannot read the LLVM major version")?
+        .to_string();
+    let prefix = cmd::root().join("target/xtask/llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = fs::remove_file(&link);
+    symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    eprintln!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about a minute)"
+    );
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+                "--locked",
+                "--force",
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("installing bpf-linker")
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(pkg, _)| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+                .map(|s| s.contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (pkg, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        eprintln!("xtask setup: installing {pkg} ({why})");
+    }
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("installing Debian packages")
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let dir = PathBuf::from("/sys/fs/bpf");
+    if is_bpffs(&dir) {
+        return Ok(());
+    }
+    fs::create_dir_all(&dir).ok();
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("mounting bpffs at /sys/fs/bpf (pinned maps live there)")
+}
+
+fn is_bpffs(dir: &Path) -> bool {
+    output(Command::new("stat").args(["-f", "-c", "%T"]).arg(dir))
+        .map(|t| t.trim() == "bpf_fs")
+        .unwrap_or(false)
+}
+
+fn kernel() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing
+            .push("BTF (/sys/kernel/btf/vmlinux): build the kernel with CONFIG_DEBUG_INFO_BTF=y");
+    }
+    if !succeeds(Command::new("ip").args(["netns", "list"])) {
+        missing.push("network namespaces (`ip netns list` failed)");
+    }
+    let release = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let (major, minor) = parse_release(release.trim());
+    if (major, minor) < (5, 15) {
+        missing.push("a kernel of 5.15 or later (XDP links, bounded loops, ring buffers)");
+    }
+    if !missing.is_empty() {
+        bail!(
+            "this kernel lacks what shield needs:\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    Ok(())
+}
+
+fn parse_release(r: &str) -> (u32, u32) {
+    let mut it = r
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
