@@ -54,6 +54,22 @@ impl Gcra {
     }
 }
 
+/// The smallest burst that keeps the long-run rate exact when `now` comes
+/// from a clock that advances in steps of `tick_ns`.
+///
+/// The kernel reads the coarse monotonic clock (one scheduler tick, 1 to 10
+/// ms, per step) because it is several times cheaper than the precise one.
+/// All packets within a tick see the same `now`, so between two steps the
+/// bucket must be able to absorb a whole tick's worth of packets:
+/// `burst × emission ≥ tick`. Below that, the effective rate falls to
+/// `burst / tick`.
+pub const fn min_burst(limit: &Gcra, tick_ns: u64) -> u64 {
+    if limit.emission_ns == 0 {
+        return 0;
+    }
+    tick_ns.div_ceil(limit.emission_ns)
+}
+
 /// One GCRA step. Returns the new TAT when the packet conforms, `None` when it
 /// must be dropped (and the TAT stays as it is).
 #[inline(always)]
@@ -116,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn min_burst_covers_one_tick() {
+        let tick = 4_000_000;
+        assert_eq!(min_burst(&Gcra::new(1_000, NANOS_PER_SEC, 1), tick), 4);
+        assert_eq!(min_burst(&Gcra::new(10, NANOS_PER_SEC, 1), tick), 1);
+        assert_eq!(min_burst(&Gcra::UNLIMITED, tick), 0);
+        // Below it, a flood gets one packet per tick: the rate collapses.
+        let l = Gcra::new(1_000, NANOS_PER_SEC, 1);
+        let ticks = (0..1_000u64).map(|i| NANOS_PER_SEC + (i / 40) * tick);
+        assert_eq!(admitted(&l, ticks), 25);
+    }
+
+    #[test]
     fn unlimited_and_zero_burst() {
         assert!(Gcra::new(0, NANOS_PER_SEC, 10).is_unlimited());
         assert_eq!(Gcra::new(5, NANOS_PER_SEC, 0).burst(), 1);
@@ -148,6 +176,37 @@ mod tests {
             let expected = window / limit.emission_ns + burst;
             prop_assert!(got <= expected + 1, "got {got}, expected {expected}");
             prop_assert!(got + 1 >= expected.min(window / gap), "got {got}, expected {expected}");
+        }
+
+        /// With a clock that only advances once per tick (the kernel's coarse
+        /// clock), the long-run rate is still exact as long as the burst is at
+        /// least `min_burst`.
+        #[test]
+        fn coarse_clock_keeps_the_rate_when_burst_covers_a_tick(
+            rate in 1u64..20_000,
+            extra in 0u64..100,
+            tick_ms in prop::sample::select(&[1u64, 4, 10][..]),
+            window_s in 1u64..5,
+        ) {
+            let tick = tick_ms * 1_000_000;
+            let probe = Gcra::new(rate, NANOS_PER_SEC, 1);
+            // Two more than the minimum also absorbs the flood's own spacing.
+            let burst = min_burst(&probe, tick) + 2 + extra;
+            let limit = Gcra::new(rate, NANOS_PER_SEC, burst);
+            let start = 3 * NANOS_PER_SEC;
+            let window = window_s * NANOS_PER_SEC;
+            // A flood at four times the rate, timestamped by a ticking clock.
+            let gap = (limit.emission_ns / 4).max(1);
+            let arrivals = (0..)
+                .map(|i| start + i * gap)
+                .take_while(|t| *t < start + window)
+                .map(|t| t - (t % tick));
+            let got = admitted(&limit, arrivals);
+            let ideal = window / limit.emission_ns + burst;
+            // The full rate (no collapse to one packet per tick), never above
+            // it; the lagging clock hides at most the last tick's refill.
+            prop_assert!(got <= ideal + 1, "got {got} ideal {ideal}");
+            prop_assert!(got + tick / limit.emission_ns + 2 >= ideal, "got {got} ideal {ideal}");
         }
 
         /// Never more than the limit, whatever the arrival pattern.

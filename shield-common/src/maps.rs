@@ -47,6 +47,8 @@ pub const ALL_MAPS: [&str; 17] = [
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "shield";
+/// An empty XDP program in the same object: the benchmark's baseline.
+pub const NOOP_PROGRAM_NAME: &str = "shield_noop";
 
 // ---- default capacities (the agent may override the big ones at load) ----
 pub const SRC_CAPACITY: u32 = 16_384;

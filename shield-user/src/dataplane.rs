@@ -105,6 +105,19 @@ impl Dataplane {
             .try_into()?)
     }
 
+    /// Loads the object's empty baseline program (for benchmarks) and returns it.
+    pub fn noop_program(&mut self) -> Result<&mut Xdp> {
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut(NOOP_PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?;
+        if p.fd().is_err() {
+            p.load()?;
+        }
+        Ok(p)
+    }
+
     /// Attaches to `iface` in `mode`.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<XdpLinkId> {
         Ok(self.program()?.attach(iface, mode)?)
@@ -425,8 +438,9 @@ pub fn bucket_key(src: IpAddr, class: u16, v6_mask: &[u8; 16]) -> BucketKey {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so
-/// ban expiries and TATs written from here compare correctly in the kernel.
+/// CLOCK_MONOTONIC in nanoseconds. The kernel reads the coarse variant of
+/// the same clock (`bpf_ktime_get_coarse_ns`), which lags it by at most one
+/// tick, so ban expiries and TATs written from here compare correctly there.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -434,6 +448,17 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The resolution of the clock the XDP program reads (one scheduler tick).
+pub fn kernel_clock_tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

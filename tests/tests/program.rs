@@ -8,7 +8,7 @@ use shield_common::{
     reason::{Reason, Verdict},
 };
 use shield_tests::{harness::*, packet::*};
-use shield_user::dataplane::monotonic_ns;
+use shield_user::dataplane::{kernel_clock_tick_ns, monotonic_ns};
 
 const V4: &str = "198.51.100.7";
 const V6: &str = "2001:db8:1:2::7";
@@ -82,8 +82,9 @@ fn exact_bans_drop_and_expire() {
             (XDP_DROP, Verdict::Drop, Reason::Banned)
         );
     }
-    // An expired ban no longer matches.
-    let past = monotonic_ns() - 1;
+    // An expired ban no longer matches. The kernel reads the coarse clock,
+    // which lags by up to one tick: "expired" means more than a tick ago.
+    let past = monotonic_ns() - 2 * kernel_clock_tick_ns();
     for src in both() {
         h.ban(&host(src), past);
         assert_eq!(h.judge(&Pkt::udp(src, 53).build()).2, Reason::Clean);
@@ -146,7 +147,10 @@ fn cidr_bans() {
         h.judge(&Pkt::syn("2001:db8:ab00::1", 443).build()).2,
         Reason::Clean
     );
-    h.ban("203.0.113.0/24", monotonic_ns() - 1);
+    h.ban(
+        "203.0.113.0/24",
+        monotonic_ns() - 2 * kernel_clock_tick_ns(),
+    );
     assert_eq!(
         h.judge(&Pkt::syn("203.0.113.200", 443).build()).2,
         Reason::Clean
