@@ -333,7 +333,7 @@ fn main() {
             a.rounds,
             a.repeat,
             std::thread::available_parallelism()
-                .map(|n| n.get())
+                .map(std::num::NonZero::get)
                 .unwrap_or(0),
         );
         let old = fs::read_to_string(&path).unwrap_or_default();
