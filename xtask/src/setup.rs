@@ -200,18 +200,39 @@ fn is_bpffs(dir: &Path) -> bool {
 }
 
 fn kernel() -> anyhow::Result<()> {
-    let mut missing = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        missing
-            .push("BTF (/sys/kernel/btf/vmlinux): build the kernel with CONFIG_DEBUG_INFO_BTF=y");
+        missing.push(
+            "BTF (/sys/kernel/btf/vmlinux): build the kernel with CONFIG_DEBUG_INFO_BTF=y".into(),
+        );
     }
     if !succeeds(Command::new("ip").args(["netns", "list"])) {
-        missing.push("network namespaces (`ip netns list` failed)");
+        missing.push("network namespaces (`ip netns list` failed)".into());
     }
     let release = output(Command::new("uname").arg("-r")).unwrap_or_default();
     let (major, minor) = parse_release(release.trim());
     if (major, minor) < (5, 15) {
-        missing.push("a kernel of 5.15 or later (XDP links, bounded loops, ring buffers)");
+        missing.push("a kernel of 5.15 or later (XDP links, bounded loops, ring buffers)".into());
+    }
+    // bpftool asks the kernel itself: program and map types, and helpers.
+    match output(Command::new("bpftool").args(["feature", "probe", "kernel"])) {
+        Ok(probe) => {
+            for (needle, what) in [
+                ("program_type xdp is available", "XDP programs"),
+                ("map_type lpm_trie is available", "LPM trie maps"),
+                ("map_type lru_hash is available", "LRU hash maps"),
+                ("map_type ringbuf is available", "ring buffers"),
+                (
+                    "bpf_ktime_get_coarse_ns",
+                    "the bpf_ktime_get_coarse_ns helper",
+                ),
+            ] {
+                if !probe.contains(needle) {
+                    missing.push(format!("{what} (per `bpftool feature probe kernel`)"));
+                }
+            }
+        }
+        Err(e) => missing.push(format!("a working `bpftool feature probe kernel`: {e}")),
     }
     if !missing.is_empty() {
         bail!(
