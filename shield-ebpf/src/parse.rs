@@ -159,11 +159,11 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
         if cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
         }
+        if !is_ext(next) {
+            found = true;
+            break;
+        }
         match next {
-            _ if !is_ext(next) => {
-                found = true;
-                break;
-            }
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(h) = bytes_at::<2>(ctx, cur) else {
                     return Parsed::Malformed;

@@ -3,10 +3,7 @@
 //! This is the only module that touches aya. Everything above it speaks in
 //! [`Cidr`]s and shield-common types.
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{net::IpAddr, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -313,20 +310,7 @@ impl Dataplane {
         net: Cidr,
         value: &V,
     ) -> Result<()> {
-        let len = u32::from(net.prefix_len());
-        match (net.v4_octets(), net.v6_octets()) {
-            (Some(a), _) => {
-                let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
-                    LpmTrie::try_from(self.map_mut(v4)?).map_err(map_err(v4))?;
-                t.insert(&Key::new(len, a), value, 0).map_err(map_err(v4))
-            }
-            (_, Some(a)) => {
-                let mut t: LpmTrie<&mut MapData, [u8; 16], V> =
-                    LpmTrie::try_from(self.map_mut(v6)?).map_err(map_err(v6))?;
-                t.insert(&Key::new(len, a), value, 0).map_err(map_err(v6))
-            }
-            _ => unreachable!("a Cidr is v4 or v6"),
-        }
+        self.trie_op(v4, v6, net, TrieOp::Insert(value))
     }
 
     fn trie_remove<V: aya::Pod>(
@@ -335,21 +319,43 @@ impl Dataplane {
         v6: &'static str,
         net: Cidr,
     ) -> Result<()> {
+        self.trie_op::<V>(v4, v6, net, TrieOp::Remove)
+    }
+
+    /// Picks the v4 or v6 trie by `net`'s family and applies `op` to it.
+    fn trie_op<V: aya::Pod>(
+        &mut self,
+        v4: &'static str,
+        v6: &'static str,
+        net: Cidr,
+        op: TrieOp<'_, V>,
+    ) -> Result<()> {
+        fn apply<K: aya::Pod, V: aya::Pod>(
+            map: &mut Map,
+            name: &'static str,
+            key: Key<K>,
+            op: TrieOp<'_, V>,
+        ) -> Result<()> {
+            let mut t: LpmTrie<&mut MapData, K, V> =
+                LpmTrie::try_from(map).map_err(map_err(name))?;
+            match op {
+                TrieOp::Insert(v) => t.insert(&key, v, 0),
+                TrieOp::Remove => ignore_missing(t.remove(&key)),
+            }
+            .map_err(map_err(name))
+        }
         let len = u32::from(net.prefix_len());
         match (net.v4_octets(), net.v6_octets()) {
-            (Some(a), _) => {
-                let mut t: LpmTrie<&mut MapData, [u8; 4], V> =
-                    LpmTrie::try_from(self.map_mut(v4)?).map_err(map_err(v4))?;
-                ignore_missing(t.remove(&Key::new(len, a))).map_err(map_err(v4))
-            }
-            (_, Some(a)) => {
-                let mut t: LpmTrie<&mut MapData, [u8; 16], V> =
-                    LpmTrie::try_from(self.map_mut(v6)?).map_err(map_err(v6))?;
-                ignore_missing(t.remove(&Key::new(len, a))).map_err(map_err(v6))
-            }
+            (Some(a), _) => apply(self.map_mut(v4)?, v4, Key::new(len, a), op),
+            (_, Some(a)) => apply(self.map_mut(v6)?, v6, Key::new(len, a), op),
             _ => unreachable!("a Cidr is v4 or v6"),
         }
     }
+}
+
+enum TrieOp<'a, V> {
+    Insert(&'a V),
+    Remove,
 }
 
 /// Removing what is not there is success: the goal state holds.
@@ -460,28 +466,6 @@ pub fn kernel_clock_tick_ns() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Mode names as the config and metrics spell them.
-pub fn mode_name(mode: XdpMode) -> &'static str {
-    match mode {
-        XdpMode::Driver => "native",
-        XdpMode::Skb => "skb",
-        XdpMode::Hardware => "hw",
-        XdpMode::Default => "default",
-    }
-}
-
-/// True when `dir` is on a bpffs mount (pins can live there).
-pub fn is_bpffs(dir: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut s) };
-    rc == 0 && s.f_type as i64 == BPF_FS_MAGIC
 }
 
 #[cfg(test)]

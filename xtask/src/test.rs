@@ -55,24 +55,17 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "shield-tests",
     ])?;
     // Root tests share kernel state (netns names, the NIC under test): one at a time.
-    cmd::cargo(&[
-        "test",
-        "--package",
-        "shield-tests",
-        "--test",
-        "program",
-        "--",
-        "--test-threads=1",
-    ])?;
-    cmd::cargo(&[
-        "test",
-        "--package",
-        "shield-tests",
-        "--test",
-        "netns",
-        "--",
-        "--test-threads=1",
-    ])?;
+    for suite in ["program", "netns"] {
+        cmd::cargo(&[
+            "test",
+            "--package",
+            "shield-tests",
+            "--test",
+            suite,
+            "--",
+            "--test-threads=1",
+        ])?;
+    }
     eprintln!("xtask test: all green");
     Ok(())
 }

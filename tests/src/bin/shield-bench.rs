@@ -61,14 +61,8 @@ fn bpftool_run(id: u32, frame: &std::path::Path, repeat: u32) -> f64 {
     let ns = text
         .split("duration (average):")
         .nth(1)
-        .and_then(|s| {
-            s.trim().strip_suffix("ns").or_else(|| {
-                s.split_whitespace()
-                    .next()
-                    .map(|w| w.trim_end_matches("ns"))
-            })
-        })
-        .map(|s| s.trim().trim_end_matches("ns").to_string())
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|w| w.trim_end_matches("ns"))
         .unwrap_or_else(|| panic!("no duration in bpftool output: {text}"));
     ns.parse()
         .unwrap_or_else(|_| panic!("bad duration {ns:?} in {text}"))
