@@ -159,11 +159,14 @@ mod tests {
     proptest! {
         /// Steady state: a source that sends faster than the limit gets
         /// `rate × window + burst` packets through in a window, give or take
-        /// the one packet that straddles the window's end.
+        /// the one packet that straddles the window's end. This needs the
+        /// burst tolerance to cover the sender's spacing (burst ≥ 2 does, as
+        /// the flood runs at least twice the rate); with burst 1 each admitted
+        /// packet can lag its slot by up to one gap, and the count drifts low.
         #[test]
         fn admitted_over_window_is_rate_times_window_plus_burst(
             rate in 1u64..10_000,
-            burst in 1u64..1_000,
+            burst in 2u64..1_000,
             window_ms in 1u64..5_000,
             overdrive in 2u64..20,
         ) {
@@ -206,7 +209,12 @@ mod tests {
             // The full rate (no collapse to one packet per tick), never above
             // it; the lagging clock hides at most the last tick's refill.
             prop_assert!(got <= ideal + 1, "got {got} ideal {ideal}");
-            prop_assert!(got + tick / limit.emission_ns + 2 >= ideal, "got {got} ideal {ideal}");
+            // (A short window may hold fewer arrivals than the burst.)
+            let sent = window.div_ceil(gap);
+            prop_assert!(
+                got + tick / limit.emission_ns + 2 >= ideal.min(sent),
+                "got {got} ideal {ideal} sent {sent}"
+            );
         }
 
         /// Never more than the limit, whatever the arrival pattern.
