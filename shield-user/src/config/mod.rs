@@ -1,0 +1,5 @@
+//! The agent's configuration: TOML in, a validated [`Config`] out.
+
+mod model;
+
+pub use model::*;
