@@ -20,6 +20,12 @@ use shield_common::{
 
 use crate::net::Cidr;
 
+mod attach;
+pub mod pins;
+mod read;
+
+pub use attach::{AttachMode, Attached, detach_others, pinned_link_ids};
+
 /// The XDP object this build of shield carries.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
 
@@ -37,6 +43,25 @@ pub enum DataplaneError {
     MissingProgram,
     #[error("{0} is out of range")]
     OutOfRange(String),
+    #[error("interface `{0}` does not exist (list interfaces with `ip link`)")]
+    NoSuchInterface(String),
+    #[error("attaching to `{iface}` in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        source: Box<ProgramError>,
+    },
+    #[error("XDP link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error(
+        "pinned map {path} does not match this build ({detail}); it was left by an incompatible shield version. `shield-agent --detach` removes the old pins (bans come back from the journal)"
+    )]
+    Incompatible { path: PathBuf, detail: String },
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -69,6 +94,9 @@ impl Dataplane {
 
     /// As [`Dataplane::load`], from another build of the program.
     pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Self> {
+        if let Some(dir) = &opts.pin_dir {
+            check_pinned_layout(dir)?;
+        }
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
@@ -179,6 +207,19 @@ impl Dataplane {
             Placement::ExactV6(k) => self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, k),
             Placement::Trie => self.trie_remove::<Ban>(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net),
         }
+    }
+
+    /// The keys of the exact v6 ban map (networks at the configured prefix).
+    pub fn v6_exact_ban_keys(&self) -> Result<Vec<[u8; 16]>> {
+        let m: HashMap<&MapData, [u8; 16], Ban> =
+            HashMap::try_from(self.map(MAP_BAN_V6)?).map_err(map_err(MAP_BAN_V6))?;
+        m.keys()
+            .map(|k| k.map_err(map_err(MAP_BAN_V6)))
+            .collect()
+    }
+
+    pub fn remove_v6_exact_ban(&mut self, key: [u8; 16]) -> Result<()> {
+        self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, key)
     }
 
     // ---- feeds ----
@@ -351,6 +392,28 @@ impl Dataplane {
             _ => unreachable!("a Cidr is v4 or v6"),
         }
     }
+}
+
+/// Refuses pinned maps whose type of key or value differs from this build's.
+fn check_pinned_layout(dir: &std::path::Path) -> Result<()> {
+    for (name, key, value) in pins::MAP_LAYOUT {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(map_err(name))?;
+        if (key, value) != (0, 0) && (info.key_size(), info.value_size()) != (key, value) {
+            return Err(DataplaneError::Incompatible {
+                path,
+                detail: format!(
+                    "key/value sizes {}/{}, expected {key}/{value}",
+                    info.key_size(),
+                    info.value_size()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 enum TrieOp<'a, V> {

@@ -1,7 +1,11 @@
 //! shield's userspace library: everything the agent and shieldctl do, kept
 //! out of the binaries so it can be tested.
 
+pub mod agent;
+pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod net;
 pub mod policy;
+pub mod statefile;
+pub mod systemd;

@@ -1,0 +1,282 @@
+//! Bans: the kernel maps enforce them, the journal in `state_dir` remembers
+//! them across reboots (when the pins are gone), with wall-clock expiries.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use shield_common::maps::{BAN_FOREVER, BAN_ORIGIN_AUTOBAN, BAN_ORIGIN_FEED, BAN_ORIGIN_MANUAL, Ban};
+
+use crate::{
+    clock,
+    dataplane::{Dataplane, DataplaneError},
+    net::Cidr,
+    statefile::{self, StateFileError},
+};
+
+pub const JOURNAL_FILE: &str = "bans.json";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BanOrigin {
+    Manual,
+    Autoban,
+    Feed,
+}
+
+impl BanOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BanOrigin::Manual => "manual",
+            BanOrigin::Autoban => "autoban",
+            BanOrigin::Feed => "feed",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            BanOrigin::Manual => BAN_ORIGIN_MANUAL,
+            BanOrigin::Autoban => BAN_ORIGIN_AUTOBAN,
+            BanOrigin::Feed => BAN_ORIGIN_FEED,
+        }
+    }
+
+    fn from_code(c: u8) -> BanOrigin {
+        match c {
+            BAN_ORIGIN_AUTOBAN => BanOrigin::Autoban,
+            BAN_ORIGIN_FEED => BanOrigin::Feed,
+            _ => BanOrigin::Manual,
+        }
+    }
+}
+
+/// One ban as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRecord {
+    pub net: Cidr,
+    pub origin: BanOrigin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_unix_ms: u64,
+    /// `None`: until removed.
+    pub expires_unix_ms: Option<u64>,
+}
+
+impl BanRecord {
+    pub fn expired(&self, now_unix_ms: u64) -> bool {
+        self.expires_unix_ms.is_some_and(|e| e <= now_unix_ms)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Journal {
+    version: u32,
+    bans: Vec<BanRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    #[error(transparent)]
+    Journal(#[from] StateFileError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+/// The agent's view of every ban.
+#[derive(Debug)]
+pub struct BanBook {
+    path: PathBuf,
+    bans: BTreeMap<Cidr, BanRecord>,
+}
+
+/// What [`BanBook::restore`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub from_journal: usize,
+    pub expired: usize,
+    pub adopted_from_maps: usize,
+}
+
+impl BanBook {
+    /// Reads the journal. A corrupt journal is moved aside and reported
+    /// through `warn`; the book then starts from what the maps hold.
+    pub fn open(state_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<BanBook, BanError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let journal = match statefile::read::<Journal>(&path) {
+            Ok(j) => j,
+            Err(e @ StateFileError::Corrupt { .. }) => {
+                warn(e.to_string());
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bans = journal
+            .map(|j| j.bans.into_iter().map(|b| (b.net, b)).collect())
+            .unwrap_or_default();
+        Ok(BanBook { path, bans })
+    }
+
+    /// Makes the maps and the journal agree: journal bans still running are
+    /// (re)written with their remaining time, expired ones dropped, and bans
+    /// found only in adopted maps are taken into the journal.
+    pub fn restore(&mut self, dp: &mut Dataplane) -> Result<Restored, BanError> {
+        let now_ms = clock::unix_ms();
+        let now_mono = clock::monotonic_ns();
+        let mut r = Restored::default();
+        for (net, ban) in dp.ban_entries()? {
+            if !ban.active(now_mono) {
+                dp.remove_ban(net)?;
+                continue;
+            }
+            if !self.bans.contains_key(&net) {
+                let expires_unix_ms = (ban.expires_ns != BAN_FOREVER)
+                    .then(|| clock::mono_to_wall(ban.expires_ns, now_mono, now_ms));
+                self.bans.insert(
+                    net,
+                    BanRecord {
+                        net,
+                        origin: BanOrigin::from_code(ban.origin),
+                        reason: Some("found in the kernel maps, not in the journal".into()),
+                        created_unix_ms: now_ms,
+                        expires_unix_ms,
+                    },
+                );
+                r.adopted_from_maps += 1;
+            }
+        }
+        let expired: Vec<Cidr> = self
+            .bans
+            .values()
+            .filter(|b| b.expired(now_ms))
+            .map(|b| b.net)
+            .collect();
+        for net in &expired {
+            self.bans.remove(net);
+            dp.remove_ban(*net)?;
+        }
+        r.expired = expired.len();
+        for b in self.bans.values() {
+            dp.set_ban(b.net, &kernel_ban(b, now_ms, now_mono))?;
+            r.from_journal += 1;
+        }
+        r.from_journal -= r.adopted_from_maps;
+        self.save()?;
+        Ok(r)
+    }
+
+    /// Journals, then enforces: a crash in between leaves a ban the next
+    /// start enforces, never an enforced ban nobody remembers.
+    pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
+        let prev = self.bans.insert(rec.net, rec.clone());
+        if let Err(e) = self.save() {
+            match prev {
+                Some(p) => self.bans.insert(rec.net, p),
+                None => self.bans.remove(&rec.net),
+            };
+            return Err(e);
+        }
+        dp.set_ban(
+            rec.net,
+            &kernel_ban(&rec, clock::unix_ms(), clock::monotonic_ns()),
+        )?;
+        Ok(())
+    }
+
+    /// Lifts a ban; `Ok(false)` when there was none.
+    pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
+        let Some(old) = self.bans.remove(&net) else {
+            return Ok(false);
+        };
+        dp.remove_ban(net)?;
+        if let Err(e) = self.save() {
+            self.bans.insert(net, old);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Removes expired bans from the maps and the journal. The kernel stops
+    /// matching them by itself; this reclaims their slots.
+    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<usize, BanError> {
+        let now_ms = clock::unix_ms();
+        let expired: Vec<Cidr> = self
+            .bans
+            .values()
+            .filter(|b| b.expired(now_ms))
+            .map(|b| b.net)
+            .collect();
+        for net in &expired {
+            self.bans.remove(net);
+            dp.remove_ban(*net)?;
+        }
+        if !expired.is_empty() {
+            self.save()?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Re-places every v6 ban after `ipv6_prefix` changed: exact v6 bans are
+    /// keyed at that prefix. `remove_old` runs with the old config in place.
+    pub fn v6_bans(&self) -> Vec<BanRecord> {
+        self.bans
+            .values()
+            .filter(|b| !b.net.is_v4())
+            .cloned()
+            .collect()
+    }
+
+    /// Writes the kernel entry of a known ban again (after a re-placement).
+    pub fn enforce(&self, dp: &mut Dataplane, rec: &BanRecord) -> Result<(), BanError> {
+        dp.set_ban(
+            rec.net,
+            &kernel_ban(rec, clock::unix_ms(), clock::monotonic_ns()),
+        )?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &BanRecord> {
+        self.bans.values()
+    }
+
+    pub fn get(&self, net: &Cidr) -> Option<&BanRecord> {
+        self.bans.get(net)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
+    fn save(&self) -> Result<(), BanError> {
+        let j = Journal {
+            version: 1,
+            bans: self.bans.values().cloned().collect(),
+        };
+        statefile::write(&self.path, &j)?;
+        Ok(())
+    }
+}
+
+fn kernel_ban(b: &BanRecord, now_unix_ms: u64, now_mono: u64) -> Ban {
+    let expires = match b.expires_unix_ms {
+        None => BAN_FOREVER,
+        Some(e) => clock::wall_to_mono(e, now_unix_ms, now_mono),
+    };
+    Ban::new(expires, b.origin.code())
+}
+
+/// The journal as a file a test or an operator can write by hand.
+pub fn journal_json(bans: &[BanRecord]) -> String {
+    serde_json::to_string_pretty(&Journal {
+        version: 1,
+        bans: bans.to_vec(),
+    })
+    .unwrap_or_default()
+}

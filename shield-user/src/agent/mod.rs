@@ -1,0 +1,330 @@
+//! Orchestration: config → policy → maps, attach, bans, reload. The binary
+//! drives an [`Agent`] from its event loop; everything here is synchronous
+//! and owns the dataplane.
+
+pub mod bans;
+mod apply;
+mod ids;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use crate::{
+    config::{self, Config, ConfigErrors, XdpModeSetting},
+    dataplane::{
+        self, AttachMode, Attached, Dataplane, DataplaneError, LoadOptions, pins,
+    },
+    net::Cidr,
+    policy::{self, LimitOverride, Policy, PolicyDiff, PolicyError, Runtime},
+    statefile::{self, StateFileError},
+};
+use bans::{BanBook, BanError};
+
+/// What the operator asked for on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// `None`: the embedded default policy.
+    pub config_path: Option<PathBuf>,
+    /// Replaces the config's `interfaces` when not empty.
+    pub ifaces: Vec<String>,
+    /// Forces dry run on, whatever the config says.
+    pub dry_run: bool,
+    /// Another build of the XDP object (upgrade drills); `None`: the built-in one.
+    pub object: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("{0}")]
+    Pins(#[from] pins::PinError),
+    #[error("{0}")]
+    State(#[from] StateFileError),
+    #[error("{0}")]
+    Bans(#[from] BanError),
+}
+
+impl AgentError {
+    /// DESIGN.md's exit codes: 2 for what the operator must fix in the
+    /// config or command line, 1 for everything that went wrong at runtime.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Config(_) | AgentError::Usage(_) | AgentError::Policy(_) => 2,
+            AgentError::Dataplane(DataplaneError::NoSuchInterface(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads and validates the configuration the options point at, with the
+/// command line's overrides applied.
+pub fn load_config(opts: &AgentOptions, tick_ns: u64) -> Result<Config, AgentError> {
+    let mut cfg = match &opts.config_path {
+        Some(p) => config::load(p, tick_ns)?,
+        None => config::default_policy(tick_ns),
+    };
+    if !opts.ifaces.is_empty() {
+        cfg.interfaces = opts.ifaces.clone();
+    }
+    if opts.dry_run {
+        cfg.dry_run = true;
+    }
+    if cfg.interfaces.is_empty() {
+        let whence = match &opts.config_path {
+            Some(p) => format!("{} sets no `interfaces`", p.display()),
+            None => "the default policy names no interfaces".to_string(),
+        };
+        return Err(AgentError::Usage(format!(
+            "no interface to protect: {whence}; pass --iface IF (repeatable) or set `interfaces = [\"eth0\"]`"
+        )));
+    }
+    for iface in &cfg.interfaces {
+        if !interface_exists(iface) {
+            return Err(DataplaneError::NoSuchInterface(iface.clone()).into());
+        }
+    }
+    Ok(cfg)
+}
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+fn modes(setting: XdpModeSetting) -> &'static [AttachMode] {
+    match setting {
+        XdpModeSetting::Auto => &[AttachMode::Native, AttachMode::Skb],
+        XdpModeSetting::Native => &[AttachMode::Native],
+        XdpModeSetting::Skb => &[AttachMode::Skb],
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    pub changes: usize,
+    pub attached: Vec<String>,
+    pub detached: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    cfg: Config,
+    policy: Policy,
+    dp: Dataplane,
+    bans: BanBook,
+    attached: Vec<Attached>,
+    runtime_allow: Vec<Cidr>,
+    overrides: Vec<LimitOverride>,
+    tick_ns: u64,
+    started: Instant,
+}
+
+impl Agent {
+    /// Loads (or adopts) the pinned maps, brings them to the configured
+    /// policy by writing only what differs, restores bans, and attaches to
+    /// every interface (replacing a previous program atomically).
+    pub fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
+        let tick_ns = dataplane::kernel_clock_tick_ns();
+        let cfg = load_config(&opts, tick_ns)?;
+        pins::ensure_pin_dir(&cfg.pin_dir)?;
+        statefile::ensure_dir(&cfg.state_dir)?;
+
+        let load = LoadOptions {
+            pin_dir: Some(cfg.pin_dir.clone()),
+            capacities: Vec::new(),
+        };
+        let mut dp = match &opts.object {
+            Some(obj) => Dataplane::load_object(obj, &load)?,
+            None => Dataplane::load(&load)?,
+        };
+
+        let previous = ids::load(&cfg.state_dir);
+        let policy = policy::compile(
+            &cfg,
+            &Runtime {
+                allow: &[],
+                overrides: &[],
+                previous: previous.as_ref(),
+                tick_ns,
+            },
+        )?;
+        for w in &policy.warnings {
+            tracing::warn!("{w}");
+        }
+        let in_maps = apply::snapshot(&dp)?;
+        let mut bans = BanBook::open(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        let prefix_changed = in_maps.global.ipv6_prefix != policy.global.ipv6_prefix;
+        let diff = PolicyDiff::between(Some(&in_maps), &policy);
+        apply::apply_with_bans(&mut dp, &diff, prefix_changed, &bans)?;
+        tracing::info!(
+            changes = diff.changes(),
+            sources = policy.sources.len(),
+            port_slots = policy.ports.len(),
+            "policy applied"
+        );
+        ids::save(&cfg.state_dir, &policy)?;
+        let restored = bans.restore(&mut dp)?;
+        tracing::info!(
+            journal = restored.from_journal,
+            expired = restored.expired,
+            adopted = restored.adopted_from_maps,
+            "bans restored"
+        );
+
+        let mut agent = Agent {
+            opts,
+            cfg,
+            policy,
+            dp,
+            bans,
+            attached: Vec::new(),
+            runtime_allow: Vec::new(),
+            overrides: Vec::new(),
+            tick_ns,
+            started: Instant::now(),
+        };
+        agent.attach_all()?;
+        Ok(agent)
+    }
+
+    fn attach_all(&mut self) -> Result<(Vec<String>, Vec<String>), AgentError> {
+        let mut attached = Vec::new();
+        let mut new = Vec::new();
+        for iface in &self.cfg.interfaces {
+            let a = self
+                .dp
+                .attach_pinned(iface, modes(self.cfg.xdp_mode), &self.cfg.pin_dir)?;
+            if a.mode == AttachMode::Skb && self.cfg.xdp_mode == XdpModeSetting::Auto {
+                tracing::warn!(
+                    iface,
+                    "native XDP unavailable; running in skb (generic) mode, which is slower"
+                );
+            }
+            tracing::info!(
+                iface = a.iface,
+                mode = a.mode.as_str(),
+                link = a.link_id,
+                program = a.program_id,
+                replaced = a.replaced,
+                "attached"
+            );
+            if !self.attached.iter().any(|x| x.iface == a.iface) {
+                new.push(a.iface.clone());
+            }
+            attached.push(a);
+        }
+        let gone = dataplane::detach_others(&self.cfg.pin_dir, &self.cfg.interfaces);
+        for g in &gone {
+            tracing::info!(iface = g, "detached (no longer configured)");
+        }
+        self.attached = attached;
+        Ok((new, gone))
+    }
+
+    /// Re-reads the config and applies the difference. On any error the
+    /// running policy stays exactly as it was.
+    pub fn reload(&mut self) -> Result<ReloadReport, AgentError> {
+        let cfg = load_config(&self.opts, self.tick_ns)?;
+        if cfg.pin_dir != self.cfg.pin_dir || cfg.state_dir != self.cfg.state_dir {
+            return Err(AgentError::Usage(
+                "pin_dir and state_dir cannot change on reload; restart shield-agent to move them"
+                    .into(),
+            ));
+        }
+        let policy = self.compile(&cfg)?;
+        let diff = PolicyDiff::between(Some(&self.policy), &policy);
+        let prefix_changed = self.policy.global.ipv6_prefix != policy.global.ipv6_prefix;
+        apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;
+        ids::save(&cfg.state_dir, &policy)?;
+        let warnings = policy.warnings.clone();
+        self.policy = policy;
+        self.cfg = cfg;
+        let (attached, detached) = self.attach_all()?;
+        Ok(ReloadReport {
+            changes: diff.changes(),
+            attached,
+            detached,
+            warnings,
+        })
+    }
+
+    fn compile(&self, cfg: &Config) -> Result<Policy, AgentError> {
+        Ok(policy::compile(
+            cfg,
+            &Runtime {
+                allow: &self.runtime_allow,
+                overrides: &self.overrides,
+                previous: Some(&self.policy),
+                tick_ns: self.tick_ns,
+            },
+        )?)
+    }
+
+    /// Periodic housekeeping: expired bans leave the maps and the journal.
+    pub fn tick(&mut self) {
+        match self.bans.sweep(&mut self.dp) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "bans expired"),
+            Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    pub fn bans(&self) -> &BanBook {
+        &self.bans
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// One line for `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let ifaces: Vec<String> = self
+            .attached
+            .iter()
+            .map(|a| format!("{} ({})", a.iface, a.mode.as_str()))
+            .collect();
+        format!(
+            "enforcing on {}{}; {} bans",
+            ifaces.join(", "),
+            if self.cfg.dry_run { " in dry run" } else { "" },
+            self.bans.len()
+        )
+    }
+}
+
+/// `--detach`: removes links and pins under `pin_dir`. The ban journal in
+/// `state_dir` stays, so a later start restores the bans.
+pub fn detach(pin_dir: &Path) -> Result<pins::Removed, AgentError> {
+    Ok(pins::remove_all(pin_dir)?)
+}

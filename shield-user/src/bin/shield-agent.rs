@@ -1,0 +1,238 @@
+//! shield-agent: loads shield's XDP program, keeps its maps in line with the
+//! config, and leaves enforcement in place when it exits.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shield_user::{
+    agent::{self, Agent, AgentOptions},
+    config, dataplane, systemd,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+const LONG_ABOUT: &str = "\
+shield-agent loads shield's XDP program onto your interfaces, compiles its
+config into BPF maps, and keeps them current. Enforcement lives in the
+kernel and is pinned under pin_dir (default /sys/fs/bpf/shield): stopping,
+restarting or killing the agent leaves it running, and a restarted agent
+adopts it without resetting bans, buckets or feed entries.
+
+Signals: SIGHUP reloads the config (an invalid config leaves the running
+policy untouched); SIGTERM/SIGINT exit and leave enforcement in place.
+Run under systemd with Type=notify: READY=1 is sent once enforcing, and the
+watchdog (WatchdogSec=) is pinged from the main loop.
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or config error.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  shield-agent --iface eth0                      # embedded default policy
+  shield-agent --config /etc/shield/shield.toml  # your policy
+  shield-agent check-config /etc/shield/shield.toml
+  shield-agent --config /etc/shield/shield.toml --detach   # remove everything";
+
+#[derive(Parser, Debug)]
+#[command(name = "shield-agent", version, about = "shield's XDP traffic shield daemon", long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    /// The config file (TOML). Without it the embedded default policy runs,
+    /// which needs --iface.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Protect this interface (repeatable). Replaces the config's `interfaces`.
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
+    ifaces: Vec<String>,
+
+    /// Count what would be dropped (as `would_drop`) but pass everything.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Remove shield from every interface and delete its pins (the ban
+    /// journal in state_dir is kept), then exit.
+    #[arg(long)]
+    detach: bool,
+
+    /// Log format: `text` (human-readable) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info`, `debug`, `shield_user=debug` (RUST_LOG also works).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+
+    /// Load this XDP object instead of the built-in one (upgrade drills and
+    /// tests: it replaces the running program atomically, like an upgrade).
+    #[arg(long, value_name = "FILE")]
+    bpf_object: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a config file and list every error with its line and column
+    /// (exit 2 when there is any).
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("shield-agent: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An exit code and the sentence that explains it.
+struct Failure(u8, String);
+
+impl From<agent::AgentError> for Failure {
+    fn from(e: agent::AgentError) -> Self {
+        Failure(e.exit_code() as u8, e.to_string())
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Failure(
+            1,
+            "needs root (CAP_BPF and CAP_NET_ADMIN) to load XDP programs; run it as root or through the shield-agent systemd unit".into(),
+        ));
+    }
+    if cli.detach {
+        return detach(&cli);
+    }
+    let object = match &cli.bpf_object {
+        Some(p) => Some(std::fs::read(p).map_err(|e| {
+            Failure(2, format!("--bpf-object {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    let opts = AgentOptions {
+        config_path: cli.config.clone(),
+        ifaces: cli.ifaces.clone(),
+        dry_run: cli.dry_run,
+        object,
+    };
+    let agent = Agent::start(opts)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(1, format!("starting the event loop: {e}")))?;
+    rt.block_on(main_loop(agent))
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), Failure> {
+    let tick = dataplane::kernel_clock_tick_ns();
+    match config::load(file, tick) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(errs) => {
+            for e in &errs.errors {
+                println!("{e}");
+            }
+            Err(Failure(
+                2,
+                format!("{}: {} error(s)", file.display(), errs.errors.len()),
+            ))
+        }
+    }
+}
+
+fn detach(cli: &Cli) -> Result<(), Failure> {
+    let tick = dataplane::kernel_clock_tick_ns();
+    let pin_dir = match &cli.config {
+        Some(p) => config::load(p, tick)
+            .map_err(|e| Failure(2, format!("{e}\n(fix the config: --detach reads pin_dir from it)")))?
+            .pin_dir,
+        None => config::default_policy(tick).pin_dir,
+    };
+    let removed = agent::detach(&pin_dir)?;
+    if removed.links.is_empty() && removed.maps == 0 {
+        println!("nothing to detach under {}", pin_dir.display());
+    } else {
+        println!(
+            "detached from {} interface(s) [{}] and removed {} pinned map(s) under {}",
+            removed.links.len(),
+            removed.links.join(", "),
+            removed.maps,
+            pin_dir.display()
+        );
+    }
+    Ok(())
+}
+
+async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
+    let sig = |k| signal(k).map_err(|e| Failure(1, format!("installing signal handlers: {e}")));
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let watchdog = systemd::watchdog_interval();
+    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    let status = agent.status_line();
+    tracing::info!("{status}");
+    systemd::notify(&format!("READY=1\nSTATUS={status}"));
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                systemd::notify("RELOADING=1");
+                match agent.reload() {
+                    Ok(r) => {
+                        for w in &r.warnings {
+                            tracing::warn!("{w}");
+                        }
+                        tracing::info!(changes = r.changes, attached = ?r.attached, detached = ?r.detached, "reloaded");
+                    }
+                    Err(e) => tracing::error!("reload refused, the running policy is unchanged:\n{e}"),
+                }
+                systemd::notify(&format!("READY=1\nSTATUS={}", agent.status_line()));
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = housekeeping.tick() => agent.tick(),
+            _ = dog.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
+        }
+    }
+    systemd::notify("STOPPING=1");
+    tracing::info!("exiting; enforcement stays pinned (shield-agent --detach removes it)");
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Attaching through pinned XDP links: adopt and atomically replace when a
+//! link is already pinned, attach and pin when not.
+
+use std::path::Path;
+
+use aya::programs::{
+    ProgramError,
+    links::{FdLink, PinnedLink},
+    xdp::{XdpLink, XdpMode},
+};
+
+use super::{Dataplane, DataplaneError, Result, pins};
+
+/// How the program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// Generic XDP, after the skb is built; works on every interface.
+    Skb,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+
+    fn from_suffix(s: &str) -> Option<AttachMode> {
+        match s {
+            "native" => Some(AttachMode::Native),
+            "skb" => Some(AttachMode::Skb),
+            _ => None,
+        }
+    }
+
+    fn flags(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// The outcome of attaching to one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: String,
+    pub mode: AttachMode,
+    pub link_id: u32,
+    pub program_id: u32,
+    /// An existing link was adopted and its program swapped atomically.
+    pub replaced: bool,
+}
+
+impl Dataplane {
+    /// Puts this program on `iface`. When a pinned link for `iface` exists
+    /// (a previous agent, a crash, an upgrade) its program is replaced in
+    /// one `BPF_LINK_UPDATE`: packets see either the old or the new program,
+    /// never none. Otherwise the modes in `modes` are tried in order and the
+    /// new link is pinned, so it outlives this process.
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        modes: &[AttachMode],
+        pin_dir: &Path,
+    ) -> Result<Attached> {
+        if let Some((_, suffix, path)) = pins::pinned_links(pin_dir)
+            .into_iter()
+            .find(|(i, _, _)| i == iface)
+        {
+            match self.replace_on_link(&path) {
+                Ok((link_id, program_id)) => {
+                    return Ok(Attached {
+                        iface: iface.to_string(),
+                        mode: AttachMode::from_suffix(&suffix).unwrap_or(AttachMode::Skb),
+                        link_id,
+                        program_id,
+                        replaced: true,
+                    });
+                }
+                // The interface went away and came back: the old link is
+                // defunct. Drop its pin and attach afresh.
+                Err(e) => {
+                    tracing::warn!(iface, error = %e, "pinned link unusable; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let mut last = None;
+        for mode in modes {
+            match self.attach_new(iface, *mode, pin_dir) {
+                Ok(a) => return Ok(a),
+                Err(e @ DataplaneError::NoSuchInterface(_)) => return Err(e),
+                Err(e) => {
+                    tracing::info!(iface, mode = mode.as_str(), error = %e, "attach failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DataplaneError::OutOfRange("empty mode list".into())))
+    }
+
+    fn replace_on_link(&mut self, path: &Path) -> Result<(u32, u32)> {
+        let pinned = PinnedLink::from_pin(path).map_err(DataplaneError::Link)?;
+        let fd: FdLink = pinned.into();
+        let link_id = fd.info().map_err(DataplaneError::Link)?.id();
+        let xdp_link = XdpLink::try_from(fd).map_err(DataplaneError::Link)?;
+        let prog = self.program()?;
+        let id = prog.attach_to_link(xdp_link)?;
+        // Closing our fd leaves the link to its pin.
+        let owned = prog.take_link(id)?;
+        drop(owned);
+        let program_id = self.program()?.info()?.id();
+        if self.link_program_id(path)? != program_id {
+            return Err(DataplaneError::OutOfRange(format!(
+                "link {link_id} did not take program {program_id}"
+            )));
+        }
+        Ok((link_id, program_id))
+    }
+
+    fn attach_new(&mut self, iface: &str, mode: AttachMode, pin_dir: &Path) -> Result<Attached> {
+        let prog = self.program()?;
+        let id = prog.attach(iface, mode.flags()).map_err(|e| match e {
+            ProgramError::UnknownInterface { name } => DataplaneError::NoSuchInterface(name),
+            other => DataplaneError::Attach {
+                iface: iface.to_string(),
+                mode: mode.as_str(),
+                source: Box::new(other),
+            },
+        })?;
+        let link = prog.take_link(id)?;
+        let fd = FdLink::try_from(link).map_err(DataplaneError::Link)?;
+        let link_id = fd.info().map_err(DataplaneError::Link)?.id();
+        let path = pin_dir
+            .join("links")
+            .join(pins::link_file_name(iface, mode.as_str()));
+        fd.pin(&path).map_err(|e| DataplaneError::Pin {
+            path: path.clone(),
+            source: e,
+        })?;
+        pins::restrict(&path);
+        let program_id = self.program()?.info()?.id();
+        Ok(Attached {
+            iface: iface.to_string(),
+            mode,
+            link_id,
+            program_id,
+            replaced: false,
+        })
+    }
+
+    fn link_program_id(&self, path: &Path) -> Result<u32> {
+        let fd: FdLink = PinnedLink::from_pin(path)
+            .map_err(DataplaneError::Link)?
+            .into();
+        Ok(fd.info().map_err(DataplaneError::Link)?.program_id())
+    }
+}
+
+/// Removes the pinned links of interfaces not in `keep` (a reload or a
+/// restart that dropped an interface from the config).
+pub fn detach_others(pin_dir: &Path, keep: &[String]) -> Vec<String> {
+    let mut gone = Vec::new();
+    for (iface, _, path) in pins::pinned_links(pin_dir) {
+        if !keep.contains(&iface) && std::fs::remove_file(&path).is_ok() {
+            gone.push(iface);
+        }
+    }
+    gone
+}
+
+/// The link and program ids pinned for `iface`, if any.
+pub fn pinned_link_ids(pin_dir: &Path, iface: &str) -> Option<(u32, u32)> {
+    let (_, _, path) = pins::pinned_links(pin_dir)
+        .into_iter()
+        .find(|(i, _, _)| i == iface)?;
+    let fd: FdLink = PinnedLink::from_pin(path).ok()?.into();
+    let info = fd.info().ok()?;
+    Some((info.id(), info.program_id()))
+}
+
