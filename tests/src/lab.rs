@@ -165,6 +165,26 @@ impl Lab {
 }
 
 impl Lab {
+    /// Adds another address to the client (a second source host), e.g.
+    /// `10.200.N.3` for `host = 3`.
+    pub fn add_client_v4(&self, host: u8) -> IpAddr {
+        let IpAddr::V4(c) = self.client_v4 else {
+            unreachable!()
+        };
+        let [a, b, n, _] = c.octets();
+        let addr = IpAddr::from([a, b, n, host]);
+        ip(&[
+            "-n",
+            &self.client_ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "sh-cli",
+        ]);
+        addr
+    }
+
     /// Waits until the client can reach `to` again, e.g. after IPv6 neighbour
     /// discovery failed while its source was banned. Gives up after 5 s.
     pub fn wait_reachable(&self, to: IpAddr, port: u16) -> bool {

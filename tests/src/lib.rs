@@ -2,5 +2,6 @@
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 
 pub mod harness;
+pub mod flow;
 pub mod lab;
 pub mod packet;
