@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod feeds;
 pub mod net;
