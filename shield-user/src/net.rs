@@ -141,41 +141,68 @@ fn family_name(a: &IpAddr) -> &'static str {
     if a.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
+/// Splits `text` (already trimmed) into an address and an optional prefix
+/// length, with the syntax checks `FromStr` and `parse_normalizing` share.
+/// Allocates only when it fails.
+fn parse_parts(text: &str) -> Result<(IpAddr, Option<u8>), CidrError> {
+    let Some((a, l)) = text.split_once('/') else {
+        let addr: IpAddr = text.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+        return Ok((addr, None));
+    };
+    let addr: IpAddr = a.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+    // Digits only and at most three of them: `+8`, `0008` and `8/8` are typos,
+    // not lengths.
+    if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CidrError::Syntax(text.into()));
+    }
+    let len: u32 = l.parse().map_err(|_| CidrError::Syntax(text.into()))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(CidrError::PrefixTooLong {
+            text: text.into(),
+            len,
+            family: family_name(&addr),
+            max,
+        });
+    }
+    // len <= 128 was just checked, so it fits.
+    Ok((addr, Some(len as u8)))
+}
+
+impl Cidr {
+    /// Like `FromStr`, but a prefix with host bits set is accepted as its
+    /// network instead of refused. The flag says whether that happened.
+    ///
+    /// Threat feeds are machine-written and sometimes sloppy (`1.2.3.4/24`);
+    /// refusing such a line would leave the network it names unblocked, while
+    /// an operator's config deserves the strict error.
+    pub fn parse_normalizing(s: &str) -> Result<(Cidr, bool), CidrError> {
+        let text = s.trim();
+        Ok(match parse_parts(text)? {
+            (addr, None) => (Cidr::host(addr), false),
+            (addr, Some(len)) => {
+                let c = Cidr::truncating(addr, len);
+                (c, c.addr != addr)
+            }
+        })
+    }
+}
+
 impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Cidr, CidrError> {
         let text = s.trim();
-        let (addr, len) = match text.split_once('/') {
-            Some((a, l)) => {
-                let addr: IpAddr = a.parse().map_err(|_| CidrError::Syntax(text.into()))?;
-                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(CidrError::Syntax(text.into()));
-                }
-                let len: u32 = l.parse().map_err(|_| CidrError::Syntax(text.into()))?;
-                let max = if addr.is_ipv4() { 32 } else { 128 };
-                if len > max {
-                    return Err(CidrError::PrefixTooLong {
-                        text: text.into(),
-                        len,
-                        family: family_name(&addr),
-                        max,
-                    });
-                }
-                (addr, len as u8)
-            }
-            None => {
-                let addr: IpAddr = text.parse().map_err(|_| CidrError::Syntax(text.into()))?;
-                return Ok(Cidr::host(addr));
-            }
-        };
-        Cidr::new(addr, len).map_err(|e| match e {
-            CidrError::HostBits { suggestion, .. } => CidrError::HostBits {
-                text: text.into(),
-                suggestion,
-            },
-            other => other,
-        })
+        match parse_parts(text)? {
+            (addr, None) => Ok(Cidr::host(addr)),
+            (addr, Some(len)) => Cidr::new(addr, len).map_err(|e| match e {
+                CidrError::HostBits { suggestion, .. } => CidrError::HostBits {
+                    text: text.into(),
+                    suggestion,
+                },
+                other => other,
+            }),
+        }
     }
 }
 
@@ -257,6 +284,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn normalizing_parse_accepts_host_bits_and_says_so() {
+        let (c, fixed) = Cidr::parse_normalizing("10.1.2.3/8").unwrap();
+        assert_eq!((c.to_string().as_str(), fixed), ("10.0.0.0/8", true));
+        let (c, fixed) = Cidr::parse_normalizing("2001:db8::1/64").unwrap();
+        assert_eq!((c.to_string().as_str(), fixed), ("2001:db8::/64", true));
+        let (c, fixed) = Cidr::parse_normalizing("10.0.0.0/8").unwrap();
+        assert_eq!((c.to_string().as_str(), fixed), ("10.0.0.0/8", false));
+        let (c, fixed) = Cidr::parse_normalizing(" 192.0.2.7 ").unwrap();
+        assert_eq!((c.to_string().as_str(), fixed), ("192.0.2.7/32", false));
+        // Everything else stays as strict as `FromStr`.
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/+8",
+            "1.2.3",
+            "10.0.0.0/0008",
+            "",
+        ] {
+            assert!(Cidr::parse_normalizing(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]
