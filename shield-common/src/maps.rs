@@ -250,8 +250,12 @@ pub struct Bucket {
     pub syn_tat: u64,
     /// When the last flood event for this bucket went out.
     pub last_event_ns: u64,
+    /// Packets this bucket dropped. Incremented without atomics: CPUs racing
+    /// on one source may lose an increment, which a rate estimate for
+    /// `shieldctl top` tolerates and the fast path is spared.
+    pub drops: u64,
 }
-const _: () = assert!(core::mem::size_of::<Bucket>() == 24);
+const _: () = assert!(core::mem::size_of::<Bucket>() == 32);
 
 /// Minimum spacing of flood events per bucket.
 pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;

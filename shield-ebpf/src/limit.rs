@@ -62,8 +62,11 @@ pub fn check(
         return None;
     };
     // SAFETY: `bucket` points into a live map value; a racy read or write of
-    // the event timestamp can at worst send one extra event.
+    // the event timestamp can at worst send one extra event, of the drop
+    // count lose one increment.
     unsafe {
+        let drops = core::ptr::read_volatile(&raw const (*bucket).drops);
+        core::ptr::write_volatile(&raw mut (*bucket).drops, drops.wrapping_add(1));
         let last = core::ptr::read_volatile(&raw const (*bucket).last_event_ns);
         if now.wrapping_sub(last) >= FLOOD_EVENT_INTERVAL_NS || last == 0 {
             core::ptr::write_volatile(&raw mut (*bucket).last_event_ns, now);

@@ -2,6 +2,7 @@
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 
 pub mod harness;
+pub mod agent;
 pub mod flow;
 pub mod lab;
 pub mod packet;

@@ -227,6 +227,8 @@ fn gcra_admits_exactly_the_burst_then_drops() {
         for _ in 0..20 {
             assert_eq!(h.judge(&f), (XDP_DROP, Verdict::Drop, Reason::Ratelimit));
         }
+        let key = h.dp.bucket_key(src.parse().unwrap(), 0).unwrap();
+        assert_eq!(h.dp.bucket(&key).unwrap().unwrap().drops, 20, "{src}");
         // Another source has its own bucket.
         let other = if src == V4 {
             "198.51.100.8"

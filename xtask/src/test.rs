@@ -54,18 +54,33 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "--exclude",
         "shield-tests",
     ])?;
-    // Root tests share kernel state (netns names, the NIC under test): one at a time.
-    for suite in ["program", "netns"] {
+    // Integration suites drive the real binaries; build them first.
+    cmd::cargo(&["build", "--package", "shield-user", "--bins"])?;
+    // Root tests share kernel state (netns names, the NIC under test): one at
+    // a time. Every file in tests/tests is a suite, so none is forgotten.
+    for suite in suites()? {
         cmd::cargo(&[
             "test",
             "--package",
             "shield-tests",
             "--test",
-            suite,
+            &suite,
             "--",
             "--test-threads=1",
         ])?;
     }
     eprintln!("xtask test: all green");
     Ok(())
+}
+
+/// The integration suites: `tests/tests/*.rs`, cheapest (program tests) first.
+fn suites() -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(cmd::root().join("tests/tests"))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    names.sort_by_key(|n| (n != "program", n.clone()));
+    Ok(names)
 }

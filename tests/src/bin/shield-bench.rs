@@ -94,6 +94,7 @@ fn loaded(feed_hosts: u32, feed_nets: u32, sources: u32) -> (Dataplane, f64) {
         pkt_tat: 1,
         syn_tat: 1,
         last_event_ns: 0,
+        drops: 0,
     };
     for i in 0..sources {
         let a = Ipv4Addr::from(0x0a00_0000u32 + i);

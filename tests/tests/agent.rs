@@ -1,0 +1,218 @@
+//! The real shield-agent binary in a netns lab: start, enforce, restart,
+//! crash, reload, upgrade, detach. Needs root; run with --test-threads=1.
+
+use std::{
+    net::IpAddr,
+    process::Command,
+
+    time::Duration,
+};
+
+use shield_tests::{
+    agent::{AgentHome, binary},
+    flow::Flows,
+    lab::Lab,
+};
+use shield_user::{
+    agent::bans::{BanOrigin, BanRecord, journal_json},
+    clock,
+};
+
+const PORT: u16 = 7000;
+const TICK: Duration = Duration::from_millis(2);
+
+/// Bans `src` for an hour through the journal, the way a reboot finds it.
+fn journal_ban(home: &AgentHome, src: IpAddr) {
+    std::fs::create_dir_all(&home.state_dir).unwrap();
+    let now = clock::unix_ms();
+    let rec = BanRecord {
+        net: shield_user::net::Cidr::host(src),
+        origin: BanOrigin::Manual,
+        reason: Some("test".into()),
+        created_unix_ms: now,
+        expires_unix_ms: Some(now + 3_600_000),
+    };
+    std::fs::write(home.state_dir.join("bans.json"), journal_json(&[rec])).unwrap();
+}
+
+fn xdp_attached(lab: &Lab) -> bool {
+    lab.server_link_details().contains("prog/xdp")
+}
+
+/// A lab with a banned client address and a clean one, and an agent home
+/// whose config is just the paths and the interface.
+fn setup() -> (Lab, AgentHome, IpAddr, IpAddr) {
+    let lab = Lab::new();
+    let clean = lab.add_client_v4(3);
+    let banned = lab.client_v4;
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    journal_ban(&home, banned);
+    (lab, home, banned, clean)
+}
+
+#[test]
+fn enforces_and_sigterm_leaves_enforcement_in_place() {
+    let (lab, home, banned, clean) = setup();
+    let agent = home.start(&lab, &[]);
+    assert!(xdp_attached(&lab));
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+
+    let status = agent.stop();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(xdp_attached(&lab), "the program must stay attached");
+    assert!(home.pin_dir.join("BAN_V4").exists());
+    assert!(
+        flows.wait_more(clean, 100, Duration::from_secs(10)),
+        "clean traffic keeps flowing with the agent gone"
+    );
+    let r = flows.stop();
+    assert!(r.sent(banned) > 100, "{r:?}");
+    assert_eq!(r.received(banned), 0, "a banned source got through: {r:?}");
+}
+
+#[test]
+fn kill_9_and_restart_never_let_a_banned_source_through() {
+    let (lab, home, banned, clean) = setup();
+    let agent = home.start(&lab, &[]);
+    let (link, prog) = home.link_ids(&lab.server_if).expect("pinned link");
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+
+    agent.kill9();
+    assert!(
+        flows.wait_more(clean, 100, Duration::from_secs(10)),
+        "traffic while the agent is dead"
+    );
+    let agent = home.start(&lab, &[]);
+    let (link2, prog2) = home.link_ids(&lab.server_if).unwrap();
+    assert_eq!(link2, link, "the restarted agent adopts the pinned link");
+    assert_ne!(prog2, prog, "and swaps its own program in");
+    assert!(flows.wait_more(clean, 100, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert_eq!(r.received(banned), 0, "a banned source got through: {r:?}");
+    assert!(r.sent(banned) > 300, "{r:?}");
+    drop(agent);
+}
+
+#[test]
+fn upgrade_replaces_the_program_atomically() {
+    let (lab, home, banned, clean) = setup();
+    let object = home.dir.join("next-shield.o");
+    std::fs::write(&object, shield_user::dataplane::OBJECT).unwrap();
+    let agent = home.start(&lab, &[]);
+    let (link, prog) = home.link_ids(&lab.server_if).unwrap();
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+
+    assert!(agent.stop().success());
+    let agent = home.start(&lab, &["--bpf-object", object.to_str().unwrap()]);
+    let (link2, prog2) = home.link_ids(&lab.server_if).unwrap();
+    assert_eq!(link2, link);
+    assert_ne!(prog2, prog);
+    assert!(agent.logs().contains("replaced=true"), "{}", agent.logs());
+    assert!(flows.wait_more(clean, 100, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert_eq!(r.received(banned), 0, "{r:?}");
+    let lost = r.sent(clean) - r.received(clean);
+    assert!(lost <= 2, "clean traffic lost {lost} datagrams across the upgrade: {r:?}");
+    drop(agent);
+}
+
+#[test]
+fn reload_applies_changes_without_resetting_buckets() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let base = home.base_config(&lab);
+    let probe = "[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\npackets = \"1/h\"\npacket_burst = 5\n";
+    home.write_config(&format!("{base}{probe}"));
+    let agent = home.start(&lab, &[]);
+    assert_eq!(lab.udp_through(lab.server_v4, 9000, 10), 5, "the burst, then nothing");
+    assert_eq!(lab.udp_through(lab.server_v4, 9001, 5), 5, "9001 is unlimited so far");
+
+    let second = "[[port]]\nname = \"second\"\nproto = \"udp\"\nports = [9001]\npackets = \"1/h\"\npacket_burst = 2\n";
+    home.write_config(&format!("{base}{second}{probe}"));
+    agent.reload(&home);
+    assert!(agent.logs().contains("reloaded"), "{}", agent.logs());
+    assert_eq!(
+        lab.udp_through(lab.server_v4, 9000, 3),
+        0,
+        "probe's bucket was reset by the reload"
+    );
+    assert_eq!(lab.udp_through(lab.server_v4, 9001, 5), 2, "the new rule applies");
+    drop(agent);
+}
+
+#[test]
+fn a_bad_config_on_reload_keeps_the_running_policy() {
+    let (lab, home, banned, clean) = setup();
+    let agent = home.start(&lab, &[]);
+    home.write_config(&format!(
+        "{}bogus_key = 1\n[limits]\npackets = \"lots\"\n",
+        home.base_config(&lab)
+    ));
+    agent.reload(&home);
+    let logs = agent.logs();
+    assert!(logs.contains("reload refused"), "{logs}");
+    assert!(logs.contains("bogus_key"), "the error names the key: {logs}");
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert_eq!(r.received(banned), 0, "{r:?}");
+    // Still alive and still answering signals.
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn detach_removes_programs_links_and_pins() {
+    let (lab, home, banned, _clean) = setup();
+    let agent = home.start(&lab, &[]);
+    assert!(agent.stop().success());
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0, "still banned");
+
+    let (status, out) = home.run(&lab, &["--detach", "--config", home.config.to_str().unwrap()]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("detached from 1 interface"), "{out}");
+    assert!(!home.pin_dir.exists(), "pins left behind");
+    assert!(!xdp_attached(&lab), "program still attached");
+    assert!(lab.udp_through(lab.server_v4, PORT, 5) >= 4, "{banned} should pass now");
+    // The journal stays: a later start brings the ban back.
+    assert!(home.state_dir.join("bans.json").exists());
+}
+
+#[test]
+fn operator_mistakes_get_one_clear_sentence_and_the_right_exit_code() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let missing = home.dir.join("nope.toml");
+    let (status, out) = home.run(&lab, &["--config", missing.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("nope.toml"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+
+    home.write_config(&home.base_config(&lab).replace(&lab.server_if, "sh-nothere"));
+    let (status, out) = home.run(&lab, &["--config", home.config.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("sh-nothere") && out.contains("does not exist"), "{out}");
+
+    let (status, out) = home.run(&lab, &[]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("--iface"), "{out}");
+
+    home.write_config("interfaces = [\"x\"]\nxdp_mode = \"fast\"\n[limits]\npackets = 5\n");
+    let (status, out) = home.run(&lab, &["check-config", home.config.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains(":2:"), "line numbers: {out}");
+    assert!(out.contains(":4:"), "all errors, not just the first: {out}");
+
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary("shield-agent"))
+        .args(["--iface", "lo"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("needs root"), "{text}");
+}
