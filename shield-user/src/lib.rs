@@ -5,6 +5,7 @@ pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod dataplane;
+pub mod events;
 pub mod feeds;
 pub mod net;
 pub mod policy;

@@ -20,7 +20,10 @@ use crate::{
     policy::{self, LimitOverride, Policy, PolicyDiff, PolicyError, Runtime},
     statefile::{self, StateFileError},
 };
-use bans::{BanBook, BanError};
+use bans::{BanBook, BanError, BanOrigin, BanRecord};
+use shield_common::event::FloodEvent;
+
+use crate::{clock, events::FloodTracker};
 
 /// What the operator asked for on the command line.
 #[derive(Clone, Debug, Default)]
@@ -131,6 +134,7 @@ pub struct Agent {
     overrides: Vec<LimitOverride>,
     tick_ns: u64,
     started: Instant,
+    floods: FloodTracker,
 }
 
 impl Agent {
@@ -196,6 +200,7 @@ impl Agent {
             overrides: Vec::new(),
             tick_ns,
             started: Instant::now(),
+            floods: FloodTracker::default(),
         };
         agent.attach_all()?;
         Ok(agent)
@@ -274,13 +279,86 @@ impl Agent {
         )?)
     }
 
-    /// Periodic housekeeping: expired bans leave the maps and the journal.
+    /// Periodic housekeeping (every second): expired bans leave the maps
+    /// and the journal; floods get their drop rates sampled, and those that
+    /// lasted long enough become bans.
     pub fn tick(&mut self) {
         match self.bans.sweep(&mut self.dp) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "bans expired"),
             Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
         }
+        let now = clock::monotonic_ns();
+        self.floods.expire(now);
+        self.sample_flood_rates(now);
+        for d in self.floods.due_bans(now, &self.cfg.autoban) {
+            let now_ms = clock::unix_ms();
+            let rec = BanRecord {
+                net: d.net,
+                origin: BanOrigin::Autoban,
+                reason: Some(d.reason.clone()),
+                created_unix_ms: now_ms,
+                expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
+            };
+            match self.bans.add(&mut self.dp, rec) {
+                Ok(()) => tracing::warn!(
+                    source = %d.net,
+                    ttl = ?d.ttl,
+                    reason = d.reason,
+                    "autoban"
+                ),
+                Err(e) => tracing::error!(source = %d.net, error = %e, "autoban failed"),
+            }
+        }
+    }
+
+    fn sample_flood_rates(&mut self, now: u64) {
+        let mask = self.policy.global.ipv6_mask;
+        for f in self.floods.all_mut() {
+            let key = dataplane::bucket_key(f.source.addr(), f.class, &mask);
+            let Ok(Some(b)) = self.dp.bucket(&key) else {
+                continue;
+            };
+            if let Some((drops, at)) = f.sample
+                && now > at
+            {
+                f.drop_rate = b.drops.saturating_sub(drops) as f64 * 1e9 / (now - at) as f64;
+            }
+            f.sample = Some((b.drops, now));
+        }
+    }
+
+    /// The kernel's flood events, for the event loop to poll.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, AgentError> {
+        Ok(self.dp.take_events()?)
+    }
+
+    /// One record from the ring buffer.
+    pub fn on_event(&mut self, bytes: &[u8]) {
+        if bytes.len() < size_of::<FloodEvent>() {
+            tracing::warn!(len = bytes.len(), "short flood event ignored");
+            return;
+        }
+        // SAFETY: FloodEvent is plain old data and the buffer holds enough bytes.
+        let ev: FloodEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let new = !self
+            .floods
+            .all()
+            .any(|f| f.class == ev.class && f.last_ns + crate::events::FLOOD_GAP_NS >= ev.ts_ns && f.source == crate::events::event_source(&ev, self.cfg.ipv6_prefix));
+        self.floods.on_event(&ev, self.cfg.ipv6_prefix);
+        if new {
+            tracing::info!(
+                source = %crate::events::event_source(&ev, self.cfg.ipv6_prefix),
+                class = self.policy.classes.get(ev.class as usize).map_or("?", String::as_str),
+                tier = self.policy.tiers.get(ev.tier as usize).map_or("?", String::as_str),
+                kind = if ev.kind == shield_common::event::FLOOD_SYNS { "connections" } else { "packets" },
+                "flood started"
+            );
+        }
+    }
+
+    pub fn floods(&self) -> &FloodTracker {
+        &self.floods
     }
 
     pub fn config(&self) -> &Config {

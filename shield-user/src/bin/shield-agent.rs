@@ -207,6 +207,12 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
     let watchdog = systemd::watchdog_interval();
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
+    let ring = agent
+        .take_events()
+        .map_err(|e| Failure(1, format!("flood events: {e}")))?;
+    let mut ring = tokio::io::unix::AsyncFd::new(ring)
+        .map_err(|e| Failure(1, format!("polling flood events: {e}")))?;
+
     let status = agent.status_line();
     tracing::info!("{status}");
     systemd::notify(&format!("READY=1\nSTATUS={status}"));
@@ -225,6 +231,19 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
                     Err(e) => tracing::error!("reload refused, the running policy is unchanged:\n{e}"),
                 }
                 systemd::notify(&format!("READY=1\nSTATUS={}", agent.status_line()));
+            }
+            guard = ring.readable_mut() => {
+                if let Ok(mut guard) = guard {
+                    let rb = guard.get_inner_mut();
+                    // Bounded, so a flood of events cannot starve signals.
+                    for _ in 0..4096 {
+                        let Some(item) = rb.next() else { break };
+                        let bytes = item.to_vec();
+                        drop(item);
+                        agent.on_event(&bytes);
+                    }
+                    guard.clear_ready();
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

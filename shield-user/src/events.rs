@@ -1,0 +1,252 @@
+//! Flood events from the kernel's ring buffer: who is over a limit right
+//! now, for how long, how fast they are being dropped, and when a flood has
+//! lasted long enough to become a ban.
+//!
+//! The kernel sends one event when a (source, class) bucket first drops and
+//! then at most one per second while it keeps dropping, so "sustained" means
+//! events keep arriving with gaps well under a few seconds.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use shield_common::event::{FLOOD_SYNS, FloodEvent};
+
+use crate::{config::AutobanConfig, net::Cidr};
+
+/// A gap longer than this between events ends a flood.
+pub const FLOOD_GAP_NS: u64 = 2_500_000_000;
+
+/// One source over one class's limit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flood {
+    /// The source as the bucket keys it (v6 masked at `ipv6_prefix`).
+    pub source: Cidr,
+    pub class: u16,
+    pub tier: u16,
+    /// The connection limit (SYNs) rather than the packet limit.
+    pub syn: bool,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub events: u64,
+    /// Drops per second, from the bucket's counter between two samples.
+    pub drop_rate: f64,
+    /// The bucket's drop counter at the last sample, and when.
+    pub(crate) sample: Option<(u64, u64)>,
+    pub banned: bool,
+}
+
+/// A ban the tracker wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutobanDecision {
+    pub net: Cidr,
+    pub ttl: Duration,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct FloodTracker {
+    floods: HashMap<(Cidr, u16), Flood>,
+    /// Autobans so far per source: each repeat lasts `factor` times longer.
+    repeats: HashMap<Cidr, u32>,
+    pub events_total: u64,
+}
+
+/// The source an event's bucket address stands for.
+pub fn event_source(ev: &FloodEvent, ipv6_prefix: u8) -> Cidr {
+    if ev.family == 4 {
+        let a = &ev.addr[12..16];
+        Cidr::host(IpAddr::from([a[0], a[1], a[2], a[3]]))
+    } else {
+        Cidr::truncating(IpAddr::from(ev.addr), ipv6_prefix)
+    }
+}
+
+impl FloodTracker {
+    pub fn on_event(&mut self, ev: &FloodEvent, ipv6_prefix: u8) {
+        self.events_total += 1;
+        let source = event_source(ev, ipv6_prefix);
+        let f = self
+            .floods
+            .entry((source, ev.class))
+            .or_insert_with(|| Flood {
+                source,
+                class: ev.class,
+                tier: ev.tier,
+                syn: ev.kind == FLOOD_SYNS,
+                first_ns: ev.ts_ns,
+                last_ns: ev.ts_ns,
+                events: 0,
+                drop_rate: 0.0,
+                sample: None,
+                banned: false,
+            });
+        if ev.ts_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
+            // The old flood ended; this is a new one.
+            f.first_ns = ev.ts_ns;
+            f.events = 0;
+            f.banned = false;
+        }
+        f.last_ns = f.last_ns.max(ev.ts_ns);
+        f.events += 1;
+        f.syn |= ev.kind == FLOOD_SYNS;
+    }
+
+    /// Forgets floods that ended.
+    pub fn expire(&mut self, now_ns: u64) {
+        self.floods
+            .retain(|_, f| now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS * 4);
+    }
+
+    /// Floods still going at `now_ns`.
+    pub fn active(&self, now_ns: u64) -> impl Iterator<Item = &Flood> {
+        self.floods
+            .values()
+            .filter(move |f| now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS)
+    }
+
+    /// All tracked floods, ended or not (for sampling and `top`).
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Flood> {
+        self.floods.values_mut()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Flood> {
+        self.floods.values()
+    }
+
+    /// Floods that have lasted `cfg.after` and are not banned yet become
+    /// bans, each repeat `factor` times longer, capped at `max_ttl`.
+    pub fn due_bans(&mut self, now_ns: u64, cfg: &AutobanConfig) -> Vec<AutobanDecision> {
+        if !cfg.enabled {
+            return Vec::new();
+        }
+        let after = u64::try_from(cfg.after.as_nanos()).unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for f in self.floods.values_mut() {
+            let ongoing = now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS;
+            if f.banned || !ongoing || f.last_ns.saturating_sub(f.first_ns) < after {
+                continue;
+            }
+            f.banned = true;
+            let n = self.repeats.entry(f.source).or_insert(0);
+            let ttl = scaled_ttl(cfg, *n);
+            *n += 1;
+            out.push(AutobanDecision {
+                net: f.source,
+                ttl,
+                reason: format!(
+                    "over the {} limit for {}s",
+                    if f.syn { "connection" } else { "packet" },
+                    (f.last_ns - f.first_ns) / 1_000_000_000
+                ),
+            });
+        }
+        out.sort_by_key(|d| d.net);
+        out.dedup_by_key(|d| d.net);
+        out
+    }
+}
+
+/// `ttl × factor^repeats`, at most `max_ttl`.
+pub fn scaled_ttl(cfg: &AutobanConfig, repeats: u32) -> Duration {
+    let mut ttl = cfg.ttl;
+    for _ in 0..repeats {
+        ttl = ttl.saturating_mul(cfg.factor);
+        if ttl >= cfg.max_ttl {
+            return cfg.max_ttl;
+        }
+    }
+    ttl.min(cfg.max_ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use shield_common::event::FLOOD_PACKETS;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn ev(addr: [u8; 4], ts: u64) -> FloodEvent {
+        FloodEvent {
+            addr: shield_common::addr::v4_mapped(addr),
+            ts_ns: ts,
+            class: 0,
+            tier: 0,
+            family: 4,
+            kind: FLOOD_PACKETS,
+            _pad: [0; 2],
+        }
+    }
+
+    fn cfg() -> AutobanConfig {
+        AutobanConfig {
+            enabled: true,
+            after: Duration::from_secs(5),
+            ttl: Duration::from_secs(600),
+            factor: 2,
+            max_ttl: Duration::from_secs(1800),
+        }
+    }
+
+    #[test]
+    fn a_sustained_flood_becomes_one_ban() {
+        let mut t = FloodTracker::default();
+        for s in 0..=4 {
+            t.on_event(&ev([192, 0, 2, 1], 100 * S + s * S), 64);
+        }
+        assert!(t.due_bans(104 * S, &cfg()).is_empty(), "4 s is not 5 s");
+        t.on_event(&ev([192, 0, 2, 1], 105 * S), 64);
+        let bans = t.due_bans(105 * S, &cfg());
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].net, "192.0.2.1".parse().unwrap());
+        assert_eq!(bans[0].ttl, Duration::from_secs(600));
+        assert!(t.due_bans(106 * S, &cfg()).is_empty(), "once per flood");
+    }
+
+    #[test]
+    fn a_gap_restarts_the_clock_and_repeats_last_longer() {
+        let mut t = FloodTracker::default();
+        for s in [0, 1, 2, 6, 7, 8, 9, 10] {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        assert!(t.due_bans(10 * S, &cfg()).is_empty(), "the flood restarted at 6 s");
+        t.on_event(&ev([192, 0, 2, 1], 11 * S), 64);
+        assert_eq!(t.due_bans(11 * S, &cfg())[0].ttl, Duration::from_secs(600));
+        for s in 20..=25 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        assert_eq!(t.due_bans(25 * S, &cfg())[0].ttl, Duration::from_secs(1200));
+        for s in 40..=45 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        assert_eq!(
+            t.due_bans(45 * S, &cfg())[0].ttl,
+            Duration::from_secs(1800),
+            "capped at max_ttl"
+        );
+    }
+
+    #[test]
+    fn disabled_autoban_bans_nothing_and_ended_floods_expire() {
+        let mut t = FloodTracker::default();
+        for s in 0..=10 {
+            t.on_event(&ev([192, 0, 2, 9], s * S), 64);
+        }
+        let mut off = cfg();
+        off.enabled = false;
+        assert!(t.due_bans(10 * S, &off).is_empty());
+        assert_eq!(t.active(10 * S).count(), 1);
+        assert_eq!(t.active(20 * S).count(), 0);
+        t.expire(100 * S);
+        assert_eq!(t.all().count(), 0);
+    }
+
+    #[test]
+    fn v6_sources_are_their_prefix() {
+        let e = FloodEvent {
+            addr: "2001:db8:1:2:3:4:5:6".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            family: 6,
+            ..ev([0; 4], 0)
+        };
+        assert_eq!(event_source(&e, 64), "2001:db8:1:2::/64".parse().unwrap());
+    }
+}
