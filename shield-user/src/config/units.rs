@@ -155,7 +155,6 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Parses a byte size: `67108864`, `64MiB`, `10MB`, `512KiB`, `1GiB`.
-#[allow(dead_code)]
 pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let text = s.trim();
     let digits = text
