@@ -1,6 +1,7 @@
 //! The config parser end to end: text in, a `Config` or positioned errors out.
 
 mod defaults;
+mod docs;
 mod errors;
 mod files;
 mod limits;
