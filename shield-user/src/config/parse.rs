@@ -114,7 +114,8 @@ pub(super) fn document(root: &Section<'_, '_>, r: &mut Report<'_>) -> Parsed {
         |s| {
             s.parse::<SocketAddr>().map_err(|_| {
                 format!(
-                    "`{s}` is not a socket address: write an IP and a port, like \"127.0.0.1:9964\" or \"[::1]:9964\""
+                    "{} is not a socket address: write an IP and a port, like \"127.0.0.1:9964\" or \"[::1]:9964\"",
+                    clip(&format!("{s:?}"))
                 )
             })
         },

@@ -45,29 +45,18 @@ pub(super) fn tier(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (Tier, TierSite
     known.extend(LIMIT_KEYS);
     sec.check_keys(&known, |_| None, r);
     let (name, name_at) = name(sec, "\"partners\"", r);
-    let (cidrs, cidr_spans) = match cidr_list(sec, "cidrs", r) {
-        Some((c, s)) if !c.is_empty() => (c, s),
-        Some(_) if sec.get("cidrs").is_some_and(is_empty_list) => {
-            let at = sec
-                .get("cidrs")
-                .map_or(sec.span.clone(), toml::Spanned::span);
-            r.at(
-                &at,
-                "`cidrs`: a tier with no prefixes matches no source; list at least one",
-            );
-            (Vec::new(), Vec::new())
-        }
-        Some(_) => (Vec::new(), Vec::new()),
-        None => {
-            if sec.get("cidrs").is_none() {
-                r.at(
-                    &sec.span,
-                    "this [[tier]] has no `cidrs`: list the sources it applies to, like cidrs = [\"198.51.100.0/24\"]",
-                );
-            }
-            (Vec::new(), Vec::new())
-        }
-    };
+    match sec.get("cidrs") {
+        None => r.at(
+            &sec.span,
+            "this [[tier]] has no `cidrs`: list the sources it applies to, like cidrs = [\"198.51.100.0/24\"]",
+        ),
+        Some(v) if is_empty_list(v) => r.at(
+            &v.span(),
+            "`cidrs`: a tier with no prefixes matches no source; list at least one",
+        ),
+        Some(_) => {}
+    }
+    let (cidrs, cidr_spans) = cidr_list(sec, "cidrs", r).unwrap_or_default();
     let (limits, limit_sites) = limit_set(sec, r);
     (
         Tier {
