@@ -210,8 +210,12 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
     let ring = agent
         .take_events()
         .map_err(|e| Failure(1, format!("flood events: {e}")))?;
-    let mut ring = tokio::io::unix::AsyncFd::new(ring)
-        .map_err(|e| Failure(1, format!("polling flood events: {e}")))?;
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as it lives, which is as long as the AsyncFd that owns it.
+    let mut ring = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| Failure(1, format!("polling flood events: {}", e.into_parts().1)))?;
 
     let status = agent.status_line();
     tracing::info!("{status}");

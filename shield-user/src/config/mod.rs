@@ -1,50 +1,119 @@
 //! The agent's configuration: TOML in, a validated [`Config`] out.
+//!
+//! Parsing is strict (unknown keys are errors) and reports every problem in
+//! the file at once, each with its file, line and column, because an
+//! operator fixing a firewall's config should not have to iterate one error
+//! at a time. The document is parsed with its spans and walked by hand for
+//! that reason: serde's derive stops at the first error.
 
+mod defaults;
+mod error;
+mod feeds;
 mod model;
+mod parse;
+mod reader;
+mod rules;
+mod suggest;
+mod units;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use toml::de::DeTable;
+
+pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use units::{format_duration, format_rate, parse_duration, parse_rate};
 
-// TEMPORARY until the parser lands (branch `config`): the default policy by
-// hand and no file support.
-use std::{path::{Path, PathBuf}, time::Duration};
+use error::Report;
+use reader::Section;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors {
-    pub errors: Vec<ConfigError>,
+/// The policy the agent runs when it has no config file. It names no
+/// interfaces: those come from `--iface`.
+pub const DEFAULT_POLICY: &str = include_str!("default.toml");
+
+/// Where errors in [`DEFAULT_POLICY`] would be reported from.
+const DEFAULT_POLICY_ORIGIN: &str = "<embedded default policy>";
+
+/// The embedded default policy, parsed.
+///
+/// It always parses (a test holds it to that); should a clock tick so coarse
+/// that its bursts fail validation ever come along, the same values are
+/// built directly instead of failing.
+pub fn default_policy(tick_ns: u64) -> Config {
+    parse(DEFAULT_POLICY, Path::new(DEFAULT_POLICY_ORIGIN), tick_ns)
+        .unwrap_or_else(|_| defaults::config())
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}:{}:{}: {}", file.display(), line, column, message)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+/// Parses and validates config text. `origin` names the file in errors;
+/// `tick_ns` is the kernel clock's tick, which sets the smallest useful
+/// burst for each rate.
+pub fn parse(text: &str, origin: &Path, tick_ns: u64) -> Result<Config, ConfigErrors> {
+    let mut report = Report::new(text, origin);
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            syntax_error(&e, &mut report);
+            return report
+                .finish()
+                .and(Err(ConfigErrors { errors: Vec::new() }));
+        }
+    };
+    let root = Section {
+        table: doc.get_ref(),
+        span: doc.span(),
+        label: "the top level".into(),
+    };
+    let parsed = parse::document(&root, &mut report);
+    validate::check(&parsed, tick_ns, &mut report);
+    report.finish()?;
+    Ok(parsed.config)
 }
 
-pub fn default_policy(_tick_ns: u64) -> Config {
-    let r = |count, secs| Some(Rate { count, per: Duration::from_secs(secs) });
-    Config {
-        interfaces: vec![],
-        xdp_mode: XdpModeSetting::Auto,
-        dry_run: false,
-        ipv6_prefix: 64,
-        control_socket: "/run/shield/shield.sock".into(),
-        metrics_listen: "127.0.0.1:9964".parse().unwrap(),
-        state_dir: "/var/lib/shield".into(),
-        pin_dir: "/sys/fs/bpf/shield".into(),
-        malformed: MalformedAction::Drop,
-        allow: vec![],
-        limits: LimitSet { packets: r(5000, 1), packet_burst: Some(10000), connections: r(100, 1), connection_burst: Some(200) },
-        tiers: vec![],
-        ports: vec![],
-        feeds: vec![],
-        crowdsec: None,
-        autoban: AutobanConfig { enabled: true, after: Duration::from_secs(5), ttl: Duration::from_secs(600), factor: 2, max_ttl: Duration::from_secs(86400) },
+/// Reads and parses a config file.
+pub fn load(path: &Path, tick_ns: u64) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path, tick_ns),
+        Err(e) => Err(ConfigErrors {
+            errors: vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: read_error_message(&e),
+            }],
+        }),
     }
 }
 
-pub fn load(path: &Path, _tick_ns: u64) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors { errors: vec![ConfigError { file: path.into(), line: 1, column: 1, message: "config files are not supported yet".into() }] })
+fn read_error_message(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let fix = match e.kind() {
+        K::NotFound => {
+            "check the path, or start without --config to run the embedded default policy"
+        }
+        K::PermissionDenied => {
+            "the agent runs as root; check the file's permissions and any security policy (SELinux, AppArmor) in the way"
+        }
+        K::IsADirectory => "name the config file itself, not its directory",
+        K::InvalidData => "the file must be UTF-8 text",
+        _ => "check that the file exists and is a readable text file",
+    };
+    format!("cannot read the config file: {e}; {fix}")
+}
+
+fn syntax_error(e: &toml::de::Error, report: &mut Report<'_>) {
+    let mut msg = format!("invalid TOML: {}", e.message());
+    match e.span() {
+        Some(span) => {
+            let near = report.source(&span);
+            if !near.is_empty() && near.len() <= 40 && !near.contains('\n') {
+                msg.push_str(&format!(" (at `{near}`)"));
+            }
+            report.at(&span, msg);
+        }
+        None => report.unplaced(msg),
+    }
 }

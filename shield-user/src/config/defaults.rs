@@ -1,0 +1,67 @@
+//! What an omitted key means. `default.toml` writes the same values out for
+//! operators to read; a test keeps the two in step.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use super::model::{AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting};
+
+pub(super) const IPV6_PREFIX: u8 = 64;
+pub(super) const CONTROL_SOCKET: &str = "/run/shield/shield.sock";
+pub(super) const METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9964);
+pub(super) const STATE_DIR: &str = "/var/lib/shield";
+pub(super) const PIN_DIR: &str = "/sys/fs/bpf/shield";
+
+/// The default tier's limits, key by key: a `[limits]` table that leaves a
+/// key out gets that key from here.
+pub(super) const LIMITS: LimitSet = LimitSet {
+    packets: Some(Rate {
+        count: 5000,
+        per: Duration::from_secs(1),
+    }),
+    packet_burst: Some(10_000),
+    connections: Some(Rate {
+        count: 100,
+        per: Duration::from_secs(1),
+    }),
+    connection_burst: Some(200),
+};
+
+pub(super) const FEED_REFRESH: Duration = Duration::from_secs(3600);
+pub(super) const FEED_MAX_BYTES: u64 = 64 << 20;
+pub(super) const CROWDSEC_LAPI_URL: &str = "http://127.0.0.1:8080";
+pub(super) const CROWDSEC_POLL: Duration = Duration::from_secs(10);
+
+pub(super) const AUTOBAN: AutobanConfig = AutobanConfig {
+    enabled: true,
+    after: Duration::from_secs(5),
+    ttl: Duration::from_secs(600),
+    factor: 2,
+    max_ttl: Duration::from_secs(24 * 3600),
+};
+
+/// The configuration of an empty file.
+pub(super) fn config() -> Config {
+    Config {
+        interfaces: Vec::new(),
+        xdp_mode: XdpModeSetting::Auto,
+        dry_run: false,
+        ipv6_prefix: IPV6_PREFIX,
+        control_socket: PathBuf::from(CONTROL_SOCKET),
+        metrics_listen: METRICS_LISTEN,
+        state_dir: PathBuf::from(STATE_DIR),
+        pin_dir: PathBuf::from(PIN_DIR),
+        malformed: MalformedAction::Drop,
+        allow: Vec::new(),
+        limits: LIMITS,
+        tiers: Vec::new(),
+        ports: Vec::new(),
+        feeds: Vec::new(),
+        crowdsec: None,
+        autoban: AUTOBAN,
+    }
+}
