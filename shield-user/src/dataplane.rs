@@ -213,9 +213,7 @@ impl Dataplane {
     pub fn v6_exact_ban_keys(&self) -> Result<Vec<[u8; 16]>> {
         let m: HashMap<&MapData, [u8; 16], Ban> =
             HashMap::try_from(self.map(MAP_BAN_V6)?).map_err(map_err(MAP_BAN_V6))?;
-        m.keys()
-            .map(|k| k.map_err(map_err(MAP_BAN_V6)))
-            .collect()
+        m.keys().map(|k| k.map_err(map_err(MAP_BAN_V6))).collect()
     }
 
     pub fn remove_v6_exact_ban(&mut self, key: [u8; 16]) -> Result<()> {

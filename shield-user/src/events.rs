@@ -208,7 +208,10 @@ mod tests {
         for s in [0, 1, 2, 6, 7, 8, 9, 10] {
             t.on_event(&ev([192, 0, 2, 1], s * S), 64);
         }
-        assert!(t.due_bans(10 * S, &cfg()).is_empty(), "the flood restarted at 6 s");
+        assert!(
+            t.due_bans(10 * S, &cfg()).is_empty(),
+            "the flood restarted at 6 s"
+        );
         t.on_event(&ev([192, 0, 2, 1], 11 * S), 64);
         assert_eq!(t.due_bans(11 * S, &cfg())[0].ttl, Duration::from_secs(600));
         for s in 20..=25 {
@@ -243,7 +246,10 @@ mod tests {
     #[test]
     fn v6_sources_are_their_prefix() {
         let e = FloodEvent {
-            addr: "2001:db8:1:2:3:4:5:6".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            addr: "2001:db8:1:2:3:4:5:6"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
             family: 6,
             ..ev([0; 4], 0)
         };

@@ -3,7 +3,10 @@
 //! in the abstract namespace when it starts with `@`).
 
 use std::{
-    os::{linux::net::SocketAddrExt, unix::net::{SocketAddr, UnixDatagram}},
+    os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr, UnixDatagram},
+    },
     time::Duration,
 };
 

@@ -92,7 +92,10 @@ impl AgentHome {
     /// Starts the agent without waiting.
     pub fn spawn(&self, lab: &Lab, extra: &[&str]) -> Agent {
         self.drain_notify();
-        let log = self.dir.join(format!("agent-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let log = self.dir.join(format!(
+            "agent-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut cmd = Command::new(binary("shield-agent"));
         cmd.arg("--config").arg(&self.config).args(extra);
         run_in_netns(&mut cmd, &lab.server_ns);
@@ -102,7 +105,10 @@ impl AgentHome {
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::create(log.with_extension("err")).unwrap());
         let child = cmd.spawn().expect("spawn shield-agent");
-        Agent { child: Some(child), log }
+        Agent {
+            child: Some(child),
+            log,
+        }
     }
 
     /// Runs `shield-agent ARGS` to completion in the server namespace.
@@ -132,7 +138,11 @@ impl AgentHome {
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
             self.notify
-                .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+                .set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ))
                 .unwrap();
             if let Ok(n) = self.notify.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -188,11 +198,17 @@ impl Agent {
     fn wait_ready(mut self, home: &AgentHome, timeout: Duration) -> Agent {
         let deadline = Instant::now() + timeout;
         loop {
-            if home.wait_notify("READY=1", Duration::from_millis(200)).is_some() {
+            if home
+                .wait_notify("READY=1", Duration::from_millis(200))
+                .is_some()
+            {
                 return self;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("shield-agent exited before READY ({status}):\n{}", self.logs());
+                panic!(
+                    "shield-agent exited before READY ({status}):\n{}",
+                    self.logs()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -217,7 +233,8 @@ impl Agent {
         home.drain_notify();
         self.signal(libc::SIGHUP);
         assert!(
-            home.wait_notify("READY=1", Duration::from_secs(20)).is_some(),
+            home.wait_notify("READY=1", Duration::from_secs(20))
+                .is_some(),
             "no READY after SIGHUP:\n{}",
             self.logs()
         );

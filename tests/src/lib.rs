@@ -1,8 +1,8 @@
 //! Helpers shared by the root-only tests: a packet builder and a harness
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 
-pub mod harness;
 pub mod agent;
 pub mod flow;
+pub mod harness;
 pub mod lab;
 pub mod packet;

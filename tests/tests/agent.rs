@@ -1,12 +1,7 @@
 //! The real shield-agent binary in a netns lab: start, enforce, restart,
 //! crash, reload, upgrade, detach. Needs root; run with --test-threads=1.
 
-use std::{
-    net::IpAddr,
-    process::Command,
-
-    time::Duration,
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use shield_tests::{
     agent::{AgentHome, binary},
@@ -116,7 +111,10 @@ fn upgrade_replaces_the_program_atomically() {
     let r = flows.stop();
     assert_eq!(r.received(banned), 0, "{r:?}");
     let lost = r.sent(clean) - r.received(clean);
-    assert!(lost <= 2, "clean traffic lost {lost} datagrams across the upgrade: {r:?}");
+    assert!(
+        lost <= 2,
+        "clean traffic lost {lost} datagrams across the upgrade: {r:?}"
+    );
     drop(agent);
 }
 
@@ -128,8 +126,16 @@ fn reload_applies_changes_without_resetting_buckets() {
     let probe = "[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\npackets = \"1/h\"\npacket_burst = 5\n";
     home.write_config(&format!("{base}{probe}"));
     let agent = home.start(&lab, &[]);
-    assert_eq!(lab.udp_through(lab.server_v4, 9000, 10), 5, "the burst, then nothing");
-    assert_eq!(lab.udp_through(lab.server_v4, 9001, 5), 5, "9001 is unlimited so far");
+    assert_eq!(
+        lab.udp_through(lab.server_v4, 9000, 10),
+        5,
+        "the burst, then nothing"
+    );
+    assert_eq!(
+        lab.udp_through(lab.server_v4, 9001, 5),
+        5,
+        "9001 is unlimited so far"
+    );
 
     let second = "[[port]]\nname = \"second\"\nproto = \"udp\"\nports = [9001]\npackets = \"1/h\"\npacket_burst = 2\n";
     home.write_config(&format!("{base}{second}{probe}"));
@@ -140,7 +146,11 @@ fn reload_applies_changes_without_resetting_buckets() {
         0,
         "probe's bucket was reset by the reload"
     );
-    assert_eq!(lab.udp_through(lab.server_v4, 9001, 5), 2, "the new rule applies");
+    assert_eq!(
+        lab.udp_through(lab.server_v4, 9001, 5),
+        2,
+        "the new rule applies"
+    );
     drop(agent);
 }
 
@@ -155,7 +165,10 @@ fn a_bad_config_on_reload_keeps_the_running_policy() {
     agent.reload(&home);
     let logs = agent.logs();
     assert!(logs.contains("reload refused"), "{logs}");
-    assert!(logs.contains("bogus_key"), "the error names the key: {logs}");
+    assert!(
+        logs.contains("bogus_key"),
+        "the error names the key: {logs}"
+    );
     let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
     assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
     let r = flows.stop();
@@ -171,12 +184,18 @@ fn detach_removes_programs_links_and_pins() {
     assert!(agent.stop().success());
     assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0, "still banned");
 
-    let (status, out) = home.run(&lab, &["--detach", "--config", home.config.to_str().unwrap()]);
+    let (status, out) = home.run(
+        &lab,
+        &["--detach", "--config", home.config.to_str().unwrap()],
+    );
     assert!(status.success(), "{out}");
     assert!(out.contains("detached from 1 interface"), "{out}");
     assert!(!home.pin_dir.exists(), "pins left behind");
     assert!(!xdp_attached(&lab), "program still attached");
-    assert!(lab.udp_through(lab.server_v4, PORT, 5) >= 4, "{banned} should pass now");
+    assert!(
+        lab.udp_through(lab.server_v4, PORT, 5) >= 4,
+        "{banned} should pass now"
+    );
     // The journal stays: a later start brings the ban back.
     assert!(home.state_dir.join("bans.json").exists());
 }
@@ -194,7 +213,10 @@ fn operator_mistakes_get_one_clear_sentence_and_the_right_exit_code() {
     home.write_config(&home.base_config(&lab).replace(&lab.server_if, "sh-nothere"));
     let (status, out) = home.run(&lab, &["--config", home.config.to_str().unwrap()]);
     assert_eq!(status.code(), Some(2), "{out}");
-    assert!(out.contains("sh-nothere") && out.contains("does not exist"), "{out}");
+    assert!(
+        out.contains("sh-nothere") && out.contains("does not exist"),
+        "{out}"
+    );
 
     let (status, out) = home.run(&lab, &[]);
     assert_eq!(status.code(), Some(2), "{out}");

@@ -7,7 +7,9 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use shield_common::maps::{BAN_FOREVER, BAN_ORIGIN_AUTOBAN, BAN_ORIGIN_FEED, BAN_ORIGIN_MANUAL, Ban};
+use shield_common::maps::{
+    BAN_FOREVER, BAN_ORIGIN_AUTOBAN, BAN_ORIGIN_FEED, BAN_ORIGIN_MANUAL, Ban,
+};
 
 use crate::{
     clock,
@@ -132,19 +134,16 @@ impl BanBook {
                 dp.remove_ban(net)?;
                 continue;
             }
-            if !self.bans.contains_key(&net) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.bans.entry(net) {
                 let expires_unix_ms = (ban.expires_ns != BAN_FOREVER)
                     .then(|| clock::mono_to_wall(ban.expires_ns, now_mono, now_ms));
-                self.bans.insert(
+                slot.insert(BanRecord {
                     net,
-                    BanRecord {
-                        net,
-                        origin: BanOrigin::from_code(ban.origin),
-                        reason: Some("found in the kernel maps, not in the journal".into()),
-                        created_unix_ms: now_ms,
-                        expires_unix_ms,
-                    },
-                );
+                    origin: BanOrigin::from_code(ban.origin),
+                    reason: Some("found in the kernel maps, not in the journal".into()),
+                    created_unix_ms: now_ms,
+                    expires_unix_ms,
+                });
                 r.adopted_from_maps += 1;
             }
         }

@@ -2,8 +2,8 @@
 //! drives an [`Agent`] from its event loop; everything here is synchronous
 //! and owns the dataplane.
 
-pub mod bans;
 mod apply;
+pub mod bans;
 mod ids;
 
 use std::{
@@ -13,9 +13,7 @@ use std::{
 
 use crate::{
     config::{self, Config, ConfigErrors, XdpModeSetting},
-    dataplane::{
-        self, AttachMode, Attached, Dataplane, DataplaneError, LoadOptions, pins,
-    },
+    dataplane::{self, AttachMode, Attached, Dataplane, DataplaneError, LoadOptions, pins},
     net::Cidr,
     policy::{self, LimitOverride, Policy, PolicyDiff, PolicyError, Runtime},
     statefile::{self, StateFileError},
@@ -341,10 +339,11 @@ impl Agent {
         }
         // SAFETY: FloodEvent is plain old data and the buffer holds enough bytes.
         let ev: FloodEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let new = !self
-            .floods
-            .all()
-            .any(|f| f.class == ev.class && f.last_ns + crate::events::FLOOD_GAP_NS >= ev.ts_ns && f.source == crate::events::event_source(&ev, self.cfg.ipv6_prefix));
+        let new = !self.floods.all().any(|f| {
+            f.class == ev.class
+                && f.last_ns + crate::events::FLOOD_GAP_NS >= ev.ts_ns
+                && f.source == crate::events::event_source(&ev, self.cfg.ipv6_prefix)
+        });
         self.floods.on_event(&ev, self.cfg.ipv6_prefix);
         if new {
             tracing::info!(

@@ -137,9 +137,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         return detach(&cli);
     }
     let object = match &cli.bpf_object {
-        Some(p) => Some(std::fs::read(p).map_err(|e| {
-            Failure(2, format!("--bpf-object {}: {e}", p.display()))
-        })?),
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| Failure(2, format!("--bpf-object {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     let opts = AgentOptions {
@@ -178,9 +179,16 @@ fn check_config(file: &std::path::Path) -> Result<(), Failure> {
 fn detach(cli: &Cli) -> Result<(), Failure> {
     let tick = dataplane::kernel_clock_tick_ns();
     let pin_dir = match &cli.config {
-        Some(p) => config::load(p, tick)
-            .map_err(|e| Failure(2, format!("{e}\n(fix the config: --detach reads pin_dir from it)")))?
-            .pin_dir,
+        Some(p) => {
+            config::load(p, tick)
+                .map_err(|e| {
+                    Failure(
+                        2,
+                        format!("{e}\n(fix the config: --detach reads pin_dir from it)"),
+                    )
+                })?
+                .pin_dir
+        }
         None => config::default_policy(tick).pin_dir,
     };
     let removed = agent::detach(&pin_dir)?;

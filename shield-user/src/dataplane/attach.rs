@@ -183,4 +183,3 @@ pub fn pinned_link_ids(pin_dir: &Path, iface: &str) -> Option<(u32, u32)> {
     let info = fd.info().ok()?;
     Some((info.id(), info.program_id()))
 }
-

@@ -8,8 +8,7 @@
 //! so a dot is written `%2e`; interface names cannot hold `:` or `%`.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
 };
@@ -35,7 +34,11 @@ pub const MAP_LAYOUT: [(&str, u32, u32); 17] = [
     (MAP_FEED_HITS, 4, 8),
     (MAP_PORTS, 4, size_of::<PortRule>() as u32),
     (MAP_LIMITS, 4, size_of::<Limits>() as u32),
-    (MAP_BUCKETS, size_of::<BucketKey>() as u32, size_of::<Bucket>() as u32),
+    (
+        MAP_BUCKETS,
+        size_of::<BucketKey>() as u32,
+        size_of::<Bucket>() as u32,
+    ),
     (MAP_EVENTS, 0, 0),
 ];
 
@@ -48,7 +51,9 @@ pub enum PinError {
         "pin_dir {0} is not on a bpf filesystem; pins must live under a bpffs mount such as /sys/fs/bpf"
     )]
     NotBpffs(PathBuf),
-    #[error("mounting bpffs on {BPFFS_ROOT}: {0} (are we root? try `mount -t bpf bpf /sys/fs/bpf`)")]
+    #[error(
+        "mounting bpffs on {BPFFS_ROOT}: {0} (are we root? try `mount -t bpf bpf /sys/fs/bpf`)"
+    )]
     Mount(io::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },

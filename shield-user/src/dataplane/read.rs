@@ -45,7 +45,10 @@ impl Dataplane {
             let v = v.map_err(map_err(MAP_LIMITS))?;
             if v != Limits::default() {
                 let slot = slot as u32;
-                out.insert(((slot / MAX_CLASSES) as u16, (slot % MAX_CLASSES) as u16), v);
+                out.insert(
+                    ((slot / MAX_CLASSES) as u16, (slot % MAX_CLASSES) as u16),
+                    v,
+                );
             }
         }
         Ok(out)

@@ -253,7 +253,7 @@ fn assign_ids(
         return assign_ids(names, None, max, what);
     }
     // Holes (names that went away) stay as placeholders that nothing maps to.
-    Ok(slots.into_iter().map(|s| s.unwrap_or_default()).collect())
+    Ok(slots.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 #[cfg(test)]

@@ -440,8 +440,8 @@ mod lpm_equivalence {
                 .filter(|(_, _, c)| c.contains(&addr))
                 .max_by_key(|(len, _, _)| *len)
                 .map_or(0, |(_, id, _)| id);
-            let mask = (a1.iter().any(|c| c.contains(&addr)) as u64)
-                | (a2.iter().any(|c| c.contains(&addr)) as u64) << 1;
+            let mask = u64::from(a1.iter().any(|c| c.contains(&addr)))
+                | u64::from(a2.iter().any(|c| c.contains(&addr))) << 1;
             prop_assert_eq!(got.flags & SRC_ALLOWED != 0, allowed);
             prop_assert_eq!(got.tier, tier);
             prop_assert_eq!(got.acl_mask, mask);
