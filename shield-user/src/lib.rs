@@ -2,5 +2,6 @@
 //! out of the binaries so it can be tested.
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod net;
