@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod events;
 pub mod feeds;
