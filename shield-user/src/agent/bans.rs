@@ -237,6 +237,16 @@ impl BanBook {
         Ok(())
     }
 
+    /// The narrowest unexpired ban that covers `addr`, as the kernel
+    /// applies it (v6 bans at least `ipv6_prefix` long cover that prefix).
+    pub fn covering(&self, addr: std::net::IpAddr) -> Option<&BanRecord> {
+        let now = clock::unix_ms();
+        self.bans
+            .values()
+            .filter(|b| !b.expired(now) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len())))
+            .max_by_key(|b| b.net.prefix_len())
+    }
+
     pub fn list(&self) -> impl Iterator<Item = &BanRecord> {
         self.bans.values()
     }

@@ -4,7 +4,9 @@
 
 mod apply;
 pub mod bans;
+pub mod control;
 mod ids;
+pub mod runtime;
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +17,7 @@ use crate::{
     config::{self, Config, ConfigErrors, XdpModeSetting},
     dataplane::{self, AttachMode, Attached, Dataplane, DataplaneError, LoadOptions, pins},
     net::Cidr,
-    policy::{self, LimitOverride, Policy, PolicyDiff, PolicyError, Runtime},
+    policy::{self, Policy, PolicyDiff, PolicyError, Runtime},
     statefile::{self, StateFileError},
 };
 use bans::{BanBook, BanError, BanOrigin, BanRecord};
@@ -128,9 +130,9 @@ pub struct Agent {
     dp: Dataplane,
     bans: BanBook,
     attached: Vec<Attached>,
-    runtime_allow: Vec<Cidr>,
-    overrides: Vec<LimitOverride>,
+    runtime: runtime::RuntimeState,
     tick_ns: u64,
+    detached: bool,
     started: Instant,
     floods: FloodTracker,
 }
@@ -155,11 +157,13 @@ impl Agent {
         };
 
         let previous = ids::load(&cfg.state_dir);
+        let runtime = runtime::RuntimeState::load(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        let overrides = runtime.live_overrides(clock::unix_ms());
         let policy = policy::compile(
             &cfg,
             &Runtime {
-                allow: &[],
-                overrides: &[],
+                allow: &runtime.allow,
+                overrides: &overrides,
                 previous: previous.as_ref(),
                 tick_ns,
             },
@@ -194,9 +198,9 @@ impl Agent {
             dp,
             bans,
             attached: Vec::new(),
-            runtime_allow: Vec::new(),
-            overrides: Vec::new(),
+            runtime,
             tick_ns,
+            detached: false,
             started: Instant::now(),
             floods: FloodTracker::default(),
         };
@@ -266,15 +270,61 @@ impl Agent {
     }
 
     fn compile(&self, cfg: &Config) -> Result<Policy, AgentError> {
+        let mut cfg = cfg.clone();
+        if let Some(on) = self.runtime.dry_run {
+            cfg.dry_run = on;
+        }
+        let overrides = self.runtime.live_overrides(clock::unix_ms());
         Ok(policy::compile(
-            cfg,
+            &cfg,
             &Runtime {
-                allow: &self.runtime_allow,
-                overrides: &self.overrides,
+                allow: &self.runtime.allow,
+                overrides: &overrides,
                 previous: Some(&self.policy),
                 tick_ns: self.tick_ns,
             },
         )?)
+    }
+
+    /// Recompiles the running config with the current runtime state
+    /// (allow entries, overrides, dry run) and applies the difference.
+    pub fn recompute(&mut self) -> Result<usize, AgentError> {
+        let policy = self.compile(&self.cfg.clone())?;
+        let diff = PolicyDiff::between(Some(&self.policy), &policy);
+        apply::apply_with_bans(&mut self.dp, &diff, false, &self.bans)?;
+        ids::save(&self.cfg.state_dir, &policy)?;
+        self.policy = policy;
+        Ok(diff.changes())
+    }
+
+    /// Whether drops are only counted right now.
+    pub fn dry_run(&self) -> bool {
+        self.policy.global.flags & shield_common::maps::CFG_DRY_RUN != 0
+    }
+
+    /// Every allowlist entry: (prefix, from shieldctl rather than the config).
+    pub fn allow_entries(&self) -> Vec<(Cidr, bool)> {
+        let mut v: Vec<(Cidr, bool)> = self.cfg.allow.iter().map(|c| (*c, false)).collect();
+        v.extend(self.runtime.allow.iter().map(|c| (*c, true)));
+        v
+    }
+
+    /// `shieldctl detach`: removes links and pins; the agent then exits.
+    pub fn detach_now(&mut self) -> Result<String, AgentError> {
+        let removed = pins::remove_all(&self.cfg.pin_dir)?;
+        self.detached = true;
+        self.attached.clear();
+        Ok(format!(
+            "detached from {} interface(s) [{}]; removed {} pinned map(s); shield-agent exits",
+            removed.links.len(),
+            removed.links.join(", "),
+            removed.maps
+        ))
+    }
+
+    /// True once detached: the event loop should exit.
+    pub fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// Periodic housekeeping (every second): expired bans leave the maps
@@ -285,6 +335,12 @@ impl Agent {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "bans expired"),
             Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
+        }
+        if self.runtime.expire(clock::unix_ms()) {
+            match self.recompute() {
+                Ok(n) => tracing::info!(changes = n, "limit override expired and reverted"),
+                Err(e) => tracing::error!(error = %e, "reverting an expired limit override"),
+            }
         }
         let now = clock::monotonic_ns();
         self.floods.expire(now);

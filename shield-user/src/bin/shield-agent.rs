@@ -4,11 +4,18 @@
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use shield_user::{
-    agent::{self, Agent, AgentOptions},
-    config, dataplane, systemd,
+    agent::{self, Agent, AgentOptions, control},
+    config,
+    control::{ControlSocket, ServerConfig, ServerError, handler_fn},
+    dataplane, systemd,
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::Notify,
+};
 
 const LONG_ABOUT: &str = "\
 shield-agent loads shield's XDP program onto your interfaces, compiles its
@@ -149,12 +156,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         dry_run: cli.dry_run,
         object,
     };
+    // The socket first: a second agent must fail before touching the maps.
+    let cfg = agent::load_config(&opts, dataplane::kernel_clock_tick_ns())?;
+    let socket = ControlSocket::bind(&cfg.control_socket, ServerConfig::default()).map_err(|e| {
+        let code = match e {
+            ServerError::AlreadyRunning { .. } | ServerError::NotASocket { .. } => 2,
+            ServerError::Io { .. } => 1,
+        };
+        Failure(code, format!("control socket: {e}"))
+    })?;
     let agent = Agent::start(opts)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(1, format!("starting the event loop: {e}")))?;
-    rt.block_on(main_loop(agent))
+    rt.block_on(main_loop(agent, socket))
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
@@ -206,7 +222,49 @@ fn detach(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
+async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
+    let mut agent_ref = agent;
+    let ring = agent_ref
+        .take_events()
+        .map_err(|e| Failure(1, format!("flood events: {e}")))?;
+    let agent = Arc::new(Mutex::new(agent_ref));
+    let exit = Arc::new(Notify::new());
+    let handler = {
+        let (agent, exit) = (agent.clone(), exit.clone());
+        handler_fn(move |req, peer| {
+            let (agent, exit) = (agent.clone(), exit.clone());
+            async move {
+                let mut a = lock(&agent);
+                let resp = control::handle(&mut a, req, &peer);
+                if a.is_detached() {
+                    exit.notify_one();
+                }
+                resp
+            }
+        })
+    };
+    let stop_serving = Arc::new(Notify::new());
+    let server = {
+        let stop = stop_serving.clone();
+        tokio::spawn(socket.serve(handler, async move { stop.notified().await }))
+    };
+    let result = event_loop(&agent, ring, &exit).await;
+    stop_serving.notify_one();
+    let _ = server.await;
+    result
+}
+
+fn lock(agent: &Mutex<Agent>) -> MutexGuard<'_, Agent> {
+    // A panic while holding the lock leaves the agent's state as it was
+    // between two map writes, which the next operation reconciles.
+    agent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn event_loop(
+    agent: &Mutex<Agent>,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    exit: &Notify,
+) -> Result<(), Failure> {
     let sig = |k| signal(k).map_err(|e| Failure(1, format!("installing signal handlers: {e}")));
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
@@ -215,9 +273,6 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
     let watchdog = systemd::watchdog_interval();
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
-    let ring = agent
-        .take_events()
-        .map_err(|e| Failure(1, format!("flood events: {e}")))?;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as it lives, which is as long as the AsyncFd that owns it.
     let mut ring = unsafe {
@@ -225,7 +280,7 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
     }
     .map_err(|e| Failure(1, format!("polling flood events: {}", e.into_parts().1)))?;
 
-    let status = agent.status_line();
+    let status = lock(agent).status_line();
     tracing::info!("{status}");
     systemd::notify(&format!("READY=1\nSTATUS={status}"));
 
@@ -233,7 +288,8 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
         tokio::select! {
             _ = hup.recv() => {
                 systemd::notify("RELOADING=1");
-                match agent.reload() {
+                let reloaded = lock(agent).reload();
+                match reloaded {
                     Ok(r) => {
                         for w in &r.warnings {
                             tracing::warn!("{w}");
@@ -242,7 +298,8 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
                     }
                     Err(e) => tracing::error!("reload refused, the running policy is unchanged:\n{e}"),
                 }
-                systemd::notify(&format!("READY=1\nSTATUS={}", agent.status_line()));
+                let status = lock(agent).status_line();
+                systemd::notify(&format!("READY=1\nSTATUS={status}"));
             }
             guard = ring.readable_mut() => {
                 if let Ok(mut guard) = guard {
@@ -252,18 +309,23 @@ async fn main_loop(mut agent: Agent) -> Result<(), Failure> {
                         let Some(item) = rb.next() else { break };
                         let bytes = item.to_vec();
                         drop(item);
-                        agent.on_event(&bytes);
+                        lock(agent).on_event(&bytes);
                     }
                     guard.clear_ready();
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = housekeeping.tick() => agent.tick(),
+            _ = housekeeping.tick() => lock(agent).tick(),
+            _ = exit.notified() => break,
             _ = dog.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
         }
     }
     systemd::notify("STOPPING=1");
-    tracing::info!("exiting; enforcement stays pinned (shield-agent --detach removes it)");
+    if lock(agent).is_detached() {
+        tracing::info!("detached on request; exiting");
+    } else {
+        tracing::info!("exiting; enforcement stays pinned (shield-agent --detach removes it)");
+    }
     Ok(())
 }
