@@ -82,6 +82,19 @@ pub const fn step(tat: u64, now: u64, limit: &Gcra) -> Option<u64> {
     }
 }
 
+/// When a limit is raised (say from 1/h to 1000/s), buckets may hold TATs
+/// hours ahead that the new limit could never have produced: under `limit`
+/// a TAT is at most `now + tolerance + emission`. This returns that bound
+/// when `tat` is beyond it, so the kernel can write it back and the new
+/// limit takes effect after one emission interval instead of hours later.
+#[inline(always)]
+pub const fn rebase(tat: u64, now: u64, limit: &Gcra) -> Option<u64> {
+    let bound = now
+        .saturating_add(limit.tolerance_ns)
+        .saturating_add(limit.emission_ns);
+    if tat > bound { Some(bound) } else { None }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -231,6 +244,28 @@ mod tests {
             let span = t - start;
             let got = admitted(&limit, gaps.iter().copied());
             prop_assert!(got <= span / limit.emission_ns + burst);
+        }
+    }
+
+    #[test]
+    fn rebase_only_touches_tats_the_limit_could_not_have_written() {
+        let fast = Gcra::new(1000, NANOS_PER_SEC, 10);
+        let now = 5 * NANOS_PER_SEC;
+        // Written under 1/h: two hours ahead.
+        let slow_tat = now + 7200 * NANOS_PER_SEC;
+        let rebased = rebase(slow_tat, now, &fast).unwrap();
+        assert_eq!(rebased, now + fast.tolerance_ns + fast.emission_ns);
+        assert_eq!(step(rebased, now, &fast), None, "still over right now");
+        let later = now + fast.emission_ns;
+        assert!(
+            step(rebased, later, &fast).is_some(),
+            "admitted one interval later"
+        );
+        // A TAT the limit itself produces is never rebased.
+        let mut tat = 0;
+        for _ in 0..10 {
+            tat = step(tat, now, &fast).unwrap();
+            assert_eq!(rebase(tat, now, &fast), None);
         }
     }
 }

@@ -6,7 +6,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use shield_common::{
     addr::{apply_mask, v4_mapped},
     event::{FLOOD_PACKETS, FLOOD_SYNS, FloodEvent},
-    gcra::{Gcra, step},
+    gcra::{Gcra, rebase, step},
     maps::{Bucket, BucketKey, FLOOD_EVENT_INTERVAL_NS, Limits},
     reason::Reason,
 };
@@ -94,6 +94,19 @@ fn admit(tat: *mut u64, now: u64, limit: &Gcra) -> bool {
         // SAFETY: `tat` points at an aligned u64 inside a map value.
         let old = unsafe { core::ptr::read_volatile(tat) };
         let Some(new) = step(old, now, limit) else {
+            // A TAT further ahead than this limit can ever put it was
+            // written under a slower one the operator has since raised;
+            // pull it back so the new limit applies within one interval.
+            // One attempt: losing the race means another CPU wrote a TAT.
+            if let Some(rebased) = rebase(old, now, limit) {
+                unsafe {
+                    let _ = atomic_cxchg::<
+                        u64,
+                        { AtomicOrdering::SeqCst },
+                        { AtomicOrdering::SeqCst },
+                    >(tat, old, rebased);
+                }
+            }
             return false;
         };
         let (_, swapped) = unsafe {

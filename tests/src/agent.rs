@@ -246,6 +246,20 @@ impl Agent {
         self.wait(Duration::from_secs(20))
     }
 
+    /// Waits for an agent that was told to exit some other way (detach),
+    /// sending SIGTERM only if it is still running after a few seconds.
+    pub fn stop_or_exited(mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop()
+    }
+
     /// SIGKILL: no cleanup of any kind runs.
     pub fn kill9(mut self) {
         self.signal(libc::SIGKILL);
@@ -283,5 +297,51 @@ impl Drop for Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Output of one `shieldctl` run.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl AgentHome {
+    /// Runs `shieldctl --socket <this home's socket> ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> CtlOutput {
+        let out = Command::new(binary("shieldctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run shieldctl");
+        CtlOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// As [`AgentHome::ctl`], asserting success, returning stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(o.ok(), "shieldctl {args:?} failed: {o:?}");
+        o.stdout
+    }
+
+    /// `shieldctl --json ARGS` parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ctl_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
 }

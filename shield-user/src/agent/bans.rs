@@ -243,7 +243,9 @@ impl BanBook {
         let now = clock::unix_ms();
         self.bans
             .values()
-            .filter(|b| !b.expired(now) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len())))
+            .filter(|b| {
+                !b.expired(now) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len()))
+            })
             .max_by_key(|b| b.net.prefix_len())
     }
 

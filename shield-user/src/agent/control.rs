@@ -16,9 +16,9 @@ use crate::{
     control::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
-            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto,
-            IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow, StatusInfo, TopRow,
-            Totals, Verdict, XdpMode,
+            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, IfaceInfo,
+            LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow, StatusInfo, TopRow, Totals,
+            Verdict, XdpMode,
         },
         units::{MAX_TTL, RatePer, RateSpec},
     },
@@ -72,9 +72,10 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
         Request::AllowDel { net } => allow_del(agent, net),
         Request::AllowList => Ok(Reply::Allow(allow_rows(agent))),
         Request::FeedsList => Ok(Reply::Feeds(Vec::new())),
-        Request::FeedsRefresh { name: Some(n), .. } => {
-            Err((ErrorKind::NotFound, format!("no feed named `{n}` is configured")))
-        }
+        Request::FeedsRefresh { name: Some(n), .. } => Err((
+            ErrorKind::NotFound,
+            format!("no feed named `{n}` is configured"),
+        )),
         Request::FeedsRefresh { name: None, .. } => done("no feeds are configured"),
         Request::Limits => Ok(Reply::Limits(limits(agent))),
         Request::LimitsSet {
@@ -269,7 +270,11 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         )));
     }
     let ttl = match ttl_secs {
-        Some(0) => return Err(bad("a TTL of zero would expire at once; omit --ttl to ban until deleted")),
+        Some(0) => {
+            return Err(bad(
+                "a TTL of zero would expire at once; omit --ttl to ban until deleted",
+            ));
+        }
         Some(s) if Duration::from_secs(s) > MAX_TTL => {
             return Err(bad(format!(
                 "a TTL of {s}s is longer than a year; omit --ttl to ban until deleted"
@@ -295,7 +300,11 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),
     };
-    if let Some(a) = agent.allow_entries().into_iter().find(|(a, _)| a.contains(&net) || net.contains(a)) {
+    if let Some(a) = agent
+        .allow_entries()
+        .into_iter()
+        .find(|(a, _)| a.contains(&net) || net.contains(a))
+    {
         msg.push_str(&format!(
             "\nnote: {} is allowlisted ({}), and the allowlist wins over bans",
             a.0,
@@ -325,11 +334,18 @@ fn allow_add(agent: &mut Agent, net: Cidr) -> Answer {
         return done(format!("{net} is already allowlisted"));
     }
     agent.runtime.allow.push(net);
-    if let Err(e) = agent.runtime.save_allow().map_err(internal).and_then(|()| agent.recompute().map_err(internal)) {
+    if let Err(e) = agent
+        .runtime
+        .save_allow()
+        .map_err(internal)
+        .and_then(|()| agent.recompute().map_err(internal))
+    {
         agent.runtime.allow.retain(|a| *a != net);
         return Err(e);
     }
-    done(format!("allowlisted {net}: it passes every check from now on"))
+    done(format!(
+        "allowlisted {net}: it passes every check from now on"
+    ))
 }
 
 fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
@@ -342,7 +358,12 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
         return Err((ErrorKind::NotFound, format!("{net} is not allowlisted")));
     }
     agent.runtime.allow.retain(|a| *a != net);
-    if let Err(e) = agent.runtime.save_allow().map_err(internal).and_then(|()| agent.recompute().map_err(internal)) {
+    if let Err(e) = agent
+        .runtime
+        .save_allow()
+        .map_err(internal)
+        .and_then(|()| agent.recompute().map_err(internal))
+    {
         agent.runtime.allow.push(net);
         return Err(e);
     }
@@ -437,19 +458,27 @@ fn limits_set(
     if !known {
         return Err((
             ErrorKind::NotFound,
-            format!("`{target}` is neither `default`, a tier nor a port rule (see `shieldctl limits`)"),
+            format!(
+                "`{target}` is neither `default`, a tier nor a port rule (see `shieldctl limits`)"
+            ),
         ));
     }
     if limits == LimitSet::default() {
-        return Err(bad("nothing to set: give --packets, --packet-burst, --connections or --connection-burst"));
+        return Err(bad(
+            "nothing to set: give --packets, --packet-burst, --connections or --connection-burst",
+        ));
     }
     if limits.packet_burst == Some(0) || limits.connection_burst == Some(0) {
-        return Err(bad("a burst of zero admits nothing; to block, use a ban or a port ACL"));
+        return Err(bad(
+            "a burst of zero admits nothing; to block, use a ban or a port ACL",
+        ));
     }
     match for_secs {
         Some(0) => return Err(bad("--for 0 would revert at once")),
         Some(s) if Duration::from_secs(s) > MAX_TTL => {
-            return Err(bad("--for longer than a year: use --persist for a permanent change"));
+            return Err(bad(
+                "--for longer than a year: use --persist for a permanent change",
+            ));
         }
         _ => {}
     }
@@ -521,7 +550,9 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
     let banned_by = agent
         .bans
         .list()
-        .filter(|b| !b.expired(now_ms) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len())))
+        .filter(|b| {
+            !b.expired(now_ms) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len()))
+        })
         .max_by_key(|b| b.net.prefix_len())
         .map(|b| ban_row(b, now_ms));
 
@@ -542,7 +573,11 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
 
     let bucket = agent
         .dp
-        .bucket(&crate::dataplane::bucket_key(addr, class_id, &agent.policy.global.ipv6_mask))
+        .bucket(&crate::dataplane::bucket_key(
+            addr,
+            class_id,
+            &agent.policy.global.ipv6_mask,
+        ))
         .ok()
         .flatten();
     let now = clock::monotonic_ns();
@@ -585,11 +620,16 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         steps.push("allowlist: no match".into());
         steps.push("bans: none".into());
         steps.push("feeds: none".into());
-        let acl_denied = rule.is_some_and(|r| r.acl != 0 && class.acl_mask & (1u64 << (r.acl - 1)) == 0);
+        let acl_denied =
+            rule.is_some_and(|r| r.acl != 0 && class.acl_mask & (1u64 << (r.acl - 1)) == 0);
         match rule {
             Some(r) if r.acl != 0 => steps.push(format!(
                 "port rule `{class_name}` admits only its allow_from: {}",
-                if acl_denied { "not listed → drop" } else { "listed" }
+                if acl_denied {
+                    "not listed → drop"
+                } else {
+                    "listed"
+                }
             )),
             Some(_) => steps.push(format!("port rule `{class_name}` (no ACL)")),
             None => steps.push("no port rule: default class".into()),
@@ -640,8 +680,16 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         class: class_name,
         limits,
         bucket: bucket_info.map(|b| BucketInfo {
-            packet_tokens: if b.packet_tokens.is_finite() { b.packet_tokens } else { 0.0 },
-            syn_tokens: if b.syn_tokens.is_finite() { b.syn_tokens } else { 0.0 },
+            packet_tokens: if b.packet_tokens.is_finite() {
+                b.packet_tokens
+            } else {
+                0.0
+            },
+            syn_tokens: if b.syn_tokens.is_finite() {
+                b.syn_tokens
+            } else {
+                0.0
+            },
         }),
     })))
 }

@@ -207,7 +207,11 @@ mod tests {
         st.save_overrides().unwrap();
         let back = RuntimeState::load(dir.path(), &mut |w| panic!("{w}")).unwrap();
         assert_eq!(back.allow, st.allow);
-        assert_eq!(back.overrides, vec![st.overrides[0].clone()], "only persisted ones");
+        assert_eq!(
+            back.overrides,
+            vec![st.overrides[0].clone()],
+            "only persisted ones"
+        );
         assert_eq!(st.live_overrides(10).len(), 1, "the timed one expired");
         assert!(st.expire(10));
         assert_eq!(st.overrides.len(), 1);

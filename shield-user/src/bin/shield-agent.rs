@@ -158,13 +158,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     // The socket first: a second agent must fail before touching the maps.
     let cfg = agent::load_config(&opts, dataplane::kernel_clock_tick_ns())?;
-    let socket = ControlSocket::bind(&cfg.control_socket, ServerConfig::default()).map_err(|e| {
-        let code = match e {
-            ServerError::AlreadyRunning { .. } | ServerError::NotASocket { .. } => 2,
-            ServerError::Io { .. } => 1,
-        };
-        Failure(code, format!("control socket: {e}"))
-    })?;
+    let socket =
+        ControlSocket::bind(&cfg.control_socket, ServerConfig::default()).map_err(|e| {
+            let code = match e {
+                ServerError::AlreadyRunning { .. } | ServerError::NotASocket { .. } => 2,
+                ServerError::Io { .. } => 1,
+            };
+            Failure(code, format!("control socket: {e}"))
+        })?;
     let agent = Agent::start(opts)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -257,7 +258,9 @@ async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
 fn lock(agent: &Mutex<Agent>) -> MutexGuard<'_, Agent> {
     // A panic while holding the lock leaves the agent's state as it was
     // between two map writes, which the next operation reconciles.
-    agent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    agent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn event_loop(

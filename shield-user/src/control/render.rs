@@ -255,6 +255,9 @@ fn status(s: &StatusInfo) -> String {
 }
 
 fn stats(rows: &[StatRow]) -> String {
+    // Most (verdict, reason) pairs never occur (nothing passes as `banned`
+    // outside dry run); the table shows what happened, `--json` every pair.
+    let rows: Vec<&StatRow> = rows.iter().filter(|r| r.packets > 0).collect();
     if rows.is_empty() {
         return "no packets counted yet\n".into();
     }

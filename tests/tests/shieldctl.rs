@@ -1,0 +1,355 @@
+//! shieldctl against the real agent in a netns lab: every command, with the
+//! data plane checked by real traffic. Needs root; --test-threads=1.
+
+use std::{net::IpAddr, process::Command, thread, time::Duration};
+
+use shield_tests::{
+    agent::{AgentHome, binary},
+    flow::Flows,
+    lab::Lab,
+};
+
+const PORT: u16 = 7100;
+const TICK: Duration = Duration::from_millis(2);
+
+fn setup(extra_config: &str) -> (Lab, AgentHome, shield_tests::agent::Agent) {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&format!("{}{extra_config}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    (lab, home, agent)
+}
+
+fn s(a: IpAddr) -> String {
+    a.to_string()
+}
+
+#[test]
+fn ban_add_stops_a_flowing_source_before_it_returns() {
+    let (lab, home, _agent) = setup("");
+    let src = lab.client_v4;
+    let flows = Flows::start(&lab, PORT, &[src], TICK);
+    assert!(flows.wait_more(src, 50, Duration::from_secs(10)));
+
+    let out = home.ctl_ok(&["ban", "add", &s(src), "--reason", "incident 42"]);
+    let at_return = flows.received(src);
+    assert!(out.contains("banned"), "{out}");
+    thread::sleep(Duration::from_millis(400));
+    let r = flows.stop();
+    // Datagrams already past XDP when the command returned may still be
+    // on their way up to the socket; a ban that lagged would let ~200 more in.
+    assert!(
+        r.received(src) <= at_return + 5,
+        "{} arrived after ban add returned",
+        r.received(src) - at_return
+    );
+
+    let list = home.ctl_json(&["ban", "list"]);
+    let row = &list["data"][0];
+    assert_eq!(row["net"], format!("{src}/32"));
+    assert_eq!(row["origin"], "manual");
+    assert_eq!(row["reason"], "incident 42");
+    assert!(row["expires_in_secs"].is_null());
+
+    let out = home.ctl_ok(&["ban", "del", &s(src)]);
+    assert!(out.contains("unbanned"), "{out}");
+    assert!(lab.udp_through(lab.server_v4, PORT, 5) >= 4);
+    let gone = home.ctl(&["ban", "del", &s(src)]);
+    assert_eq!(gone.code, Some(1), "{gone:?}");
+    assert!(gone.stderr.contains("not banned"), "{gone:?}");
+}
+
+#[test]
+fn bans_expire_after_their_ttl_and_cidr_bans_cover_the_prefix() {
+    let (lab, home, _agent) = setup("");
+    let net = "10.200.0.0/16";
+    home.ctl_ok(&["ban", "add", net, "--ttl", "2s"]);
+    assert_eq!(
+        lab.udp_through(lab.server_v4, PORT, 5),
+        0,
+        "the /16 covers the client"
+    );
+    let list = home.ctl_json(&["ban", "list"]);
+    let left = list["data"][0]["expires_in_secs"].as_u64().unwrap();
+    assert!((1..=2).contains(&left), "{list}");
+    thread::sleep(Duration::from_millis(2600));
+    assert!(
+        lab.udp_through(lab.server_v4, PORT, 5) >= 4,
+        "expired ban still drops"
+    );
+    // The agent sweeps expired bans from its list within a second or two.
+    thread::sleep(Duration::from_millis(1500));
+    let list = home.ctl_json(&["ban", "list"]);
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[test]
+fn dry_run_on_passes_and_counts_off_enforces_again() {
+    let (lab, home, _agent) = setup("");
+    home.ctl_ok(&["ban", "add", &s(lab.client_v4)]);
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0);
+
+    let out = home.ctl_ok(&["dry-run", "on"]);
+    assert!(out.contains("dry run on"), "{out}");
+    assert_eq!(home.ctl_json(&["status"])["data"]["dry_run"], true);
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 5);
+    let stats = home.ctl_json(&["stats"]);
+    let would = stats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["verdict"] == "would_drop" && r["reason"] == "banned")
+        .unwrap();
+    assert!(would["packets"].as_u64().unwrap() >= 5, "{stats}");
+
+    home.ctl_ok(&["dry-run", "off"]);
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0);
+    assert_eq!(home.ctl_json(&["status"])["data"]["dry_run"], false);
+}
+
+#[test]
+fn check_explains_ban_allow_acl_and_limit() {
+    let cfg = "[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\npackets = \"1/h\"\npacket_burst = 3\n\
+               [[port]]\nname = \"admin\"\nproto = \"tcp\"\nports = [8443]\nallow_from = [\"192.0.2.0/24\"]\n";
+    let (lab, home, _agent) = setup(cfg);
+    let client = s(lab.client_v4);
+
+    let c = home.ctl_json(&["check", &client, "--proto", "udp", "--port", "9000"]);
+    assert_eq!(c["data"]["verdict"], "pass", "{c}");
+    assert_eq!(c["data"]["class"], "probe");
+
+    assert_eq!(lab.udp_through(lab.server_v4, 9000, 6), 3);
+    let c = home.ctl_json(&["check", &client, "--proto", "udp", "--port", "9000"]);
+    assert_eq!(c["data"]["verdict"], "drop", "{c}");
+    assert_eq!(c["data"]["reason"], "ratelimit", "{c}");
+    assert!(
+        c["data"]["bucket"]["packet_tokens"].as_f64().unwrap() < 1.0,
+        "{c}"
+    );
+    assert_eq!(c["data"]["limits"]["packets"], "1/h");
+
+    let c = home.ctl_json(&["check", &client, "--port", "8443"]);
+    assert_eq!(c["data"]["reason"], "acl", "{c}");
+
+    home.ctl_ok(&["ban", "add", &client, "--reason", "why not"]);
+    let c = home.ctl_json(&["check", &client]);
+    assert_eq!(c["data"]["reason"], "banned", "{c}");
+    assert_eq!(c["data"]["banned_by"]["reason"], "why not");
+
+    home.ctl_ok(&["allow", "add", "10.200.0.0/16"]);
+    let c = home.ctl_json(&["check", &client]);
+    assert_eq!(c["data"]["reason"], "allowed", "{c}");
+    assert!(
+        c["data"]["allowed_by"]
+            .as_str()
+            .unwrap()
+            .contains("10.200.0.0/16")
+    );
+    assert_eq!(
+        lab.udp_through(lab.server_v4, PORT, 5),
+        5,
+        "the allowlist wins over the ban"
+    );
+    let human = home.ctl_ok(&["check", &client]);
+    assert!(human.contains("PASS (allowed)"), "{human}");
+
+    let list = home.ctl_json(&["allow", "list"]);
+    assert_eq!(list["data"][0]["origin"], "runtime");
+    home.ctl_ok(&["allow", "del", "10.200.0.0/16"]);
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0, "banned again");
+}
+
+#[test]
+fn limits_set_applies_at_once_and_reverts_by_itself() {
+    let (lab, home, _agent) =
+        setup("[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\n");
+    let before = home.ctl_json(&["limits"]);
+    assert!(
+        before["data"]["rows"].as_array().unwrap().len() >= 2,
+        "{before}"
+    );
+    assert_eq!(lab.udp_through(lab.server_v4, 9000, 10), 10);
+
+    let out = home.ctl_ok(&[
+        "limits",
+        "set",
+        "probe",
+        "--packets",
+        "1/h",
+        "--packet-burst",
+        "2",
+        "--for",
+        "3s",
+    ]);
+    assert!(out.contains("reverts in 3s"), "{out}");
+    let l = home.ctl_json(&["limits"]);
+    assert_eq!(l["data"]["overrides"][0]["target"], "probe", "{l}");
+    assert_eq!(
+        lab.udp_through(lab.server_v4, 9000, 10),
+        2,
+        "override enforced at once"
+    );
+    thread::sleep(Duration::from_millis(4500));
+    assert_eq!(
+        home.ctl_json(&["limits"])["data"]["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // The bucket's TAT, written under 1/h, is hours ahead; the first packet
+    // under the restored limit pulls it back (gcra::rebase) and the limit
+    // holds again one interval (and one clock tick) later, not hours later.
+    lab.udp_through(lab.server_v4, 9000, 1);
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(lab.udp_through(lab.server_v4, 9000, 10), 10, "reverted");
+
+    let bad = home.ctl(&["limits", "set", "nosuch", "--packets", "5/s"]);
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+    assert!(bad.stderr.contains("nosuch"), "{bad:?}");
+}
+
+#[test]
+fn every_read_command_answers_in_both_formats() {
+    let (lab, home, _agent) = setup("");
+    let status = home.ctl_json(&["status"]);
+    assert_eq!(status["data"]["interfaces"][0]["name"], lab.server_if);
+    assert!(status["data"]["program_id"].as_u64().is_some());
+    for cmd in [
+        &["status"][..],
+        &["stats"],
+        &["top"],
+        &["top", "-n", "3"],
+        &["ban", "list"],
+        &["allow", "list"],
+        &["feeds", "list"],
+        &["limits"],
+    ] {
+        home.ctl_ok(cmd);
+        let mut j = vec!["--json"];
+        j.extend_from_slice(cmd);
+        let out = home.ctl_ok(&j);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}: {out}"));
+    }
+    let out = home.ctl_ok(&["reload"]);
+    assert!(out.contains("reloaded"), "{out}");
+    let f = home.ctl(&["feeds", "refresh", "nosuch"]);
+    assert_eq!(f.code, Some(1), "{f:?}");
+}
+
+#[test]
+fn top_shows_a_flooding_source() {
+    let (lab, home, _agent) = setup("[limits]\npackets = \"100/s\"\npacket_burst = 100\n");
+    let src = lab.client_v4;
+    let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(500));
+    thread::sleep(Duration::from_millis(2500));
+    let top = home.ctl_json(&["top"]);
+    let r = flows.stop();
+    let row = &top["data"][0];
+    assert_eq!(row["source"], format!("{src}/32"), "{top}");
+    assert_eq!(row["over_limit"], true, "{top}");
+    assert!(row["pps"].as_f64().unwrap() > 50.0, "{top}");
+    assert!(r.received(src) < r.sent(src), "{r:?}");
+}
+
+#[test]
+fn bad_input_changes_nothing_and_exits_non_zero() {
+    let (_lab, home, _agent) = setup("");
+    for (args, code, needle) in [
+        (&["ban", "add", "10.1.2.3/8"][..], 2, "did you mean"),
+        (&["ban", "add", "not-an-ip"], 2, "not-an-ip"),
+        (&["ban", "add", "192.0.2.1", "--ttl", "0s"], 2, "zero"),
+        (&["ban", "add", "192.0.2.1", "--ttl", "400d"], 2, "longer"),
+        (&["ban", "add", "0.0.0.0/1"], 1, "refusing"),
+        (&["allow", "del", "192.0.2.0/24"], 1, "not allowlisted"),
+        (&["frobnicate"], 2, ""),
+    ] {
+        let o = home.ctl(args);
+        assert_eq!(o.code, Some(code), "{args:?}: {o:?}");
+        assert!(o.stderr.contains(needle), "{args:?}: {o:?}");
+    }
+    let list = home.ctl_json(&["ban", "list"]);
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[test]
+fn an_unprivileged_user_is_refused() {
+    let (_lab, home, _agent) = setup("");
+    // The socket and its directory must be reachable for the refusal to
+    // come from the agent or the kernel rather than from a missing path.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary("shieldctl"))
+        .arg("--socket")
+        .arg(&home.socket)
+        .args(["ban", "add", "192.0.2.1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied") || err.contains("group"),
+        "{err}"
+    );
+    let list = home.ctl_json(&["ban", "list"]);
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn two_hundred_concurrent_clients_while_enforcing() {
+    let (lab, home, agent) = setup("");
+    let banned = lab.client_v4;
+    let clean = lab.add_client_v4(3);
+    home.ctl_ok(&["ban", "add", &s(banned)]);
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    let children: Vec<_> = (0..200)
+        .map(|i| {
+            let mut c = Command::new(binary("shieldctl"));
+            c.arg("--socket").arg(&home.socket);
+            if i % 2 == 0 {
+                c.arg("status");
+            } else {
+                c.args(["check", "192.0.2.1"]);
+            }
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for ch in children {
+        let o = ch.wait_with_output().unwrap();
+        if !o.status.success() {
+            failures.push(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+    }
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert_eq!(r.received(banned), 0, "{r:?}");
+    assert!(home.ctl_ok(&["status"]).contains("enforcing"));
+    drop(agent);
+}
+
+#[test]
+fn detach_needs_yes_and_then_removes_everything() {
+    let (lab, home, agent) = setup("");
+    let o = home.ctl(&["detach"]);
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(home.pin_dir.exists());
+    let out = home.ctl_ok(&["detach", "--yes"]);
+    assert!(out.contains("detached"), "{out}");
+    assert!(!home.pin_dir.exists());
+    assert!(!lab.server_link_details().contains("prog/xdp"));
+    assert!(agent.stop_or_exited().success());
+    let o = home.ctl(&["status"]);
+    assert_eq!(o.code, Some(1));
+    assert!(o.stderr.contains("is shield-agent running"), "{o:?}");
+}
