@@ -34,6 +34,12 @@ enum Command {
     Test(test::TestArgs),
     /// Measure per-packet cost against an empty program and xdp-filter; writes docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Generate man pages and bash/zsh/fish completions for shield-agent and shieldctl.
+    Docs {
+        /// Where to write `man/` and `completions/`.
+        #[arg(long, default_value = "target/docs")]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +58,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Docs { out } => {
+            setup::run()?;
+            let out = cmd::root().join(out);
+            cmd::cargo(&[
+                "run",
+                "--quiet",
+                "--package",
+                "shield-docgen",
+                "--",
+                &out.to_string_lossy(),
+            ])?;
+            eprintln!("man pages and completions in {}", out.display());
+            Ok(())
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod apply;
 pub mod bans;
+pub mod cli;
 pub mod control;
 mod ids;
 pub mod runtime;

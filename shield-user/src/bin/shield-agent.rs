@@ -1,13 +1,18 @@
 //! shield-agent: loads shield's XDP program, keeps its maps in line with the
 //! config, and leaves enforcement in place when it exits.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use clap::Parser;
+
 use shield_user::{
-    agent::{self, Agent, AgentOptions, control},
+    agent::{
+        self, Agent, AgentOptions,
+        cli::{Cli, Command, LogFormat},
+        control,
+    },
     config,
     control::{ControlSocket, ServerConfig, ServerError, handler_fn},
     dataplane, systemd,
@@ -16,81 +21,6 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::Notify,
 };
-
-const LONG_ABOUT: &str = "\
-shield-agent loads shield's XDP program onto your interfaces, compiles its
-config into BPF maps, and keeps them current. Enforcement lives in the
-kernel and is pinned under pin_dir (default /sys/fs/bpf/shield): stopping,
-restarting or killing the agent leaves it running, and a restarted agent
-adopts it without resetting bans, buckets or feed entries.
-
-Signals: SIGHUP reloads the config (an invalid config leaves the running
-policy untouched); SIGTERM/SIGINT exit and leave enforcement in place.
-Run under systemd with Type=notify: READY=1 is sent once enforcing, and the
-watchdog (WatchdogSec=) is pinged from the main loop.
-
-Exit codes: 0 ok, 1 runtime error, 2 usage or config error.";
-
-const AFTER_HELP: &str = "\
-Examples:
-  shield-agent --iface eth0                      # embedded default policy
-  shield-agent --config /etc/shield/shield.toml  # your policy
-  shield-agent check-config /etc/shield/shield.toml
-  shield-agent --config /etc/shield/shield.toml --detach   # remove everything";
-
-#[derive(Parser, Debug)]
-#[command(name = "shield-agent", version, about = "shield's XDP traffic shield daemon", long_about = LONG_ABOUT, after_help = AFTER_HELP)]
-struct Cli {
-    /// The config file (TOML). Without it the embedded default policy runs,
-    /// which needs --iface.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Protect this interface (repeatable). Replaces the config's `interfaces`.
-    #[arg(long = "iface", short = 'i', value_name = "IF")]
-    ifaces: Vec<String>,
-
-    /// Count what would be dropped (as `would_drop`) but pass everything.
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Remove shield from every interface and delete its pins (the ban
-    /// journal in state_dir is kept), then exit.
-    #[arg(long)]
-    detach: bool,
-
-    /// Log format: `text` (human-readable) or `json` (one object per line).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
-    log_format: LogFormat,
-
-    /// Log filter, e.g. `info`, `debug`, `shield_user=debug` (RUST_LOG also works).
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    log_level: String,
-
-    /// Load this XDP object instead of the built-in one (upgrade drills and
-    /// tests: it replaces the running program atomically, like an upgrade).
-    #[arg(long, value_name = "FILE")]
-    bpf_object: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Validate a config file and list every error with its line and column
-    /// (exit 2 when there is any).
-    CheckConfig {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
