@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new(&out);
     let written = generate(out)?;
     for p in written {
-        println!("{}", p);
+        println!("{p}");
     }
     Ok(())
 }
