@@ -5,6 +5,7 @@
 
 mod bench;
 mod cmd;
+mod demo;
 mod setup;
 mod test;
 
@@ -30,6 +31,8 @@ enum Command {
     Setup,
     /// Build the XDP object and the userspace crates (release).
     Build,
+    /// Start the shield on a lab network of its own, flood it, show what was dropped and why, clean up.
+    Demo,
     /// Run every test: fmt, clippy, host unit tests, program tests, netns integration tests.
     Test(test::TestArgs),
     /// Measure per-packet cost against an empty program and xdp-filter; writes docs/BENCHMARKS.md.
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             ])
         }
         Command::Test(args) => test::run(&args),
+        Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
         Command::Docs { out } => {
             setup::run()?;

@@ -23,6 +23,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("xdp-tools", "xdp-filter, the benchmark's peer"),
     ("nftables", "nftables comparisons"),
     ("netsniff-ng", "trafgen, a line-rate packet generator"),
+    (
+        "util-linux",
+        "nsenter, which runs the demo's agent in a network namespace",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
