@@ -3,8 +3,8 @@
 //! against real files.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -76,6 +76,14 @@ struct Server {
 
 impl Server {
     fn start(handler: impl Fn(&Req) -> Reply + Send + 'static) -> Server {
+        Server::start_with(None, handler)
+    }
+
+    /// With `tls`, every connection is a TLS server session first.
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Req) -> Reply + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -86,7 +94,19 @@ impl Server {
             // Polling accept keeps shutdown simple: drop sets `stop`.
             while !halt.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((s, _)) => serve(s, &handler, &reqs, &halt),
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        match &tls {
+                            None => serve(s, &handler, &reqs, &halt),
+                            Some(cfg) => {
+                                let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
+                                    continue;
+                                };
+                                serve(rustls::StreamOwned::new(conn, s), &handler, &reqs, &halt)
+                            }
+                        }
+                    }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -103,6 +123,10 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
     fn requests(&self) -> Vec<Req> {
         self.requests.lock().unwrap().clone()
     }
@@ -117,17 +141,15 @@ impl Drop for Server {
     }
 }
 
-fn serve(
-    stream: TcpStream,
+fn serve<S: Read + Write>(
+    mut stream: S,
     handler: &impl Fn(&Req) -> Reply,
     reqs: &Mutex<Vec<Req>>,
     stop: &AtomicBool,
 ) {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut r = BufReader::new(stream.try_clone().unwrap());
+    // GET requests have no body, so what the reader buffered past the
+    // head can be dropped with it.
+    let mut r = BufReader::new(&mut stream);
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
         return;
@@ -143,6 +165,7 @@ fn serve(
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    drop(r);
     let req = Req { path, headers };
     reqs.lock().unwrap().push(req.clone());
     let mut w = stream;
@@ -170,6 +193,7 @@ fn serve(
             head += "\r\n";
             w.write_all(head.as_bytes())
                 .and_then(|()| w.write_all(&body))
+                .and_then(|()| w.flush())
         }
         Reply::Chunked { body, chunk } => {
             let mut out =
@@ -181,7 +205,7 @@ fn serve(
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(b"0\r\n\r\n");
-            w.write_all(&out)
+            w.write_all(&out).and_then(|()| w.flush())
         }
         Reply::StallBeforeHeaders => {
             stall(stop);
@@ -447,12 +471,14 @@ fn feeds_fetch_error_statuses_name_the_status_and_url() {
     let s = Server::start(|r| match r.path.as_str() {
         "/missing" => status(404, vec![]),
         "/broken" => status(500, vec![]),
+        "/partial" => status(206, vec![]),
         _ => status(418, vec![]),
     });
     for (path, code, text) in [
         ("/missing", 404, "HTTP 404 (Not Found)"),
         ("/broken", 500, "HTTP 500 (Internal Server Error)"),
         ("/tea", 418, "HTTP 418"),
+        ("/partial", 206, "HTTP 206 (Partial Content)"),
     ] {
         let e = fetch(&url_src(s.url(path)), &Validators::default(), &opts(1000)).unwrap_err();
         assert!(
@@ -578,4 +604,108 @@ fn feeds_fetch_file_source_with_not_modified() {
     .unwrap_err();
     assert!(matches!(e, FetchError::File { .. }), "{e}");
     assert!(e.to_string().contains("gone.txt"), "{e}");
+}
+
+// ---- HTTPS, through rustls on both sides ----
+
+const CA: &[u8] = include_bytes!("testdata/tls/ca.pem");
+const CERT: &[u8] = include_bytes!("testdata/tls/server.pem");
+const KEY: &[u8] = include_bytes!("testdata/tls/server.key");
+
+fn tls_server_config() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let der = |pem: &[u8]| -> Vec<u8> {
+        match ureq::tls::parse_pem(pem).next() {
+            Some(Ok(ureq::tls::PemItem::Certificate(c))) => c.der().to_vec(),
+            Some(Ok(ureq::tls::PemItem::PrivateKey(k))) => k.der().to_vec(),
+            _ => panic!("bad test PEM"),
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(der(CERT))],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(KEY))),
+        )
+        .unwrap();
+    Arc::new(cfg)
+}
+
+/// Makes this thread's fetches trust the test CA (and nothing else).
+fn trust_test_ca() {
+    let Some(Ok(ureq::tls::PemItem::Certificate(ca))) = ureq::tls::parse_pem(CA).next() else {
+        panic!("bad test CA")
+    };
+    TEST_ROOTS.with(|t| *t.borrow_mut() = Some(ureq::tls::RootCerts::new_with_certs(&[ca])));
+}
+
+#[test]
+fn feeds_fetch_https_with_a_trusted_ca() {
+    trust_test_ca();
+    let s = Server::start_with(Some(tls_server_config()), |r| {
+        if r.header("if-none-match") == Some("\"t\"") {
+            status(304, vec![])
+        } else {
+            Reply::Full {
+                status: 200,
+                headers: vec![("ETag", "\"t\"".into())],
+                body: FEED.to_vec(),
+                length: true,
+            }
+        }
+    });
+    let mut o = opts(1000);
+    o.allow_http = false;
+    let src = url_src(s.https_url("/tls.txt"));
+    let (bytes, v) = body(fetch(&src, &Validators::default(), &o));
+    assert_eq!(bytes, FEED);
+    assert_eq!(fetch(&src, &v, &o).unwrap(), Fetched::NotModified);
+}
+
+#[test]
+fn feeds_fetch_https_with_an_unknown_ca_fails() {
+    // The system's roots (or Mozilla's) do not know the test CA.
+    TEST_ROOTS.with(|t| *t.borrow_mut() = None);
+    let s = Server::start_with(Some(tls_server_config()), |_| ok(FEED));
+    let url = s.https_url("/tls.txt");
+    let e = fetch(&url_src(url.clone()), &Validators::default(), &opts(1000)).unwrap_err();
+    assert!(matches!(e, FetchError::Http { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&url), "{msg}");
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+}
+
+#[test]
+fn feeds_fetch_https_redirect_to_plain_http_is_refused() {
+    trust_test_ca();
+    let plain = Server::start(|_| ok(FEED));
+    let target = plain.url("/feed");
+    let s = Server::start_with(Some(tls_server_config()), move |r| match r.path.as_str() {
+        "/up" => status(302, vec![("Location", "/there".into())]),
+        "/there" => ok(FEED),
+        _ => status(301, vec![("Location", target.clone())]),
+    });
+    // allow_http does not make a downgrade acceptable.
+    let e = fetch(
+        &url_src(s.https_url("/down")),
+        &Validators::default(),
+        &opts(1000),
+    )
+    .unwrap_err();
+    assert!(matches!(e, FetchError::InsecureRedirect { .. }), "{e}");
+    assert!(e.to_string().contains(&plain.url("/feed")), "{e}");
+    assert!(
+        plain.requests().is_empty(),
+        "the plain-http target was contacted"
+    );
+    // https → https is followed.
+    let (bytes, _) = body(fetch(
+        &url_src(s.https_url("/up")),
+        &Validators::default(),
+        &opts(1000),
+    ));
+    assert_eq!(bytes, FEED);
 }
