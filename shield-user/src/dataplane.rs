@@ -3,7 +3,11 @@
 //! This is the only module that touches aya. Everything above it speaks in
 //! [`Cidr`]s and shield-common types.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    path::PathBuf,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -239,6 +243,72 @@ impl Dataplane {
         }
     }
 
+    /// Writes `entry` for every host in `keys`: v4 hosts (`N == 4`) to
+    /// `FEED_V4`, v6 hosts (`N == 16`) to `FEED_V6`. Batched (one syscall per
+    /// [`BATCH`] keys instead of one per key: a million-entry feed loads in
+    /// a fraction of the time), falling back to single updates on kernels
+    /// without batch operations for hash maps.
+    pub fn set_feed_hosts<const N: usize>(
+        &mut self,
+        keys: &[[u8; N]],
+        entry: &FeedEntry,
+    ) -> Result<()> {
+        let name = feed_host_map::<N>()?;
+        self.hash_update_many(name, keys, entry)
+    }
+
+    /// Deletes every host in `keys` from `FEED_V4` (`N == 4`) or `FEED_V6`
+    /// (`N == 16`); keys already absent are fine. Batched like
+    /// [`Dataplane::set_feed_hosts`].
+    pub fn remove_feed_hosts<const N: usize>(&mut self, keys: &[[u8; N]]) -> Result<()> {
+        let name = feed_host_map::<N>()?;
+        self.hash_delete_many::<[u8; N], FeedEntry>(name, keys)
+    }
+
+    /// What the program finds for a packet from `addr`: the exact host
+    /// entry, else the longest matching prefix. The same two lookups, in the
+    /// same order, as the XDP program.
+    pub fn feed_match(&self, addr: IpAddr) -> Result<Option<FeedEntry>> {
+        fn found<T>(
+            r: std::result::Result<T, MapError>,
+        ) -> std::result::Result<Option<T>, MapError> {
+            match r {
+                Ok(v) => Ok(Some(v)),
+                Err(MapError::KeyNotFound) => Ok(None),
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        match addr {
+            IpAddr::V4(a) => {
+                let m: HashMap<&MapData, [u8; 4], FeedEntry> =
+                    HashMap::try_from(self.map(MAP_FEED_V4)?).map_err(map_err(MAP_FEED_V4))?;
+                if let Some(e) = found(m.get(&a.octets(), 0)).map_err(map_err(MAP_FEED_V4))? {
+                    return Ok(Some(e));
+                }
+                let t: LpmTrie<&MapData, [u8; 4], FeedEntry> =
+                    LpmTrie::try_from(self.map(MAP_FEED_NET_V4)?)
+                        .map_err(map_err(MAP_FEED_NET_V4))?;
+                found(t.get(&Key::new(32, a.octets()), 0)).map_err(map_err(MAP_FEED_NET_V4))
+            }
+            IpAddr::V6(a) => {
+                let m: HashMap<&MapData, [u8; 16], FeedEntry> =
+                    HashMap::try_from(self.map(MAP_FEED_V6)?).map_err(map_err(MAP_FEED_V6))?;
+                if let Some(e) = found(m.get(&a.octets(), 0)).map_err(map_err(MAP_FEED_V6))? {
+                    return Ok(Some(e));
+                }
+                let t: LpmTrie<&MapData, [u8; 16], FeedEntry> =
+                    LpmTrie::try_from(self.map(MAP_FEED_NET_V6)?)
+                        .map_err(map_err(MAP_FEED_NET_V6))?;
+                found(t.get(&Key::new(128, a.octets()), 0)).map_err(map_err(MAP_FEED_NET_V6))
+            }
+        }
+    }
+
     /// Packets dropped because of `feed_id`, summed over CPUs.
     pub fn feed_hits(&self, feed_id: u32) -> Result<u64> {
         let a: PerCpuArray<&MapData, u64> =
@@ -342,6 +412,91 @@ impl Dataplane {
         ignore_missing(m.remove(&key)).map_err(map_err(name))
     }
 
+    /// The fd of hash map `name`, after checking its key and value sizes.
+    fn hash_fd<K: aya::Pod, V: aya::Pod>(&self, name: &'static str) -> Result<RawFd> {
+        let map = self.map(name)?;
+        let _: HashMap<&MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
+        match map {
+            Map::HashMap(d) => Ok(d.fd().as_fd().as_raw_fd()),
+            _ => Err(DataplaneError::MissingMap(name)),
+        }
+    }
+
+    /// Sets every key in `keys` to `value`, [`BATCH`] keys per syscall.
+    fn hash_update_many<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[K],
+        value: &V,
+    ) -> Result<()> {
+        let fd = self.hash_fd::<K, V>(name)?;
+        let values = vec![*value; keys.len().min(BATCH)];
+        let mut done = 0;
+        while done < keys.len() {
+            let chunk = &keys[done..keys.len().min(done + BATCH)];
+            // SAFETY: `chunk` and `values` are arrays of at least
+            // `chunk.len()` plain-data keys and values of the sizes the map
+            // was checked to have, and `fd` is a map fd owned by `self`.
+            let (r, n) = unsafe {
+                map_batch(
+                    BPF_MAP_UPDATE_BATCH,
+                    fd,
+                    chunk.as_ptr().cast(),
+                    values.as_ptr().cast(),
+                    chunk.len(),
+                )
+            };
+            match r {
+                Ok(()) => done += chunk.len(),
+                Err(e) if batch_unsupported(&e) => {
+                    for k in &keys[done + n..] {
+                        self.hash_insert(name, *k, value)?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(batch_err(name, "BPF_MAP_UPDATE_BATCH", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every key in `keys`, [`BATCH`] per syscall; absent keys are
+    /// skipped (the kernel stops a batch at the first one).
+    fn hash_delete_many<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[K],
+    ) -> Result<()> {
+        let fd = self.hash_fd::<K, V>(name)?;
+        let mut done = 0;
+        while done < keys.len() {
+            let chunk = &keys[done..keys.len().min(done + BATCH)];
+            // SAFETY: as in `hash_update_many`; delete takes no values.
+            let (r, n) = unsafe {
+                map_batch(
+                    BPF_MAP_DELETE_BATCH,
+                    fd,
+                    chunk.as_ptr().cast(),
+                    std::ptr::null(),
+                    chunk.len(),
+                )
+            };
+            match r {
+                Ok(()) => done += chunk.len(),
+                // Key `done + n` was absent: skip it and go on after it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => done += n + 1,
+                Err(e) if batch_unsupported(&e) => {
+                    for k in &keys[done + n..] {
+                        self.hash_remove::<K, V>(name, *k)?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(batch_err(name, "BPF_MAP_DELETE_BATCH", e)),
+            }
+        }
+        Ok(())
+    }
+
     fn trie_insert<V: aya::Pod>(
         &mut self,
         v4: &'static str,
@@ -389,6 +544,93 @@ impl Dataplane {
             (_, Some(a)) => apply(self.map_mut(v6)?, v6, Key::new(len, a), op),
             _ => unreachable!("a Cidr is v4 or v6"),
         }
+    }
+}
+
+/// Keys per batch syscall: large enough that the syscall cost vanishes,
+/// small enough that the values buffer stays at a few tens of KiB.
+pub const BATCH: usize = 8192;
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// `union bpf_attr` as the `BPF_MAP_*_BATCH` commands read it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// One batch command over `count` keys (and values, for updates). Returns
+/// the outcome and how many elements the kernel processed, which on error
+/// is the index of the element that failed.
+///
+/// # Safety
+/// `keys` (and `values` unless null) must point to `count` elements of the
+/// map's key (value) size, and `fd` must be an open map fd.
+unsafe fn map_batch(
+    cmd: libc::c_long,
+    fd: RawFd,
+    keys: *const u8,
+    values: *const u8,
+    count: usize,
+) -> (std::io::Result<()>, usize) {
+    let mut attr = BatchAttr {
+        keys: keys as u64,
+        values: values as u64,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        map_fd: fd as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is a valid, fully initialised batch attribute whose
+    // pointers the caller vouches for; the kernel writes back only `count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    let done = (attr.count as usize).min(count);
+    if r < 0 {
+        (Err(std::io::Error::last_os_error()), done)
+    } else {
+        (Ok(()), done)
+    }
+}
+
+/// Kernels (or map types) without batch support answer one of these.
+fn batch_unsupported(e: &std::io::Error) -> bool {
+    const ENOTSUPP: i32 = 524;
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
+}
+
+fn batch_err(map: &'static str, call: &'static str, io_error: std::io::Error) -> DataplaneError {
+    DataplaneError::Map {
+        map,
+        source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+    }
+}
+
+/// The exact feed map for hosts of `N` bytes.
+fn feed_host_map<const N: usize>() -> Result<&'static str> {
+    match N {
+        4 => Ok(MAP_FEED_V4),
+        16 => Ok(MAP_FEED_V6),
+        _ => Err(DataplaneError::OutOfRange(format!(
+            "a {N}-byte feed host key"
+        ))),
     }
 }
 

@@ -76,6 +76,27 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// Every feed entry in the exact maps and the tries, with the feed id
+    /// the kernel counts its hits against.
+    pub fn feed_entries(&self) -> Result<Vec<(Cidr, FeedEntry)>> {
+        let mut out = Vec::new();
+        let v4: HashMap<&MapData, [u8; 4], FeedEntry> =
+            HashMap::try_from(self.map(MAP_FEED_V4)?).map_err(map_err(MAP_FEED_V4))?;
+        for kv in v4.iter() {
+            let (k, v) = kv.map_err(map_err(MAP_FEED_V4))?;
+            out.push((Cidr::host(IpAddr::from(k)), v));
+        }
+        let v6: HashMap<&MapData, [u8; 16], FeedEntry> =
+            HashMap::try_from(self.map(MAP_FEED_V6)?).map_err(map_err(MAP_FEED_V6))?;
+        for kv in v6.iter() {
+            let (k, v) = kv.map_err(map_err(MAP_FEED_V6))?;
+            out.push((Cidr::host(IpAddr::from(k)), v));
+        }
+        out.extend(self.trie_entries::<4, FeedEntry>(MAP_FEED_NET_V4)?);
+        out.extend(self.trie_entries::<16, FeedEntry>(MAP_FEED_NET_V6)?);
+        Ok(out)
+    }
+
     fn trie_entries<const N: usize, V: aya::Pod>(
         &self,
         name: &'static str,

@@ -7,15 +7,25 @@
 //! `BufRead` and allocates per accepted entry, not per line, because the
 //! agent has to take in feeds of a million entries within its refresh budget.
 
+pub mod apply;
+pub mod cache;
 mod escape;
+pub mod fetch;
+pub mod index;
 mod lines;
 mod parse;
+pub mod retry;
 mod sniff;
 
+#[cfg(test)]
+mod fetch_tests;
 #[cfg(test)]
 mod tests;
 
 pub use crate::config::FeedFormat;
+pub use apply::{ApplyStats, apply_plan};
+pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch};
+pub use index::{FeedIndex, FeedSet, IndexError, Plan, shrink_held};
 pub use parse::parse_feed;
 pub use sniff::sniff;
 

@@ -1,0 +1,432 @@
+//! The last good copy of each feed, kept in `state_dir/feeds/` so the agent
+//! can enforce its feeds at start-up while the network (or the feed's
+//! server) is down.
+//!
+//! Each feed has two files: `<name>.cache`, the body exactly as fetched,
+//! and `<name>.cache.json`, a small sidecar with the validators for the
+//! next conditional request, the fetch time, the source and the byte count.
+//! Both are written through a temporary file, fsync and rename, body
+//! first, so a crash leaves either the old copy or the new one; a sidecar
+//! whose byte count does not match the body (a crash between the two
+//! renames) makes the pair invalid rather than silently mismatched.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::fetch::Validators;
+use crate::config::FeedSource;
+
+/// Sidecar format version; a sidecar with another is treated as corrupt.
+const SIDECAR_VERSION: u32 = 1;
+
+/// Longest feed name used in a file name.
+const MAX_NAME: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(
+        "feed name `{0}` cannot name a cache file: use letters, digits, `.`, `_` and `-`, not starting with `.`"
+    )]
+    BadName(String),
+    #[error("feed cache {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    /// The caller treats this as "no cache": the copy is unusable, and the
+    /// next successful fetch replaces it.
+    #[error("feed cache {path} is unusable ({why}); ignoring it until the next successful fetch")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// A feed's cached body and what is known about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub bytes: Vec<u8>,
+    pub validators: Validators,
+    /// When the body was fetched (or last confirmed unchanged), Unix seconds.
+    pub fetched_unix: u64,
+    /// How long ago that was (zero if the clock went backwards).
+    pub age: Duration,
+    /// The source it was fetched from, as [`source_label`] writes it. A
+    /// cache whose source differs from the feed's current one belongs to
+    /// an old configuration and should not be used (nor its validators).
+    pub source: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sidecar {
+    version: u32,
+    validators: Validators,
+    fetched_unix: u64,
+    source: String,
+    bytes: u64,
+}
+
+/// How a source is recorded in the sidecar.
+pub fn source_label(source: &FeedSource) -> String {
+    match source {
+        FeedSource::Path(p) => format!("file:{}", p.display()),
+        FeedSource::Url(u) => u.clone(),
+    }
+}
+
+/// `state_dir/feeds/<name>.cache` for `name`.
+pub fn body_path(state_dir: &Path, name: &str) -> Result<PathBuf, CacheError> {
+    if !valid_name(name) {
+        return Err(CacheError::BadName(name.to_string()));
+    }
+    Ok(state_dir.join("feeds").join(format!("{name}.cache")))
+}
+
+fn sidecar_path(body: &Path) -> PathBuf {
+    with_suffix(body, ".json")
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Names become file names: keep them to a safe alphabet so no feed name
+/// can climb out of the directory or hide as a dotfile.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Stores `bytes` as the last good copy of feed `name`, fetched now.
+pub fn store(
+    state_dir: &Path,
+    name: &str,
+    source: &FeedSource,
+    bytes: &[u8],
+    validators: &Validators,
+) -> Result<(), CacheError> {
+    let body = body_path(state_dir, name)?;
+    ensure_feeds_dir(&body)?;
+    write_atomic(&body, bytes)?;
+    let meta = Sidecar {
+        version: SIDECAR_VERSION,
+        validators: validators.clone(),
+        fetched_unix: crate::clock::unix_secs(),
+        source: source_label(source),
+        bytes: bytes.len() as u64,
+    };
+    write_sidecar(&body, &meta)?;
+    sync_dir(&body);
+    Ok(())
+}
+
+/// Records that the cached copy was confirmed unchanged now (a 304), so
+/// its age starts again. Does nothing when there is no cache.
+pub fn refreshed(state_dir: &Path, name: &str) -> Result<(), CacheError> {
+    let body = body_path(state_dir, name)?;
+    let Some(mut meta) = read_sidecar(&body)? else {
+        return Ok(());
+    };
+    meta.fetched_unix = crate::clock::unix_secs();
+    write_sidecar(&body, &meta)?;
+    sync_dir(&body);
+    Ok(())
+}
+
+/// The last good copy of feed `name`: `Ok(None)` when there is none, and
+/// [`CacheError::Corrupt`] when what is there cannot be trusted (never a
+/// panic, whatever the files hold).
+pub fn load(state_dir: &Path, name: &str) -> Result<Option<Cached>, CacheError> {
+    let body = body_path(state_dir, name)?;
+    let corrupt = |why: String| CacheError::Corrupt {
+        path: body.clone(),
+        why,
+    };
+    let Some(meta) = read_sidecar(&body)? else {
+        return match fs::metadata(&body) {
+            Ok(_) => Err(corrupt("its sidecar is missing".into())),
+            Err(_) => Ok(None),
+        };
+    };
+    // Check the size before reading, so a file that grew by accident is
+    // not pulled into memory whole.
+    let on_disk = match fs::metadata(&body) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(corrupt("the body is missing".into()));
+        }
+        Err(source) => return Err(CacheError::Io { path: body, source }),
+    };
+    if on_disk != meta.bytes {
+        return Err(corrupt(format!(
+            "the body has {on_disk} bytes, the sidecar says {}",
+            meta.bytes
+        )));
+    }
+    let bytes = fs::read(&body).map_err(|source| CacheError::Io {
+        path: body.clone(),
+        source,
+    })?;
+    if bytes.len() as u64 != meta.bytes {
+        return Err(corrupt("the body changed while it was read".into()));
+    }
+    let now = crate::clock::unix_secs();
+    Ok(Some(Cached {
+        bytes,
+        validators: meta.validators,
+        fetched_unix: meta.fetched_unix,
+        age: Duration::from_secs(now.saturating_sub(meta.fetched_unix)),
+        source: meta.source,
+    }))
+}
+
+/// Deletes feed `name`'s cache (the feed left the configuration).
+pub fn remove(state_dir: &Path, name: &str) -> Result<(), CacheError> {
+    let body = body_path(state_dir, name)?;
+    for p in [sidecar_path(&body), body.clone()] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CacheError::Io { path: p, source }),
+        }
+    }
+    sync_dir(&body);
+    Ok(())
+}
+
+fn read_sidecar(body: &Path) -> Result<Option<Sidecar>, CacheError> {
+    let path = sidecar_path(body);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CacheError::Io { path, source }),
+    };
+    let corrupt = |why: String| CacheError::Corrupt {
+        path: path.clone(),
+        why,
+    };
+    let meta: Sidecar = serde_json::from_slice(&text)
+        .map_err(|e| corrupt(format!("its sidecar does not parse: {e}")))?;
+    if meta.version != SIDECAR_VERSION {
+        return Err(corrupt(format!(
+            "its sidecar has version {}, this build reads {SIDECAR_VERSION}",
+            meta.version
+        )));
+    }
+    Ok(Some(meta))
+}
+
+fn write_sidecar(body: &Path, meta: &Sidecar) -> Result<(), CacheError> {
+    let path = sidecar_path(body);
+    let mut json = serde_json::to_vec_pretty(meta).map_err(|e| CacheError::Io {
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    json.push(b'\n');
+    write_atomic(&path, &json)
+}
+
+/// Creates `state_dir/feeds` with mode 0700 (and `state_dir` if needed):
+/// what a host blocks is nobody else's business.
+fn ensure_feeds_dir(body: &Path) -> Result<(), CacheError> {
+    let Some(dir) = body.parent() else {
+        return Ok(());
+    };
+    let io_err = |source| CacheError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)
+}
+
+/// Writes `path` as `path.tmp`, fsyncs it and renames it into place, so a
+/// reader never sees a partial file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let tmp = with_suffix(path, ".tmp");
+    let io_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| CacheError::Io { path: p, source }
+    };
+    let result = (|| {
+        let mut f = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // A tmp left by an older process may have other permissions.
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(&tmp))
+}
+
+/// Makes the renames durable. Best effort: the data itself is already
+/// synced, and failing here would only lose the newest copy on power loss.
+fn sync_dir(body: &Path) {
+    if let Some(dir) = body.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> FeedSource {
+        FeedSource::Url("https://feeds.example/drop.txt".into())
+    }
+
+    fn v(etag: &str) -> Validators {
+        Validators {
+            etag: Some(etag.into()),
+            last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn feeds_cache_round_trips_with_private_modes_and_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert_eq!(load(&state, "drop").unwrap(), None);
+        store(&state, "drop", &src(), b"192.0.2.1\n", &v("\"a\"")).unwrap();
+        let c = load(&state, "drop").unwrap().unwrap();
+        assert_eq!(c.bytes, b"192.0.2.1\n");
+        assert_eq!(c.validators, v("\"a\""));
+        assert_eq!(c.source, "https://feeds.example/drop.txt");
+        assert!(c.age < Duration::from_secs(5));
+        assert!(c.fetched_unix > 1_600_000_000);
+
+        let feeds = state.join("feeds");
+        assert_eq!(mode(&feeds), 0o700);
+        assert_eq!(mode(&feeds.join("drop.cache")), 0o600);
+        assert_eq!(mode(&feeds.join("drop.cache.json")), 0o600);
+
+        // A second store replaces both files and leaves no temporaries.
+        store(&state, "drop", &src(), b"198.51.100.0/24\n", &v("\"b\"")).unwrap();
+        let c = load(&state, "drop").unwrap().unwrap();
+        assert_eq!(c.bytes, b"198.51.100.0/24\n");
+        assert_eq!(c.validators.etag.as_deref(), Some("\"b\""));
+        let mut names: Vec<String> = fs::read_dir(&feeds)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["drop.cache", "drop.cache.json"]);
+
+        remove(&state, "drop").unwrap();
+        assert_eq!(load(&state, "drop").unwrap(), None);
+        remove(&state, "drop").unwrap();
+    }
+
+    #[test]
+    fn feeds_cache_ignores_a_leftover_tmp_and_tightens_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let feeds = dir.path().join("feeds");
+        fs::create_dir_all(&feeds).unwrap();
+        fs::set_permissions(&feeds, fs::Permissions::from_mode(0o755)).unwrap();
+        // What a crash in the middle of a write leaves behind.
+        fs::write(feeds.join("x.cache.tmp"), b"half a bo").unwrap();
+        fs::set_permissions(feeds.join("x.cache.tmp"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load(dir.path(), "x").unwrap(), None);
+        store(
+            dir.path(),
+            "x",
+            &src(),
+            b"10.0.0.1\n",
+            &Validators::default(),
+        )
+        .unwrap();
+        assert_eq!(mode(&feeds), 0o700);
+        assert!(!feeds.join("x.cache.tmp").exists());
+        assert_eq!(load(dir.path(), "x").unwrap().unwrap().bytes, b"10.0.0.1\n");
+    }
+
+    #[test]
+    fn feeds_cache_corrupt_sidecar_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path();
+        store(s, "f", &src(), b"10.0.0.1\n", &v("x")).unwrap();
+        let side = s.join("feeds/f.cache.json");
+        for junk in [
+            &b"{not json"[..],
+            b"",
+            b"\xff\xfe\x00",
+            b"[1,2,3]",
+            b"{\"version\":99,\"validators\":{},\"fetched_unix\":0,\"source\":\"\",\"bytes\":9}",
+        ] {
+            fs::write(&side, junk).unwrap();
+            let e = load(s, "f").unwrap_err();
+            assert!(matches!(e, CacheError::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains("f.cache.json"), "{e}");
+        }
+        // A sidecar that disagrees with the body (crash between renames).
+        store(s, "f", &src(), b"10.0.0.1\n", &v("x")).unwrap();
+        fs::write(s.join("feeds/f.cache"), b"10.0.0.1\n10.0.0.2\n").unwrap();
+        let e = load(s, "f").unwrap_err();
+        assert!(e.to_string().contains("sidecar says 9"), "{e}");
+        // Body without sidecar, sidecar without body.
+        fs::remove_file(&side).unwrap();
+        assert!(matches!(load(s, "f"), Err(CacheError::Corrupt { .. })));
+        store(s, "f", &src(), b"10.0.0.1\n", &v("x")).unwrap();
+        fs::remove_file(s.join("feeds/f.cache")).unwrap();
+        assert!(matches!(load(s, "f"), Err(CacheError::Corrupt { .. })));
+        // And a good store repairs it.
+        store(s, "f", &src(), b"10.0.0.3\n", &v("y")).unwrap();
+        assert_eq!(load(s, "f").unwrap().unwrap().bytes, b"10.0.0.3\n");
+    }
+
+    #[test]
+    fn feeds_cache_refreshed_restarts_the_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path();
+        refreshed(s, "f").unwrap();
+        store(s, "f", &src(), b"10.0.0.1\n", &v("x")).unwrap();
+        let side = s.join("feeds/f.cache.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(&side).unwrap()).unwrap();
+        meta["fetched_unix"] = 1000.into();
+        fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(load(s, "f").unwrap().unwrap().age > Duration::from_secs(86400));
+        refreshed(s, "f").unwrap();
+        let c = load(s, "f").unwrap().unwrap();
+        assert!(c.age < Duration::from_secs(5));
+        assert_eq!(c.validators, v("x"));
+    }
+
+    #[test]
+    fn feeds_cache_refuses_names_that_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "é", &"x".repeat(200)] {
+            assert!(
+                matches!(load(dir.path(), bad), Err(CacheError::BadName(_))),
+                "{bad}"
+            );
+            assert!(store(dir.path(), bad, &src(), b"", &Validators::default()).is_err());
+        }
+        assert!(body_path(dir.path(), "spamhaus-drop_v4.1").is_ok());
+    }
+}
