@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod flow;
 pub mod harness;
+pub mod http;
 pub mod lab;
 pub mod packet;

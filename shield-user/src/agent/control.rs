@@ -16,9 +16,9 @@ use crate::{
     control::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
-            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, IfaceInfo,
-            LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow, StatusInfo, TopRow, Totals,
-            Verdict, XdpMode,
+            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, FeedRow,
+            FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow,
+            StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
         units::{MAX_TTL, RatePer, RateSpec},
     },
@@ -71,12 +71,13 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
         Request::AllowAdd { net } => allow_add(agent, net),
         Request::AllowDel { net } => allow_del(agent, net),
         Request::AllowList => Ok(Reply::Allow(allow_rows(agent))),
-        Request::FeedsList => Ok(Reply::Feeds(Vec::new())),
-        Request::FeedsRefresh { name: Some(n), .. } => Err((
-            ErrorKind::NotFound,
-            format!("no feed named `{n}` is configured"),
+        Request::FeedsList => Ok(Reply::Feeds(feed_rows(agent))),
+        // Refreshing fetches over the network, so the event loop runs it
+        // without holding the agent (agent::feeds::refresh).
+        Request::FeedsRefresh { .. } => Err((
+            ErrorKind::Unsupported,
+            "feeds refresh is served by the agent's event loop".into(),
         )),
-        Request::FeedsRefresh { name: None, .. } => done("no feeds are configured"),
         Request::Limits => Ok(Reply::Limits(limits(agent))),
         Request::LimitsSet {
             target,
@@ -172,10 +173,58 @@ fn status(agent: &Agent) -> StatusInfo {
                 link_id: Some(a.link_id),
             })
             .collect(),
-        feeds: Default::default(),
+        feeds: FeedsSummary {
+            count: agent.feeds.states.len() as u64,
+            entries: agent.feeds.index.enforced_len() as u64,
+            failing: agent
+                .feeds
+                .states
+                .iter()
+                .filter(|s| s.last_error.is_some())
+                .count() as u64,
+            held: agent
+                .feeds
+                .states
+                .iter()
+                .filter(|s| s.held.is_some())
+                .count() as u64,
+        },
         totals,
         bans_active: agent.bans.len() as u64,
     }
+}
+
+fn feed_rows(agent: &Agent) -> Vec<FeedRow> {
+    let now = clock::monotonic_ns();
+    agent
+        .feeds
+        .states
+        .iter()
+        .map(|st| FeedRow {
+            name: st.cfg.name.clone(),
+            source: super::feeds::source_text(&st.cfg.source),
+            format: format!("{:?}", st.cfg.format).to_lowercase(),
+            entries: agent.feeds.index.len(st.id) as u64,
+            rejected: st.rejected,
+            first_rejects: st.first_rejects.clone(),
+            last_success_unix: st.last_success_unix,
+            last_error: st.last_error.clone(),
+            held: st.held.clone(),
+            next_refresh_secs: (!st.in_flight)
+                .then(|| st.next_refresh_mono_ns.saturating_sub(now) / 1_000_000_000),
+            hits: agent.dp.feed_hits(st.id).unwrap_or(0),
+            origin: st.origin.clone(),
+        })
+        .collect()
+}
+
+fn feed_name(agent: &Agent, id: u32) -> String {
+    agent
+        .feeds
+        .states
+        .iter()
+        .find(|s| s.id == id)
+        .map_or_else(|| format!("#{id}"), |s| s.cfg.name.clone())
 }
 
 fn verdict(v: KVerdict) -> Verdict {
@@ -597,6 +646,14 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         _ => None,
     };
 
+    let feeds: Vec<String> = agent
+        .feeds
+        .index
+        .feeds_containing(addr)
+        .into_iter()
+        .map(|(id, net)| format!("{} ({net})", feed_name(agent, id)))
+        .collect();
+
     // The same order as the kernel's pipeline.
     let reason = if let Some(a) = &allowed_by {
         steps.push(format!("allowlist: {a} matches → pass"));
@@ -616,6 +673,11 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
                 .map_or(", until deleted".to_string(), |s| format!(", {s}s left"))
         ));
         Reason::Banned
+    } else if !feeds.is_empty() {
+        steps.push("allowlist: no match".into());
+        steps.push("bans: none".into());
+        steps.push(format!("feeds: listed by {} → drop", feeds.join(", ")));
+        Reason::Feed
     } else {
         steps.push("allowlist: no match".into());
         steps.push("bans: none".into());
@@ -675,7 +737,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         steps,
         allowed_by,
         banned_by,
-        feeds: Vec::new(),
+        feeds,
         tier: tier_name,
         class: class_name,
         limits,

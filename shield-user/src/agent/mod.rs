@@ -6,6 +6,7 @@ mod apply;
 pub mod bans;
 pub mod cli;
 pub mod control;
+pub mod feeds;
 mod ids;
 pub mod runtime;
 
@@ -55,6 +56,8 @@ pub enum AgentError {
     State(#[from] StateFileError),
     #[error("{0}")]
     Bans(#[from] BanError),
+    #[error("feeds: {0}")]
+    Feeds(String),
 }
 
 impl AgentError {
@@ -136,6 +139,7 @@ pub struct Agent {
     detached: bool,
     started: Instant,
     floods: FloodTracker,
+    feeds: feeds::Feeds,
 }
 
 impl Agent {
@@ -204,7 +208,14 @@ impl Agent {
             detached: false,
             started: Instant::now(),
             floods: FloodTracker::default(),
+            feeds: feeds::Feeds::default(),
         };
+        agent.sync_feeds().map_err(AgentError::Feeds)?;
+        match agent.reconcile_feed_maps() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "stale feed entries removed from adopted maps"),
+            Err(e) => tracing::warn!("checking adopted feed maps: {e}"),
+        }
         agent.attach_all()?;
         Ok(agent)
     }
@@ -261,6 +272,7 @@ impl Agent {
         let warnings = policy.warnings.clone();
         self.policy = policy;
         self.cfg = cfg;
+        self.sync_feeds().map_err(AgentError::Feeds)?;
         let (attached, detached) = self.attach_all()?;
         Ok(ReloadReport {
             changes: diff.changes(),

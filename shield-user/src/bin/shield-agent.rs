@@ -14,7 +14,7 @@ use shield_user::{
         control,
     },
     config,
-    control::{ControlSocket, ServerConfig, ServerError, handler_fn},
+    control::{ControlSocket, ErrorKind, Request, Response, ServerConfig, ServerError, handler_fn},
     dataplane, systemd,
 };
 use tokio::{
@@ -165,6 +165,11 @@ async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
         handler_fn(move |req, peer| {
             let (agent, exit) = (agent.clone(), exit.clone());
             async move {
+                // Refreshes fetch over the network: they run without the lock.
+                if let Request::FeedsRefresh { name, force } = req {
+                    tracing::info!(peer = %peer, ?name, force, "control request: feeds refresh");
+                    return refresh_feeds(agent, name, force).await;
+                }
                 let mut a = lock(&agent);
                 let resp = control::handle(&mut a, req, &peer);
                 if a.is_detached() {
@@ -179,7 +184,7 @@ async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
         let stop = stop_serving.clone();
         tokio::spawn(socket.serve(handler, async move { stop.notified().await }))
     };
-    let result = event_loop(&agent, ring, &exit).await;
+    let result = event_loop(agent.clone(), ring, &exit).await;
     stop_serving.notify_one();
     let _ = server.await;
     result
@@ -193,11 +198,47 @@ fn lock(agent: &Mutex<Agent>) -> MutexGuard<'_, Agent> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `shieldctl feeds refresh [NAME] [--force]`: one feed or all, in turn.
+async fn refresh_feeds(agent: Arc<Mutex<Agent>>, name: Option<String>, force: bool) -> Response {
+    let names: Vec<String> = match name {
+        Some(n) => vec![n],
+        None => lock(&agent)
+            .feeds()
+            .states
+            .iter()
+            .map(|s| s.cfg.name.clone())
+            .collect(),
+    };
+    if names.is_empty() {
+        return Response::done("no feeds are configured");
+    }
+    let mut lines = Vec::new();
+    let mut failed = false;
+    for n in names {
+        match agent::feeds::refresh(agent.clone(), n.clone(), force).await {
+            Ok(m) => lines.push(m),
+            Err(e) if e.starts_with("no feed named") => {
+                return Response::error(ErrorKind::NotFound, e);
+            }
+            Err(e) => {
+                failed = true;
+                lines.push(format!("{n}: {e}"));
+            }
+        }
+    }
+    if failed {
+        Response::error(ErrorKind::Conflict, lines.join("\n"))
+    } else {
+        Response::done(lines.join("\n"))
+    }
+}
+
 async fn event_loop(
-    agent: &Mutex<Agent>,
+    agent_arc: Arc<Mutex<Agent>>,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     exit: &Notify,
 ) -> Result<(), Failure> {
+    let agent: &Mutex<Agent> = &agent_arc;
     let sig = |k| signal(k).map_err(|e| Failure(1, format!("installing signal handlers: {e}")));
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
@@ -249,7 +290,19 @@ async fn event_loop(
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = housekeeping.tick() => lock(agent).tick(),
+            _ = housekeeping.tick() => {
+                let due = {
+                    let mut a = lock(agent);
+                    a.tick();
+                    a.feeds_due()
+                };
+                for name in due {
+                    let agent = agent_arc.clone();
+                    tokio::spawn(async move {
+                        let _ = agent::feeds::refresh(agent, name, false).await;
+                    });
+                }
+            }
             _ = exit.notified() => break,
             _ = dog.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
         }

@@ -33,6 +33,9 @@ pub(super) const LIMITS: LimitSet = LimitSet {
 
 pub(super) const FEED_REFRESH: Duration = Duration::from_secs(3600);
 pub(super) const FEED_MAX_BYTES: u64 = 64 << 20;
+/// Long enough for a 64 MiB list on a slow link, short enough that a stuck
+/// server does not hold a refresh for long.
+pub(super) const FEED_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) const CROWDSEC_LAPI_URL: &str = "http://127.0.0.1:8080";
 pub(super) const CROWDSEC_POLL: Duration = Duration::from_secs(10);
 

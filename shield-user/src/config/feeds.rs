@@ -32,6 +32,7 @@ const FEED_KEYS: &[&str] = &[
     "allow_broad",
     "min_score",
     "max_bytes",
+    "timeout",
 ];
 
 pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, FeedSites) {
@@ -108,6 +109,14 @@ pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, Fe
     };
 
     let max_bytes = max_bytes(sec, r).unwrap_or(defaults::FEED_MAX_BYTES);
+    let timeout = match duration(sec, "timeout", r) {
+        Some((d, at)) if d < Duration::from_secs(1) || d > Duration::from_secs(3600) => {
+            r.at(&at, "`timeout` must be between 1s and 1h");
+            defaults::FEED_TIMEOUT
+        }
+        Some((d, _)) => d,
+        None => defaults::FEED_TIMEOUT,
+    };
 
     (
         FeedConfig {
@@ -119,6 +128,7 @@ pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, Fe
             allow_broad,
             min_score,
             max_bytes,
+            timeout,
         },
         FeedSites {
             header: sec.span.clone(),

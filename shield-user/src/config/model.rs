@@ -93,6 +93,8 @@ pub struct FeedConfig {
     pub allow_broad: bool,
     pub min_score: Option<u32>,
     pub max_bytes: u64,
+    /// The whole download (connect included) must finish within this.
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

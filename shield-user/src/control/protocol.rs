@@ -352,6 +352,10 @@ pub struct FeedRow {
     pub held: Option<String>,
     pub next_refresh_secs: Option<u64>,
     pub hits: u64,
+    /// Where the enforced entries came from: `network`, or `cache, 3h old`
+    /// when the source was unreachable at start-up.
+    #[serde(default)]
+    pub origin: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -829,6 +833,7 @@ pub(crate) mod tests {
                 held: None,
                 next_refresh_secs: Some(3599),
                 hits: 17,
+                origin: "network".into(),
             }]),
             Reply::Limits(LimitsInfo {
                 rows: vec![limit.clone()],

@@ -348,6 +348,13 @@ fn feeds(rows: &[FeedRow], now_unix: u64) -> String {
             state.into(),
         ]);
         let name = clean(&r.name);
+        if r.origin.starts_with("cache") {
+            let _ = writeln!(
+                notes,
+                "{name}: enforcing the last good copy ({})",
+                clean(&r.origin)
+            );
+        }
         if let Some(e) = &r.last_error {
             let _ = writeln!(notes, "{name}: last refresh failed: {}", clean(e));
         }
@@ -663,6 +670,7 @@ NET             ORIGIN   EXPIRES   REASON
                 held: None,
                 next_refresh_secs: Some(60),
                 hits: 0,
+                origin: "cache, 3h old".into(),
             }]),
             1000 + 598,
         );

@@ -74,8 +74,8 @@ impl FetchOptions {
     /// The limits a configured feed asks for, with the default timeouts.
     pub fn for_feed(feed: &FeedConfig) -> FetchOptions {
         FetchOptions {
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-            total_timeout: Self::DEFAULT_TOTAL_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT.min(feed.timeout),
+            total_timeout: feed.timeout,
             max_bytes: feed.max_bytes,
             allow_http: feed.allow_http,
         }

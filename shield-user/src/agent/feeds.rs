@@ -1,0 +1,464 @@
+//! Threat feeds inside the agent: stable ids, the cached copy at start-up,
+//! scheduled and on-demand refreshes, the shrink guard, and applying each
+//! refresh as a diff that never leaves a kept entry unenforced.
+//!
+//! Fetching and parsing run on blocking threads without the agent's lock;
+//! only planning and writing the maps hold it.
+
+use std::{
+    collections::BTreeMap,
+    io::Cursor,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use shield_common::maps::MAX_FEEDS;
+
+use super::Agent;
+use crate::{
+    clock,
+    config::{FeedConfig, FeedSource},
+    feeds::{
+        self, FeedIndex, FeedSet, FetchOptions, Fetched, ParseOptions, ParsedFeed, Validators,
+        cache, retry,
+    },
+    statefile,
+};
+
+const IDS_FILE: &str = "feed-ids.json";
+
+/// What the agent knows about one feed.
+#[derive(Debug)]
+pub struct FeedState {
+    pub cfg: FeedConfig,
+    pub id: u32,
+    pub validators: Validators,
+    pub last_success_unix: Option<u64>,
+    pub last_error: Option<String>,
+    pub errors_total: u64,
+    consecutive_failures: u32,
+    /// From the last parse: malformed lines, and the first few of them.
+    pub rejected: u64,
+    pub first_rejects: Vec<String>,
+    /// Why the last refresh was held back, and what it would have applied.
+    pub held: Option<String>,
+    held_set: Option<(FeedSet, Vec<u8>, Validators)>,
+    pub next_refresh_mono_ns: u64,
+    pub in_flight: bool,
+    /// Where the enforced entries came from: the network or the cache (with
+    /// its age when applied).
+    pub origin: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Feeds {
+    pub states: Vec<FeedState>,
+    pub index: FeedIndex,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Ids {
+    ids: BTreeMap<String, u32>,
+}
+
+/// Feed ids by name, stable across restarts (hit counters in the kernel are
+/// indexed by id). New names take the lowest free id in 1..MAX_FEEDS.
+fn assign_ids(state_dir: &Path, names: &[&str]) -> Result<BTreeMap<String, u32>, String> {
+    let path = state_dir.join(IDS_FILE);
+    let mut ids = statefile::read::<Ids>(&path)
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        })
+        .unwrap_or_default()
+        .ids;
+    ids.retain(|n, id| names.contains(&n.as_str()) && *id > 0 && *id < MAX_FEEDS);
+    for n in names {
+        if ids.contains_key(*n) {
+            continue;
+        }
+        let free = (1..MAX_FEEDS)
+            .find(|i| !ids.values().any(|v| v == i))
+            .ok_or("no free feed id (at most 255 feeds)")?;
+        ids.insert((*n).to_string(), free);
+    }
+    statefile::write(&path, &Ids { ids: ids.clone() }).map_err(|e| e.to_string())?;
+    Ok(ids)
+}
+
+fn parse_options(cfg: &FeedConfig) -> ParseOptions {
+    ParseOptions {
+        format: cfg.format,
+        min_score: cfg.min_score,
+        allow_broad: cfg.allow_broad,
+    }
+}
+
+/// Parses a body (on a blocking thread: a million lines take ~0.2 s).
+fn parse(cfg: &FeedConfig, bytes: &[u8]) -> Result<ParsedFeed, String> {
+    feeds::parse_feed(Cursor::new(bytes), &parse_options(cfg)).map_err(|e| e.to_string())
+}
+
+fn reject_lines(p: &ParsedFeed) -> Vec<String> {
+    p.first_rejects
+        .iter()
+        .map(|r| format!("line {}: {} ({})", r.line, r.text, r.why))
+        .collect()
+}
+
+/// A random number in [0, 1) for jitter, without a dependency: std's
+/// randomly keyed hasher.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(clock::monotonic_ns());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Agent {
+    /// Brings the feed set in line with the config: ids, states, entries of
+    /// feeds that went away removed, cached copies applied for new ones.
+    /// Every feed is then due for a fetch.
+    pub(super) fn sync_feeds(&mut self) -> Result<(), String> {
+        let names: Vec<&str> = self.cfg.feeds.iter().map(|f| f.name.as_str()).collect();
+        let ids = assign_ids(&self.cfg.state_dir, &names)?;
+        // Feeds gone from the config (or whose source changed): out.
+        let mut keep = Vec::new();
+        for st in std::mem::take(&mut self.feeds.states) {
+            let still = self
+                .cfg
+                .feeds
+                .iter()
+                .find(|f| f.name == st.cfg.name && f.source == st.cfg.source);
+            match still {
+                Some(f) => {
+                    let mut st = st;
+                    let parse_changed = parse_options(f) != parse_options(&st.cfg);
+                    st.cfg = f.clone();
+                    if parse_changed {
+                        // Re-read with the new settings at the next refresh.
+                        st.validators = Validators::default();
+                        st.next_refresh_mono_ns = 0;
+                    }
+                    keep.push(st);
+                }
+                None => {
+                    let plan = self.feeds.index.remove_feed(st.id);
+                    self.apply_feed_plan(plan)?;
+                    let _ = cache::remove(&self.cfg.state_dir, &st.cfg.name);
+                    tracing::info!(feed = st.cfg.name, "feed removed; its entries are gone");
+                }
+            }
+        }
+        self.feeds.states = keep;
+        for f in self.cfg.feeds.clone() {
+            if self.feeds.states.iter().any(|s| s.cfg.name == f.name) {
+                continue;
+            }
+            let id = ids[&f.name];
+            let mut st = FeedState {
+                cfg: f.clone(),
+                id,
+                validators: Validators::default(),
+                last_success_unix: None,
+                last_error: None,
+                errors_total: 0,
+                consecutive_failures: 0,
+                rejected: 0,
+                first_rejects: Vec::new(),
+                held: None,
+                held_set: None,
+                next_refresh_mono_ns: 0,
+                in_flight: false,
+                origin: "none yet".into(),
+            };
+            self.apply_cache(&mut st);
+            self.feeds.states.push(st);
+        }
+        Ok(())
+    }
+
+    /// The last good copy, so a host that boots with the network down still
+    /// enforces its feeds.
+    fn apply_cache(&mut self, st: &mut FeedState) {
+        let cached = match cache::load(&self.cfg.state_dir, &st.cfg.name) {
+            Ok(Some(c)) if c.source == cache::source_label(&st.cfg.source) => c,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(feed = st.cfg.name, "cache unusable, ignored: {e}");
+                return;
+            }
+        };
+        let parsed = match parse(&st.cfg, &cached.bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(feed = st.cfg.name, "cache unreadable: {e}");
+                return;
+            }
+        };
+        let plan = self
+            .feeds
+            .index
+            .plan_set(st.id, FeedSet::from_cidrs(&parsed.entries));
+        match self.apply_feed_plan(plan) {
+            Ok(()) => {
+                st.validators = cached.validators;
+                st.last_success_unix = Some(cached.fetched_unix);
+                st.rejected = parsed.rejected + parsed.refused_broad;
+                st.first_rejects = reject_lines(&parsed);
+                st.origin = format!(
+                    "cache, {} old",
+                    crate::config::format_duration(Duration::from_secs(cached.age.as_secs()))
+                );
+                tracing::info!(
+                    feed = st.cfg.name,
+                    entries = self.feeds.index.len(st.id),
+                    age_secs = cached.age.as_secs(),
+                    "applied the cached copy"
+                );
+            }
+            Err(e) => tracing::error!(feed = st.cfg.name, "applying the cached copy: {e}"),
+        }
+    }
+
+    /// Writes a plan and commits it; on a failed write, rolls the maps back
+    /// so they match the index again.
+    fn apply_feed_plan(&mut self, plan: feeds::Plan) -> Result<(), String> {
+        if plan.is_empty() {
+            return self.feeds.index.commit(plan).map_err(|e| e.to_string());
+        }
+        match feeds::apply_plan(&mut self.dp, &plan) {
+            Ok(stats) => {
+                tracing::debug!(?stats, "feed plan applied");
+                self.feeds.index.commit(plan).map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                let _ = feeds::apply_plan(&mut self.dp, &plan.rollback());
+                Err(format!("writing the feed maps: {e}"))
+            }
+        }
+    }
+
+    /// Removes kernel feed entries no configured feed lists: what a feed
+    /// dropped from the config while the agent was down left behind.
+    pub(super) fn reconcile_feed_maps(&mut self) -> Result<usize, String> {
+        let in_kernel = self.dp.feed_entries().map_err(|e| e.to_string())?;
+        let stale: Vec<_> = in_kernel
+            .into_iter()
+            .filter(|(net, _)| self.feeds.index.label(net).is_none())
+            .map(|(net, _)| net)
+            .collect();
+        for net in &stale {
+            self.dp.remove_feed_entry(*net).map_err(|e| e.to_string())?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Names of feeds due for a refresh, marked in flight.
+    pub fn feeds_due(&mut self) -> Vec<String> {
+        let now = clock::monotonic_ns();
+        self.feeds
+            .states
+            .iter_mut()
+            .filter(|s| !s.in_flight && s.next_refresh_mono_ns <= now)
+            .map(|s| {
+                s.in_flight = true;
+                s.cfg.name.clone()
+            })
+            .collect()
+    }
+
+    pub fn feeds(&self) -> &Feeds {
+        &self.feeds
+    }
+
+    /// Applies a held refresh now (`feeds refresh NAME --force`); `None`
+    /// when nothing is held for `name`.
+    fn apply_held(&mut self, name: &str) -> Option<Result<String, String>> {
+        let i = self.feeds.states.iter().position(|s| s.cfg.name == name)?;
+        let (set, bytes, validators) = self.feeds.states[i].held_set.take()?;
+        let id = self.feeds.states[i].id;
+        let new_len = set.len();
+        let plan = self.feeds.index.plan_set(id, set);
+        Some(self.apply_feed_plan(plan).map(|()| {
+            let st = &mut self.feeds.states[i];
+            st.held = None;
+            let _ = cache::store(
+                &self.cfg.state_dir,
+                name,
+                &st.cfg.source,
+                &bytes,
+                &validators,
+            );
+            st.validators = validators;
+            format!("{name}: held refresh applied by force, {new_len} entries")
+        }))
+    }
+
+    /// Handles a finished fetch+parse (under the lock): guard, plan, apply.
+    fn finish_refresh(
+        &mut self,
+        name: &str,
+        outcome: Result<Option<(ParsedFeed, Vec<u8>, Validators)>, String>,
+        force: bool,
+    ) -> Result<String, String> {
+        let now_mono = clock::monotonic_ns();
+        let Some(i) = self.feeds.states.iter().position(|s| s.cfg.name == name) else {
+            return Err(format!("feed `{name}` was removed meanwhile"));
+        };
+        let refresh = self.feeds.states[i].cfg.refresh;
+        let result = match outcome {
+            Err(e) => Err(e),
+            Ok(None) => {
+                let _ = cache::refreshed(&self.cfg.state_dir, name);
+                Ok(format!("{name}: not modified"))
+            }
+            Ok(Some((parsed, bytes, validators))) => {
+                let id = self.feeds.states[i].id;
+                let old_len = self.feeds.index.len(id);
+                let set = FeedSet::from_cidrs(&parsed.entries);
+                let new_len = set.len();
+                let st = &mut self.feeds.states[i];
+                st.rejected = parsed.rejected + parsed.refused_broad;
+                st.first_rejects = reject_lines(&parsed);
+                for r in parsed.first_rejects.iter().take(3) {
+                    tracing::warn!(
+                        feed = name,
+                        line = r.line,
+                        text = r.text,
+                        why = r.why,
+                        "feed line skipped"
+                    );
+                }
+                // The next refresh "agrees" when it brings the same content.
+                let agrees = st.held_set.as_ref().is_some_and(|(h, _, _)| *h == set);
+                if feeds::shrink_held(old_len, new_len) && !force && !agrees {
+                    let why = format!(
+                        "refresh would shrink the feed from {old_len} to {new_len} entries (more than half gone); held back until the next refresh agrees or `shieldctl feeds refresh {name} --force`"
+                    );
+                    tracing::warn!(feed = name, old_len, new_len, "{why}");
+                    st.held = Some(why.clone());
+                    st.held_set = Some((set, bytes, validators));
+                    Err(why)
+                } else {
+                    st.held = None;
+                    st.held_set = None;
+                    let plan = self.feeds.index.plan_set(id, set);
+                    let (add, rm) = (plan.add.len(), plan.remove.len());
+                    self.apply_feed_plan(plan)?;
+                    let st = &mut self.feeds.states[i];
+                    if let Err(e) = cache::store(
+                        &self.cfg.state_dir,
+                        name,
+                        &st.cfg.source,
+                        &bytes,
+                        &validators,
+                    ) {
+                        tracing::warn!(feed = name, "keeping the last good copy failed: {e}");
+                    }
+                    st.validators = validators;
+                    st.origin = "network".into();
+                    tracing::info!(
+                        feed = name,
+                        entries = new_len,
+                        added = add,
+                        removed = rm,
+                        rejected = parsed.rejected,
+                        "feed applied"
+                    );
+                    Ok(format!(
+                        "{name}: {new_len} entries (+{add} -{rm}), {} lines rejected",
+                        parsed.rejected
+                    ))
+                }
+            }
+        };
+        let st = &mut self.feeds.states[i];
+        st.in_flight = false;
+        match &result {
+            Ok(_) => {
+                st.last_success_unix = Some(clock::unix_secs());
+                st.last_error = None;
+                st.consecutive_failures = 0;
+            }
+            Err(e) if st.held.as_deref() == Some(e.as_str()) => {
+                st.last_error = None;
+            }
+            Err(e) => {
+                st.errors_total += 1;
+                st.consecutive_failures += 1;
+                st.last_error = Some(e.clone());
+                tracing::warn!(
+                    feed = name,
+                    failures = st.consecutive_failures,
+                    "refresh failed, the last good entries stay: {e}"
+                );
+            }
+        }
+        let failures = if result.is_ok() || st.held.is_some() {
+            0
+        } else {
+            st.consecutive_failures
+        };
+        let delay = retry::next_delay(failures, refresh, jitter());
+        st.next_refresh_mono_ns = now_mono.saturating_add(delay.as_nanos() as u64);
+        result
+    }
+}
+
+fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
+    a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Fetches, parses and applies one feed. Runs without the agent's lock
+/// except to read the feed's settings and to apply the result.
+pub async fn refresh(
+    agent: Arc<Mutex<Agent>>,
+    name: String,
+    force: bool,
+) -> Result<String, String> {
+    let (cfg, validators) = {
+        let mut a = lock(&agent);
+        if force && let Some(r) = a.apply_held(&name) {
+            if let Some(s) = a.feeds.states.iter_mut().find(|s| s.cfg.name == name) {
+                s.in_flight = false;
+            }
+            return r;
+        }
+        let Some(st) = a.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
+            return Err(format!("no feed named `{name}` is configured"));
+        };
+        st.in_flight = true;
+        // A forced refresh must not be answered "not modified".
+        let v = if force {
+            Validators::default()
+        } else {
+            st.validators.clone()
+        };
+        (st.cfg.clone(), v)
+    };
+    let work = tokio::task::spawn_blocking(move || {
+        let opts = FetchOptions::for_feed(&cfg);
+        match feeds::fetch(&cfg.source, &validators, &opts) {
+            Ok(Fetched::NotModified) => Ok(None),
+            Ok(Fetched::Body { bytes, validators }) => {
+                let parsed = parse(&cfg, &bytes)?;
+                Ok(Some((parsed, bytes, validators)))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
+    lock(&agent).finish_refresh(&name, work, force)
+}
+
+/// Where a feed's data comes from, for `feeds list`.
+pub fn source_text(s: &FeedSource) -> String {
+    match s {
+        FeedSource::Path(p) => p.display().to_string(),
+        FeedSource::Url(u) => u.clone(),
+    }
+}

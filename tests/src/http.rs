@@ -1,0 +1,151 @@
+//! A small HTTP server for feed tests, listening on 127.0.0.1 inside a
+//! lab's namespace (where the agent runs). It serves one body with an ETag,
+//! answers conditional requests with 304, and can stall or go away.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crate::lab::Lab;
+
+#[derive(Default)]
+struct State {
+    body: Vec<u8>,
+    version: u32,
+    stall: bool,
+    requests: u32,
+    not_modified: u32,
+}
+
+pub struct FeedServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FeedServer {
+    /// Starts serving `body` in `ns`.
+    pub fn start_in(ns: &str, body: &[u8]) -> FeedServer {
+        let state = Arc::new(Mutex::new(State {
+            body: body.to_vec(),
+            version: 1,
+            ..State::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = {
+            let (ns, state, stop) = (ns.to_string(), state.clone(), stop.clone());
+            thread::spawn(move || {
+                Lab::enter(&ns);
+                let l = TcpListener::bind("127.0.0.1:0").expect("bind feed server");
+                l.set_nonblocking(true).unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            let (state, stop) = (state.clone(), stop.clone());
+                            thread::spawn(move || serve(s, &state, &stop));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        let addr = rx.recv().unwrap();
+        FeedServer {
+            addr,
+            state,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/feed.txt", self.addr)
+    }
+
+    /// Serves `body` from now on, under a new ETag.
+    pub fn set_body(&self, body: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.body = body.to_vec();
+        s.version += 1;
+    }
+
+    /// Accepts connections but never answers.
+    pub fn set_stall(&self, on: bool) {
+        self.state.lock().unwrap().stall = on;
+    }
+
+    pub fn requests(&self) -> u32 {
+        self.state.lock().unwrap().requests
+    }
+
+    pub fn not_modified(&self) -> u32 {
+        self.state.lock().unwrap().not_modified
+    }
+
+    /// Closes the listener: connections are refused from now on.
+    pub fn shut_down(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (body, etag, stall) = {
+        let mut st = state.lock().unwrap();
+        st.requests += 1;
+        (st.body.clone(), format!("\"v{}\"", st.version), st.stall)
+    };
+    if stall {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+        return;
+    }
+    let conditional = head
+        .lines()
+        .any(|l| l.starts_with("if-none-match:") && l.contains(&etag));
+    if conditional {
+        state.lock().unwrap().not_modified += 1;
+        let _ = write!(
+            s,
+            "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(&body);
+}

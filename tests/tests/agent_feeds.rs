@@ -1,0 +1,343 @@
+//! Threat feeds through the real agent: a real HTTP server on the agent's
+//! loopback, real refreshes, real traffic. Needs root; --test-threads=1.
+
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use shield_tests::{
+    agent::{Agent, AgentHome},
+    flow::{FlowReport, Flows},
+    http::FeedServer,
+    lab::Lab,
+};
+
+const PORT: u16 = 7200;
+
+fn feed(name: &str, server: &FeedServer, extra: &str) -> String {
+    format!(
+        "[[feed]]\nname = \"{name}\"\nurl = \"{}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"2s\"\n{extra}",
+        server.url()
+    )
+}
+
+fn start(lab: &Lab, home: &AgentHome, feeds: &str) -> Agent {
+    home.write_config(&format!("{}{feeds}", home.base_config(lab)));
+    home.start(lab, &[])
+}
+
+fn feed_row(home: &AgentHome, name: &str) -> Value {
+    let list = home.ctl_json(&["feeds", "list"]);
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feed {name}: {list}"))
+}
+
+/// Waits until `pred` holds for the feed's row (the first fetch runs on the
+/// agent's first housekeeping tick).
+fn wait_feed(home: &AgentHome, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = feed_row(home, name);
+        if pred(&row) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "feed {name} never got there: {row}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn applied(row: &Value) -> bool {
+    row["last_success_unix"].is_u64()
+}
+
+/// Sends from every source for a moment; what arrived from each.
+fn probe(lab: &Lab, sources: &[IpAddr]) -> FlowReport {
+    let flows = Flows::start(lab, PORT, sources, Duration::from_millis(2));
+    thread::sleep(Duration::from_millis(400));
+    flows.stop()
+}
+
+#[test]
+fn every_format_blocks_what_it_lists() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let a: Vec<IpAddr> = (3..=7).map(|h| lab.add_client_v4(h)).collect();
+    let clean = lab.client_v4;
+    let plain = FeedServer::start_in(
+        &lab.server_ns,
+        format!("# my list\n; also a comment\n\n{}\n", a[0]).as_bytes(),
+    );
+    let netset = FeedServer::start_in(
+        &lab.server_ns,
+        format!(
+            "#\n# firehol_level1\n# Maintainer      : FireHOL\n#\n{}/32\n",
+            a[1]
+        )
+        .as_bytes(),
+    );
+    let spamhaus = FeedServer::start_in(
+        &lab.server_ns,
+        format!("; Spamhaus DROP List 2026/11/27\n; Last-Modified: Fri, 27 Nov 2026\n{}/32 ; SBL123456\n", a[2]).as_bytes(),
+    );
+    let ipsum = FeedServer::start_in(
+        &lab.server_ns,
+        format!(
+            "# IPsum Threat Intelligence Feed\n{}\t5\n{}\t1\n",
+            a[3], a[4]
+        )
+        .as_bytes(),
+    );
+    let _agent = start(
+        &lab,
+        &home,
+        &[
+            feed("plain", &plain, "format = \"plain\"\n"),
+            feed("firehol", &netset, "format = \"netset\"\n"),
+            feed("drop", &spamhaus, "format = \"spamhaus\"\n"),
+            feed("ipsum", &ipsum, "format = \"ipsum\"\nmin_score = 3\n"),
+        ]
+        .concat(),
+    );
+    for n in ["plain", "firehol", "drop", "ipsum"] {
+        let row = wait_feed(&home, n, applied);
+        assert_eq!(row["entries"], 1, "{row}");
+    }
+    let mut sources = a.clone();
+    sources.push(clean);
+    let r = probe(&lab, &sources);
+    for blocked in &a[..4] {
+        assert_eq!(
+            r.received(*blocked),
+            0,
+            "{blocked} listed but got through: {r:?}"
+        );
+    }
+    assert!(
+        r.received(a[4]) > 0,
+        "ipsum score 1 is under min_score 3: {r:?}"
+    );
+    assert!(r.received(clean) > 0, "{r:?}");
+    assert!(feed_row(&home, "ipsum")["hits"].as_u64().unwrap() > 0);
+    let c = home.ctl_json(&["check", &a[2].to_string()]);
+    assert_eq!(c["data"]["reason"], "feed", "{c}");
+    assert!(
+        c["data"]["feeds"][0].as_str().unwrap().starts_with("drop"),
+        "{c}"
+    );
+    let status = home.ctl_json(&["status"]);
+    assert_eq!(status["data"]["feeds"]["count"], 4);
+    assert_eq!(status["data"]["feeds"]["entries"], 4);
+}
+
+#[test]
+fn refresh_adds_and_removes_and_304_changes_nothing() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let (x, y) = (lab.add_client_v4(3), lab.add_client_v4(4));
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let _agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    let r = probe(&lab, &[x, y]);
+    assert_eq!(r.received(x), 0, "{r:?}");
+    assert!(r.received(y) > 0, "{r:?}");
+
+    server.set_body(format!("{y}\n").as_bytes());
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("+1 -1"), "{out}");
+    let r = probe(&lab, &[x, y]);
+    assert!(r.received(x) > 0, "removed entry still enforced: {r:?}");
+    assert_eq!(r.received(y), 0, "added entry not enforced: {r:?}");
+
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("not modified"), "{out}");
+    assert!(server.not_modified() >= 1);
+    assert_eq!(feed_row(&home, "list")["entries"], 1);
+}
+
+#[test]
+fn oversize_and_stalled_downloads_keep_the_last_good_entries() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let _agent = start(&lab, &home, &feed("list", &server, "max_bytes = 512\n"));
+    wait_feed(&home, "list", applied);
+
+    let mut big = String::new();
+    for i in 0..200 {
+        let _ = writeln!(big, "10.99.{}.{}", i / 250, i % 250);
+    }
+    server.set_body(big.as_bytes());
+    let o = home.ctl(&["feeds", "refresh", "list"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    let row = feed_row(&home, "list");
+    let err = row["last_error"].as_str().unwrap();
+    assert!(err.contains("512") || err.contains("large"), "{row}");
+    assert_eq!(row["entries"], 1, "{row}");
+    assert_eq!(probe(&lab, &[x]).received(x), 0);
+
+    server.set_stall(true);
+    let started = Instant::now();
+    let o = home.ctl(&["feeds", "refresh", "list"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the 2 s timeout did not fire"
+    );
+    let row = feed_row(&home, "list");
+    assert!(
+        row["last_error"].as_str().unwrap().contains("time"),
+        "{row}"
+    );
+    assert_eq!(probe(&lab, &[x]).received(x), 0, "the last good copy stays");
+    server.set_stall(false);
+    server.shut_down();
+}
+
+#[test]
+fn the_shrink_guard_holds_a_refresh_until_forced() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let (x, y) = (lab.add_client_v4(3), lab.add_client_v4(4));
+    let mut v1 = format!("{x}\n");
+    for i in 0..100 {
+        let _ = writeln!(v1, "10.98.0.{i}");
+    }
+    let server = FeedServer::start_in(&lab.server_ns, v1.as_bytes());
+    let _agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    assert_eq!(feed_row(&home, "list")["entries"], 101);
+
+    server.set_body(format!("{y}\n").as_bytes());
+    let o = home.ctl(&["feeds", "refresh", "list"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("held"), "{o:?}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].as_str().unwrap().contains("101"), "{row}");
+    assert_eq!(row["entries"], 101);
+    let r = probe(&lab, &[x, y]);
+    assert_eq!(r.received(x), 0, "{r:?}");
+    assert!(r.received(y) > 0, "{r:?}");
+    let status = home.ctl_json(&["status"]);
+    assert_eq!(status["data"]["feeds"]["held"], 1);
+
+    let out = home.ctl_ok(&["feeds", "refresh", "list", "--force"]);
+    assert!(out.contains("force"), "{out}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].is_null(), "{row}");
+    assert_eq!(row["entries"], 1);
+    let r = probe(&lab, &[x, y]);
+    assert!(r.received(x) > 0, "{r:?}");
+    assert_eq!(r.received(y), 0, "{r:?}");
+}
+
+#[test]
+fn the_cached_copy_is_enforced_while_the_source_is_down() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    assert!(agent.stop().success());
+    // A reboot: no pins, and the feed's server is unreachable.
+    let (ok, out) = home.run(
+        &lab,
+        &["--detach", "--config", home.config.to_str().unwrap()],
+    );
+    assert!(ok.success(), "{out}");
+    assert!(
+        probe(&lab, &[x]).received(x) > 0,
+        "detached: nothing enforced"
+    );
+    server.shut_down();
+
+    let _agent = home.start(&lab, &[]);
+    let row = feed_row(&home, "list");
+    assert!(
+        row["origin"].as_str().unwrap().starts_with("cache"),
+        "{row}"
+    );
+    assert_eq!(row["entries"], 1);
+    assert_eq!(probe(&lab, &[x]).received(x), 0, "cached entries enforced");
+    let row = wait_feed(&home, "list", |r| r["last_error"].is_string());
+    assert_eq!(
+        row["entries"], 1,
+        "a failed refresh keeps the cache's entries: {row}"
+    );
+}
+
+#[test]
+fn a_feed_listing_everything_blocks_nothing() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(
+        &lab.server_ns,
+        format!("0.0.0.0/0\n::/0\n10.0.0.0/7\n{x}\n").as_bytes(),
+    );
+    let _agent = start(&lab, &home, &feed("poisoned", &server, ""));
+    let row = wait_feed(&home, "poisoned", applied);
+    assert_eq!(row["entries"], 1, "{row}");
+    assert_eq!(row["rejected"], 3, "{row}");
+    assert!(
+        row["first_rejects"][0]
+            .as_str()
+            .unwrap()
+            .contains("broader"),
+        "{row}"
+    );
+    let r = probe(&lab, &[lab.client_v4, x]);
+    assert!(r.received(lab.client_v4) > 0, "{r:?}");
+    assert_eq!(r.received(x), 0, "{r:?}");
+}
+
+#[test]
+fn a_source_in_both_versions_is_never_passed_during_the_swap() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let (x, y) = (lab.add_client_v4(3), lab.add_client_v4(4));
+    let body = |seed: u32, extra: IpAddr| {
+        let mut s = format!("{x}\n{extra}\n");
+        for i in 0..40_000u32 {
+            let v = 0xac10_0000u32 | ((i * 7 + seed) & 0xf_ffff);
+            let _ = writeln!(s, "{}", std::net::Ipv4Addr::from(v));
+        }
+        s
+    };
+    let v1 = body(1, "192.0.2.1".parse().unwrap());
+    let server = FeedServer::start_in(&lab.server_ns, v1.as_bytes());
+    let _agent = start(&lab, &home, &feed("big", &server, ""));
+    wait_feed(&home, "big", applied);
+
+    server.set_body(body(3, y).as_bytes());
+    let flows = Flows::start(&lab, PORT, &[x, lab.client_v4], Duration::from_micros(500));
+    assert!(flows.wait_more(lab.client_v4, 50, Duration::from_secs(10)));
+    let out = home.ctl_ok(&["feeds", "refresh", "big"]);
+    assert!(flows.wait_more(lab.client_v4, 50, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert!(out.contains("entries"), "{out}");
+    assert!(r.sent(x) > 200, "{r:?}");
+    assert_eq!(
+        r.received(x),
+        0,
+        "a source listed before and after got through: {r:?}"
+    );
+    assert_eq!(
+        probe(&lab, &[y]).received(y),
+        0,
+        "the new entry is enforced"
+    );
+}
