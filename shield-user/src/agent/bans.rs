@@ -147,17 +147,7 @@ impl BanBook {
                 r.adopted_from_maps += 1;
             }
         }
-        let expired: Vec<Cidr> = self
-            .bans
-            .values()
-            .filter(|b| b.expired(now_ms))
-            .map(|b| b.net)
-            .collect();
-        for net in &expired {
-            self.bans.remove(net);
-            dp.remove_ban(*net)?;
-        }
-        r.expired = expired.len();
+        r.expired = self.drop_expired(dp, now_ms)?;
         for b in self.bans.values() {
             dp.set_ban(b.net, &kernel_ban(b, now_ms, now_mono))?;
             r.from_journal += 1;
@@ -201,7 +191,15 @@ impl BanBook {
     /// Removes expired bans from the maps and the journal. The kernel stops
     /// matching them by itself; this reclaims their slots.
     pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<usize, BanError> {
-        let now_ms = clock::unix_ms();
+        let n = self.drop_expired(dp, clock::unix_ms())?;
+        if n > 0 {
+            self.save()?;
+        }
+        Ok(n)
+    }
+
+    /// Forgets bans expired at `now_ms` and removes them from the maps.
+    fn drop_expired(&mut self, dp: &mut Dataplane, now_ms: u64) -> Result<usize, BanError> {
         let expired: Vec<Cidr> = self
             .bans
             .values()
@@ -211,9 +209,6 @@ impl BanBook {
         for net in &expired {
             self.bans.remove(net);
             dp.remove_ban(*net)?;
-        }
-        if !expired.is_empty() {
-            self.save()?;
         }
         Ok(expired.len())
     }

@@ -20,7 +20,7 @@ use crate::{
             FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow,
             StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
-        units::{MAX_TTL, RatePer, RateSpec},
+        units::{MAX_TTL, RateSpec},
     },
     dataplane::AttachMode,
     net::Cidr,
@@ -419,39 +419,13 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
     done(format!("removed {net} from the runtime allowlist"))
 }
 
-/// A config rate in the protocol's notation (s, min or h, exactly).
+/// A config rate in the protocol's notation; `None` is no limit.
 pub fn rate_spec(r: Option<Rate>) -> RateSpec {
-    let Some(r) = r.filter(|r| r.count > 0) else {
-        return RateSpec::Unlimited;
-    };
-    let per_ns = r.per.as_nanos().max(1);
-    for per in [RatePer::Second, RatePer::Minute, RatePer::Hour] {
-        let scaled = u128::from(r.count) * u128::from(per.secs()) * 1_000_000_000;
-        if scaled % per_ns == 0 {
-            return RateSpec::Limited {
-                count: u64::try_from(scaled / per_ns).unwrap_or(u64::MAX),
-                per,
-            };
-        }
-    }
-    let hourly = u128::from(r.count) * 3_600 * 1_000_000_000 / per_ns;
-    RateSpec::Limited {
-        count: u64::try_from(hourly).unwrap_or(u64::MAX).max(1),
-        per: RatePer::Hour,
-    }
+    r.map_or(RateSpec::Unlimited, RateSpec::from)
 }
 
 fn to_rate(s: RateSpec) -> Rate {
-    match s {
-        RateSpec::Unlimited => Rate {
-            count: 0,
-            per: Duration::from_secs(1),
-        },
-        RateSpec::Limited { count, per } => Rate {
-            count,
-            per: Duration::from_secs(per.secs()),
-        },
-    }
+    Rate::from(s)
 }
 
 fn limit_row(agent: &Agent, tier: u16, class: u16, l: &(ResolvedLimit, ResolvedLimit)) -> LimitRow {
