@@ -353,3 +353,42 @@ fn detach_needs_yes_and_then_removes_everything() {
     assert_eq!(o.code, Some(1));
     assert!(o.stderr.contains("is shield-agent running"), "{o:?}");
 }
+
+#[test]
+fn garbage_and_oversized_frames_do_not_hurt_the_agent() {
+    use std::{
+        io::{Read, Write},
+        os::unix::net::UnixStream,
+    };
+    let (lab, home, _agent) = setup("");
+    home.ctl_ok(&["ban", "add", &s(lab.client_v4)]);
+    for frame in [
+        &u32::MAX.to_be_bytes()[..],                     // a 4 GiB length prefix
+        &[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'][..], // not JSON
+        &[0, 0, 0, 2, b'{', b'}'][..],                   // JSON, not a request
+        b"GET / HTTP/1.1\r\n\r\n",                       // the wrong protocol
+    ] {
+        let mut c = UnixStream::connect(&home.socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(frame).unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply);
+        assert!(
+            !reply.is_empty(),
+            "the agent answers a bad frame with an error"
+        );
+    }
+    // A client that connects and says nothing does not block the others.
+    let _silent = UnixStream::connect(&home.socket).unwrap();
+    let list = home.ctl_json(&["ban", "list"]);
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "state unchanged: {list}"
+    );
+    assert_eq!(
+        lab.udp_through(lab.server_v4, PORT, 5),
+        0,
+        "still enforcing"
+    );
+}
