@@ -8,6 +8,7 @@ pub mod control;
 pub mod dataplane;
 pub mod events;
 pub mod feeds;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod statefile;

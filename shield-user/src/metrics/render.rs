@@ -1,0 +1,273 @@
+//! The Prometheus text exposition format, version 0.0.4.
+//!
+//! Every family is always announced with `# HELP` and `# TYPE`, even with no
+//! samples, so the set of families does not depend on the agent's state.
+//! Output is deterministic: families in a fixed order, list items sorted by
+//! name, so two scrapes of the same state are byte-identical.
+
+use std::fmt::Write as _;
+
+use shield_common::reason::{Reason, Verdict};
+
+use super::snapshot::{FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot};
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `s` as a complete exposition, ending in a newline.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out {
+        buf: String::with_capacity(8 * 1024),
+    };
+
+    o.family(
+        "shield_packets_total",
+        "counter",
+        "Packets the XDP program decided on, by verdict and the reason for it.",
+    );
+    for v in Verdict::ALL {
+        for r in Reason::ALL {
+            let labels = [("verdict", v.name()), ("reason", r.name())];
+            o.sample("shield_packets_total", &labels, s.traffic.get(v, r).packets);
+        }
+    }
+    o.family(
+        "shield_bytes_total",
+        "counter",
+        "Bytes of those packets (whole frames), by verdict and reason.",
+    );
+    for v in Verdict::ALL {
+        for r in Reason::ALL {
+            let labels = [("verdict", v.name()), ("reason", r.name())];
+            o.sample("shield_bytes_total", &labels, s.traffic.get(v, r).bytes);
+        }
+    }
+
+    let feeds = unique_sorted(&s.feeds, |f: &FeedMetrics| &f.name);
+    o.feed_family(
+        &feeds,
+        "shield_feed_entries",
+        "gauge",
+        "Prefixes a threat feed has in the data plane.",
+        |f| Some(f.entries),
+    );
+    o.feed_family(
+        &feeds,
+        "shield_feed_hits_total",
+        "counter",
+        "Packets whose source a threat feed lists (dropped, or would_drop in dry run).",
+        |f| Some(f.hits),
+    );
+    o.feed_family(
+        &feeds,
+        "shield_feed_last_success_timestamp_seconds",
+        "gauge",
+        "When a threat feed was last fetched and applied (Unix time); absent until the first success.",
+        |f| f.last_success_unix,
+    );
+    o.feed_family(
+        &feeds,
+        "shield_feed_errors_total",
+        "counter",
+        "Failed refreshes of a threat feed (fetch, parse or apply).",
+        |f| Some(f.errors_total),
+    );
+    o.feed_family(
+        &feeds,
+        "shield_feed_held",
+        "gauge",
+        "1 when a feed's last refresh was held back by the shrink guard and its previous entries stay.",
+        |f| Some(u64::from(f.held)),
+    );
+    o.feed_family(
+        &feeds,
+        "shield_feed_rejected_lines",
+        "gauge",
+        "Lines of a threat feed its last parse rejected as malformed.",
+        |f| Some(f.rejected_lines),
+    );
+
+    o.family(
+        "shield_bans_active",
+        "gauge",
+        "Bans in force now, from every origin.",
+    );
+    o.sample("shield_bans_active", &[], s.bans_active);
+    o.family(
+        "shield_bans_total",
+        "counter",
+        "Bans added since the agent started, by origin.",
+    );
+    let b = s.bans_total;
+    for (source, n) in [
+        ("manual", b.manual),
+        ("autoban", b.autoban),
+        ("feed", b.feed),
+    ] {
+        o.sample("shield_bans_total", &[("source", source)], n);
+    }
+
+    o.family(
+        "shield_flood_events_total",
+        "counter",
+        "Flood events from the data plane: once per second per source and class over a limit.",
+    );
+    o.sample("shield_flood_events_total", &[], s.flood_events_total);
+    o.family("shield_flood_sources", "gauge", "Sources over a limit now.");
+    o.sample("shield_flood_sources", &[], s.flood_sources);
+
+    let maps = unique_sorted(&s.maps, |m: &MapMetrics| &m.name);
+    o.family(
+        "shield_map_entries",
+        "gauge",
+        "Entries in a BPF map; absent for maps that are not counted.",
+    );
+    for m in &maps {
+        if let Some(n) = m.entries {
+            o.sample("shield_map_entries", &[("map", &m.name)], n);
+        }
+    }
+    o.family(
+        "shield_map_capacity",
+        "gauge",
+        "Maximum entries of a BPF map.",
+    );
+    for m in &maps {
+        o.sample("shield_map_capacity", &[("map", &m.name)], m.capacity);
+    }
+
+    let ifaces = unique_sorted(&s.interfaces, |i: &InterfaceMetrics| &i.iface);
+    o.family(
+        "shield_xdp_attached",
+        "gauge",
+        "1 when the XDP program is attached to the interface in this mode.",
+    );
+    for i in &ifaces {
+        let labels = [("iface", i.iface.as_str()), ("mode", i.mode.as_str())];
+        o.sample("shield_xdp_attached", &labels, u64::from(i.attached));
+    }
+
+    o.family(
+        "shield_build_info",
+        "gauge",
+        "Always 1; the labels say which build of shield-agent runs.",
+    );
+    let commit = s.build.commit.as_deref().unwrap_or("unknown");
+    let labels = [("version", s.build.version.as_str()), ("commit", commit)];
+    o.sample("shield_build_info", &labels, 1);
+
+    o.family(
+        "shield_control_requests_total",
+        "counter",
+        "Control-socket requests since the agent started, by outcome.",
+    );
+    if let Some(c) = s.control_requests {
+        for (outcome, n) in [("ok", c.ok), ("error", c.error), ("denied", c.denied)] {
+            o.sample("shield_control_requests_total", &[("outcome", outcome)], n);
+        }
+    }
+    o.family(
+        "shield_reloads_total",
+        "counter",
+        "Config reloads since the agent started; error means the new config was refused.",
+    );
+    for (result, n) in [("ok", s.reloads.ok), ("error", s.reloads.error)] {
+        o.sample("shield_reloads_total", &[("result", result)], n);
+    }
+    o.family(
+        "shield_start_time_seconds",
+        "gauge",
+        "When the agent process started (Unix time).",
+    );
+    o.sample("shield_start_time_seconds", &[], s.start_time_unix);
+
+    o.buf
+}
+
+/// The items sorted by `key`, the first of each key kept. Sorting makes the
+/// output independent of the order the agent collected them in (a hash
+/// map's, say); dropping repeats keeps every series unique.
+fn unique_sorted<T>(items: &[T], key: impl Fn(&T) -> &String) -> Vec<&T> {
+    let mut v: Vec<&T> = items.iter().collect();
+    // Stable, so among equal keys the first given stays first.
+    v.sort_by(|a, b| key(a).cmp(key(b)));
+    v.dedup_by(|later, earlier| key(later) == key(earlier));
+    v
+}
+
+struct Out {
+    buf: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.buf.push_str("# HELP ");
+        self.buf.push_str(name);
+        self.buf.push(' ');
+        escape_help(help, &mut self.buf);
+        self.buf.push_str("\n# TYPE ");
+        self.buf.push_str(name);
+        self.buf.push(' ');
+        self.buf.push_str(kind);
+        self.buf.push('\n');
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.buf.push_str(name);
+        if !labels.is_empty() {
+            self.buf.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.buf.push(',');
+                }
+                self.buf.push_str(k);
+                self.buf.push_str("=\"");
+                escape_label_value(v, &mut self.buf);
+                self.buf.push('"');
+            }
+            self.buf.push('}');
+        }
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.buf, " {value}");
+    }
+
+    fn feed_family(
+        &mut self,
+        feeds: &[&FeedMetrics],
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&FeedMetrics) -> Option<u64>,
+    ) {
+        self.family(name, kind, help);
+        for f in feeds {
+            if let Some(v) = value(f) {
+                self.sample(name, &[("feed", &f.name)], v);
+            }
+        }
+    }
+}
+
+/// Label values: backslash, double quote and line feed are escaped; every
+/// other character, control characters included, is legal as it is.
+pub(crate) fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// HELP text: only backslash and line feed are escaped.
+fn escape_help(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The `/metrics` endpoint: a deliberately small HTTP/1.1 server, one
+//! request per connection, that a hostile or broken client cannot use to
+//! hold up scrapes, exhaust the agent, or make it panic.
+//!
+//! Limits, each from [`ServerConfig`]: a request head has `read_timeout`
+//! from accept to arrive whole and `max_head_bytes` to fit in (431 past
+//! that); at most `max_connections` are served at once (503 to the rest);
+//! a reply has `write_timeout` to be taken by the client. Snapshots are
+//! taken off the async workers, one at a time, and shared by every request
+//! that was waiting for one.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{Mutex, Semaphore},
+    task::{JoinHandle, JoinSet},
+    time::timeout,
+};
+use tracing::{debug, warn};
+
+use super::{
+    http::{self, Request, Route},
+    render::{CONTENT_TYPE, render},
+    snapshot::Snapshot,
+};
+
+/// Builds a snapshot of the agent's state. Called on a blocking thread, so
+/// it may take a `std::sync::Mutex`; a panic in it is answered with 500.
+pub type SnapshotFn = Arc<dyn Fn() -> Snapshot + Send + Sync>;
+
+/// The default `metrics_listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9964";
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Connections served at once. As many again are answered 503 and
+    /// closed; past that, connections are closed without a reply.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted; 431 past it.
+    pub max_head_bytes: usize,
+    /// Time from accept for the whole request head to arrive; then the
+    /// connection is closed without a reply.
+    pub read_timeout: Duration,
+    /// Time for the client to take the reply.
+    pub write_timeout: Duration,
+    /// Time for a snapshot and its rendering; 503 past it.
+    pub render_timeout: Duration,
+    /// After replying, how long to wait for the client to close, discarding
+    /// anything it still sends. Closing with unread input makes the kernel
+    /// reset the connection, which can destroy the reply before the client
+    /// reads it (a 431 to a client still sending its oversized head).
+    pub linger: Duration,
+    /// After shutdown, how long in-flight requests get to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_connections: 64,
+            max_head_bytes: 8 * 1024,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            render_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics_listen {addr}: address in use — another shield-agent, or set metrics_listen")]
+    AddrInUse { addr: SocketAddr },
+    #[error(
+        "metrics_listen {addr}: no such address on this host — set metrics_listen to a local address"
+    )]
+    AddrNotAvailable { addr: SocketAddr },
+    #[error(
+        "metrics_listen {addr}: permission denied — ports below 1024 need root or CAP_NET_BIND_SERVICE; set metrics_listen"
+    )]
+    PermissionDenied { addr: SocketAddr },
+    #[error("metrics_listen {addr}: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+}
+
+/// Binds the metrics listener, non-blocking so that
+/// [`tokio::net::TcpListener::from_std`] can take it. Separate from
+/// [`serve`] so the agent fails at start-up, before it touches the data
+/// plane, when the port is taken.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
+    let classify = |source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => MetricsError::AddrInUse { addr },
+        io::ErrorKind::AddrNotAvailable => MetricsError::AddrNotAvailable { addr },
+        io::ErrorKind::PermissionDenied => MetricsError::PermissionDenied { addr },
+        _ => MetricsError::Io { addr, source },
+    };
+    // std sets SO_REUSEADDR on Unix, so a restart does not trip over the
+    // previous agent's connections in TIME_WAIT.
+    let listener = std::net::TcpListener::bind(addr).map_err(classify)?;
+    listener.set_nonblocking(true).map_err(classify)?;
+    Ok(listener)
+}
+
+/// Serves with the default [`ServerConfig`] until `shutdown` completes.
+pub async fn serve<S>(listener: TcpListener, snapshot: SnapshotFn, shutdown: S)
+where
+    S: Future<Output = ()>,
+{
+    serve_with(listener, snapshot, shutdown, ServerConfig::default()).await;
+}
+
+/// Serves until `shutdown` completes, then stops accepting and gives
+/// in-flight requests [`ServerConfig::shutdown_grace`] to finish. Returns
+/// nothing: accept errors (out of file descriptors, say) are logged and
+/// retried, since the agent must keep running without its metrics.
+pub async fn serve_with<S>(
+    listener: TcpListener,
+    snapshot: SnapshotFn,
+    shutdown: S,
+    config: ServerConfig,
+) where
+    S: Future<Output = ()>,
+{
+    let ctx = Arc::new(Ctx {
+        renderer: Renderer {
+            snapshot,
+            state: Mutex::new(RenderState::default()),
+        },
+        config,
+    });
+    // Semaphore::new panics past MAX_PERMITS; no cap that high is meant.
+    let cap = ctx.config.max_connections.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(cap));
+    let refusals = Arc::new(Semaphore::new(cap));
+    let mut busy = BusyLog::default();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => {
+                        let ctx = Arc::clone(&ctx);
+                        tasks.spawn(async move {
+                            connection(stream, &ctx).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        busy.refused(ctx.config.max_connections);
+                        match Arc::clone(&refusals).try_acquire_owned() {
+                            Ok(permit) => {
+                                let cfg = ctx.config.clone();
+                                tasks.spawn(async move {
+                                    refuse_busy(stream, &cfg).await;
+                                    drop(permit);
+                                });
+                            }
+                            // A flood: not even a refusal, just close.
+                            Err(_) => drop(stream),
+                        }
+                    }
+                },
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let grace = ctx.config.shutdown_grace;
+    let _ = timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+}
+
+struct Ctx {
+    renderer: Renderer,
+    config: ServerConfig,
+}
+
+/// Takes snapshots one at a time and lets requests share them.
+struct Renderer {
+    snapshot: SnapshotFn,
+    state: Mutex<RenderState>,
+}
+
+#[derive(Default)]
+struct RenderState {
+    /// The last rendering, and when its snapshot was started.
+    last: Option<(Instant, Arc<str>)>,
+    /// A rendering under way, and when it was started. It stays here when
+    /// the request waiting for it times out, so the next request waits for
+    /// the same one: an agent whose lock is stuck ties up one blocking
+    /// thread, not one per scrape.
+    pending: Option<(Instant, JoinHandle<String>)>,
+}
+
+impl Renderer {
+    /// A rendering whose snapshot was started no earlier than `asked`:
+    /// never older than the request, but a burst of scrapes (or a slow
+    /// agent lock) costs one snapshot, not one each. `None` if the snapshot
+    /// function panicked.
+    async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
+        let mut st = self.state.lock().await;
+        loop {
+            if let Some((started, body)) = &st.last
+                && *started >= asked
+            {
+                return Some(Arc::clone(body));
+            }
+            let (started, pending) = match &mut st.pending {
+                Some((started, pending)) => (*started, pending),
+                slot @ None => {
+                    let f = Arc::clone(&self.snapshot);
+                    // A blocking thread: the agent's closure takes a std
+                    // mutex that its other work may hold for a while, which
+                    // must not stall the async workers. A panic comes back
+                    // as a JoinError.
+                    let pending = tokio::task::spawn_blocking(move || render(&f()));
+                    let (started, pending) = slot.insert((Instant::now(), pending));
+                    (*started, pending)
+                }
+            };
+            let done = pending.await;
+            st.pending = None;
+            st.last = Some((started, done.ok()?.into()));
+            // A rendering an earlier request started before this one asked
+            // is stale for it; the loop starts another.
+        }
+    }
+}
+
+/// Serves one connection: one request, one reply, then close.
+async fn connection(mut stream: TcpStream, ctx: &Ctx) {
+    let cfg = &ctx.config;
+    // The reply goes out as head then body; without Nagle the body's last
+    // segment is not held back waiting for the ACK of the head.
+    let _ = stream.set_nodelay(true);
+    let reply = match timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)).await {
+        Err(_) => {
+            debug!("metrics: no complete request within {:?}", cfg.read_timeout);
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!("metrics: reading a request: {e}");
+            return;
+        }
+        Ok(Ok(Head::Closed)) => return,
+        Ok(Ok(Head::TooLarge)) => plain(
+            "431 Request Header Fields Too Large",
+            &format!("request head over {} bytes\n", cfg.max_head_bytes),
+            false,
+        ),
+        Ok(Ok(Head::Complete(head))) => answer(&head, ctx).await,
+    };
+    let sent = timeout(cfg.write_timeout, async {
+        stream.write_all(reply.head.as_bytes()).await?;
+        if let Some(body) = &reply.body {
+            stream.write_all(body.as_bytes()).await?;
+        }
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        debug!("metrics: client did not take the reply");
+        return;
+    }
+    linger(&mut stream, cfg.linger).await;
+}
+
+enum Head {
+    Complete(Vec<u8>),
+    TooLarge,
+    /// The client closed before completing a head.
+    Closed,
+}
+
+async fn read_head(stream: &mut TcpStream, max: usize) -> io::Result<Head> {
+    let mut buf = vec![0u8; max];
+    let mut len = 0;
+    loop {
+        let Some(room) = buf.get_mut(len..).filter(|r| !r.is_empty()) else {
+            return Ok(Head::TooLarge);
+        };
+        let n = stream.read(room).await?;
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        let searched = len;
+        len += n;
+        let filled = buf.get(..len).unwrap_or_default();
+        if let Some(end) = http::head_len(filled, searched) {
+            buf.truncate(end);
+            return Ok(Head::Complete(buf));
+        }
+    }
+}
+
+async fn answer(head: &[u8], ctx: &Ctx) -> Reply {
+    let (route, head_only) = match http::parse(head) {
+        Request::Route { route, head } => (route, head),
+        Request::MethodNotAllowed => {
+            return reply(
+                "405 Method Not Allowed",
+                "text/plain; charset=utf-8",
+                "Allow: GET, HEAD\r\n",
+                "only GET and HEAD\n".into(),
+                false,
+            );
+        }
+        Request::VersionNotSupported => {
+            return plain(
+                "505 HTTP Version Not Supported",
+                "HTTP/1.0 or HTTP/1.1 only\n",
+                false,
+            );
+        }
+        Request::Bad => return plain("400 Bad Request", "not an HTTP/1.x request\n", false),
+    };
+    match route {
+        Route::Index => reply(
+            "200 OK",
+            "text/html; charset=utf-8",
+            "",
+            INDEX_HTML.into(),
+            head_only,
+        ),
+        Route::NotFound => plain(
+            "404 Not Found",
+            "not found; metrics are at /metrics\n",
+            head_only,
+        ),
+        Route::Metrics => {
+            let asked = Instant::now();
+            match timeout(ctx.config.render_timeout, ctx.renderer.fresh(asked)).await {
+                Ok(Some(body)) => reply("200 OK", CONTENT_TYPE, "", body, head_only),
+                Ok(None) => {
+                    warn!("metrics: building the snapshot panicked");
+                    plain(
+                        "500 Internal Server Error",
+                        "shield-agent could not build its metrics; see its log\n",
+                        head_only,
+                    )
+                }
+                Err(_) => {
+                    warn!(
+                        "metrics: no snapshot within {:?}; is the agent stuck?",
+                        ctx.config.render_timeout
+                    );
+                    plain(
+                        "503 Service Unavailable",
+                        "shield-agent did not produce its metrics in time\n",
+                        head_only,
+                    )
+                }
+            }
+        }
+    }
+}
+
+const INDEX_HTML: &str = "<!DOCTYPE html>\n<html><head><title>shield-agent</title></head>\n<body><h1>shield-agent</h1><p>Prometheus metrics are at <a href=\"/metrics\">/metrics</a>.</p></body></html>\n";
+
+fn plain(status: &str, body: &str, head_only: bool) -> Reply {
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        "",
+        body.into(),
+        head_only,
+    )
+}
+
+struct Reply {
+    head: String,
+    /// Shared with other requests for the same rendering rather than
+    /// copied: a big exposition times 64 connections adds up.
+    body: Option<Arc<str>>,
+}
+
+/// A whole reply. `extra` is further header lines, each ending in CRLF.
+fn reply(status: &str, content_type: &str, extra: &str, body: Arc<str>, head_only: bool) -> Reply {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{extra}\r\n",
+        body.len()
+    );
+    Reply {
+        head,
+        body: (!head_only).then_some(body),
+    }
+}
+
+/// Waits for the client to close, discarding what it sends, for at most
+/// `limit` and 64 KiB; see [`ServerConfig::linger`].
+async fn linger(stream: &mut TcpStream, limit: Duration) {
+    let _ = timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 64 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 43\r\nConnection: close\r\nRetry-After: 1\r\n\r\nshield-agent metrics: too many connections\n";
+
+/// Over the connection cap: a 503 without reading the request or taking a
+/// snapshot. It still lingers, because the request usually arrives after
+/// the accept, and arriving at a closed socket it would make the kernel
+/// reset the connection, which the client may see instead of the 503.
+async fn refuse_busy(mut stream: TcpStream, cfg: &ServerConfig) {
+    let sent = timeout(cfg.write_timeout, async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(&mut stream, cfg.linger).await;
+    }
+}
+
+/// Logs refusals at most once a minute: a client hammering a full server
+/// must not flood the journal.
+#[derive(Default)]
+struct BusyLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl BusyLog {
+    fn refused(&mut self, cap: usize) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        warn!(
+            "metrics: {cap} connections already open; refused {} since the last report",
+            self.unlogged
+        );
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_reply_length_is_right() {
+        let text = std::str::from_utf8(BUSY).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}

@@ -1,0 +1,180 @@
+//! What one scrape shows: plain data the agent fills while it holds its
+//! state, so that rendering and serving never touch the agent's locks or
+//! the kernel maps.
+
+use shield_common::{
+    maps::Counter,
+    reason::{COUNTER_SLOTS, Reason, Verdict, counter_index},
+};
+
+use crate::dataplane::{AttachMode, Counters};
+
+/// Everything `/metrics` reports, as of one moment.
+///
+/// Lists (feeds, maps, interfaces) may come in any order and are rendered
+/// sorted by name; a name given twice is rendered once (the first), since
+/// a duplicate series would make Prometheus reject the whole scrape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Packets and bytes per (verdict, reason), summed over CPUs.
+    pub traffic: Traffic,
+    pub feeds: Vec<FeedMetrics>,
+    /// Bans in force now (manual, autoban and feed-driven).
+    pub bans_active: u64,
+    /// Bans ever added since the agent started, by origin.
+    pub bans_total: BanTotals,
+    /// Flood events read from the data plane's ring buffer.
+    pub flood_events_total: u64,
+    /// Sources over a limit now.
+    pub flood_sources: u64,
+    pub maps: Vec<MapMetrics>,
+    pub interfaces: Vec<InterfaceMetrics>,
+    pub build: BuildInfo,
+    /// `None` when the agent does not count control requests: the family
+    /// is then shown without samples rather than with made-up zeros.
+    pub control_requests: Option<ControlRequests>,
+    pub reloads: Reloads,
+    /// When this agent process started, in Unix seconds.
+    pub start_time_unix: u64,
+}
+
+/// The data plane's counters, one per (verdict, reason), laid out like the
+/// kernel's counters array so the agent can copy it in one go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Traffic {
+    slots: [Counter; COUNTER_SLOTS as usize],
+}
+
+impl Default for Traffic {
+    fn default() -> Traffic {
+        Traffic {
+            slots: [Counter::default(); COUNTER_SLOTS as usize],
+        }
+    }
+}
+
+impl Traffic {
+    pub fn get(&self, verdict: Verdict, reason: Reason) -> Counter {
+        // counter_index is in range for every (Verdict, Reason) by
+        // construction; `get` keeps that an invariant rather than a panic.
+        self.slots
+            .get(counter_index(verdict, reason) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn set(&mut self, verdict: Verdict, reason: Reason, counter: Counter) {
+        if let Some(slot) = self.slots.get_mut(counter_index(verdict, reason) as usize) {
+            *slot = counter;
+        }
+    }
+}
+
+impl From<&Counters> for Traffic {
+    fn from(counters: &Counters) -> Traffic {
+        let mut t = Traffic::default();
+        for (v, r, c) in counters.iter() {
+            t.set(v, r, c);
+        }
+        t
+    }
+}
+
+/// One threat feed's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedMetrics {
+    /// The `[[feed]] name` from the config.
+    pub name: String,
+    /// Prefixes the feed has in the data plane now.
+    pub entries: u64,
+    /// Packets whose source this feed lists (`FEED_HITS`), dropped or, in
+    /// dry run, counted as would_drop.
+    pub hits: u64,
+    /// When the feed was last fetched and applied, in Unix seconds; `None`
+    /// until the first success (the sample is then left out, so that an
+    /// alert on freshness does not see the epoch).
+    pub last_success_unix: Option<u64>,
+    /// Failed refreshes (fetch, parse or apply) since the agent started.
+    pub errors_total: u64,
+    /// The last refresh was held back by the shrink guard: the feed keeps
+    /// its previous entries until an operator looks.
+    pub held: bool,
+    /// Lines the last parse rejected as garbage.
+    pub rejected_lines: u64,
+}
+
+/// Bans added since the agent started, by who added them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanTotals {
+    /// `shieldctl ban add`.
+    pub manual: u64,
+    /// Sources that stayed over a limit for `[autoban] after`.
+    pub autoban: u64,
+    /// Decisions pushed by a source such as CrowdSec.
+    pub feed: u64,
+}
+
+/// One BPF map's fill.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapMetrics {
+    /// The kernel map name, e.g. `BAN_V4`.
+    pub name: String,
+    /// Entries now; `None` for maps the agent does not count (iterating a
+    /// large hash map per scrape is not free). The sample is then left out.
+    pub entries: Option<u64>,
+    /// `max_entries`.
+    pub capacity: u64,
+}
+
+/// One interface the config names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceMetrics {
+    pub iface: String,
+    /// The mode it is attached in, or was last tried in.
+    pub mode: AttachMode,
+    pub attached: bool,
+}
+
+/// What build this agent is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+    /// The git commit, when the build set `SHIELD_GIT_COMMIT`.
+    pub commit: Option<String>,
+}
+
+impl BuildInfo {
+    /// This binary's own version, and commit if the build recorded one.
+    pub fn current() -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: option_env!("SHIELD_GIT_COMMIT")
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        }
+    }
+}
+
+impl Default for BuildInfo {
+    fn default() -> BuildInfo {
+        BuildInfo::current()
+    }
+}
+
+/// Control-socket requests since the agent started, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlRequests {
+    pub ok: u64,
+    /// Answered with an error (bad argument, refused, internal).
+    pub error: u64,
+    /// Refused because the peer is neither root nor in group `shield`.
+    pub denied: u64,
+}
+
+/// Config reloads since the agent started (SIGHUP or `shieldctl reload`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reloads {
+    pub ok: u64,
+    /// Refused: the new config was invalid and the running policy stayed.
+    pub error: u64,
+}

@@ -1,0 +1,526 @@
+//! The server on a real loopback socket, driven by real TCP clients.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+    time::{sleep, timeout},
+};
+
+use super::{parse_exposition, sample_snapshot};
+use crate::metrics::{
+    CONTENT_TYPE, MetricsError, ServerConfig, SnapshotFn, bind, render,
+    snapshot::{FeedMetrics, Snapshot},
+};
+
+/// Long enough for a loaded CI machine, short enough to notice a hang.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    fn start(config: ServerConfig, snapshot: SnapshotFn) -> Server {
+        let std = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = std.local_addr().expect("local addr");
+        let listener = TcpListener::from_std(std).expect("from_std");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(crate::metrics::serve_with(
+            listener,
+            snapshot,
+            async {
+                let _ = stopped.await;
+            },
+            config,
+        ));
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        timeout(PATIENCE, self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve does not panic");
+    }
+}
+
+fn fixed(s: Snapshot) -> SnapshotFn {
+    Arc::new(move || s.clone())
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8(raw[..end].to_vec()).expect("ASCII head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    Reply {
+        status,
+        head,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Sends `raw` and reads the reply until the server closes.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
+    timeout(PATIENCE, async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(raw).await.expect("send");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read reply");
+        parse_reply(&out)
+    })
+    .await
+    .expect("a reply in time")
+}
+
+/// Like [`get`], but `None` when the server closes without a reply.
+async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
+    let req = format!("GET {path} HTTP/1.1\r\n\r\n");
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("a reply or a close in time")
+        .ok()?;
+    (!out.is_empty()).then(|| parse_reply(&out))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n");
+    exchange(addr, req.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_metrics_returns_the_rendering() {
+    let snap = sample_snapshot();
+    let expected = render(&snap);
+    let server = Server::start(ServerConfig::default(), fixed(snap));
+
+    let r = get(server.addr, "/metrics").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
+    assert_eq!(
+        r.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(String::from_utf8(r.body).expect("utf-8"), expected);
+
+    // HTTP/1.0, a query string and bare LFs are all fine.
+    let r = exchange(server.addr, b"GET /metrics?x=1 HTTP/1.0\n\n").await;
+    assert_eq!((r.status, r.body.len()), (200, expected.len()));
+
+    let r = exchange(server.addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+    assert!(r.body.is_empty());
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_paths_and_methods() {
+    let server = Server::start(ServerConfig::default(), fixed(Snapshot::default()));
+    let addr = server.addr;
+
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html"))
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("href=\"/metrics\""));
+
+    assert_eq!(get(addr, "/nope").await.status, 404);
+    assert_eq!(get(addr, "/metrics/").await.status, 404);
+
+    let r = exchange(
+        addr,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+
+    assert_eq!(
+        exchange(addr, b"GET /metrics HTTP/2.0\r\n\r\n")
+            .await
+            .status,
+        505
+    );
+    for bad in [
+        &b"hello\r\n\r\n"[..],
+        b"GET /metrics\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET \xff HTTP/1.1\r\n\r\n",
+    ] {
+        assert_eq!(exchange(addr, bad).await.status, 400, "{bad:?}");
+    }
+
+    // A client that connects and leaves gets nothing and harms nothing.
+    drop(TcpStream::connect(addr).await.expect("connect"));
+    let mut half = TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /metr").await.expect("send");
+    drop(half);
+    assert_eq!(get(addr, "/metrics").await.status, 200);
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_head_gets_431_and_the_server_keeps_serving() {
+    let server = Server::start(ServerConfig::default(), fixed(sample_snapshot()));
+    let mut req = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    req.resize(16 * 1024, b'a');
+    let r = exchange(server.addr, &req).await;
+    assert_eq!(r.status, 431, "{r:?}");
+
+    // Exactly at the limit is still fine.
+    let mut req = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    req.resize(8 * 1024 - 4, b'a');
+    req.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(exchange(server.addr, &req).await.status, 200);
+
+    assert_eq!(get(server.addr, "/metrics").await.status, 200);
+    server.stop().await;
+}
+
+/// Reads until the server closes; returns how long that took.
+async fn wait_for_close(mut s: TcpStream, started: Instant) -> Duration {
+    let mut buf = [0u8; 1024];
+    let read = timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .expect("the server closes a silent client");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server answered a silent client: {read:?}"
+    );
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_cut_off_while_others_are_served() {
+    let config = ServerConfig {
+        read_timeout: Duration::from_millis(1500),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, fixed(sample_snapshot()));
+    let started = Instant::now();
+    let silent = TcpStream::connect(server.addr).await.expect("connect");
+    // Slowloris: a byte at a time, never finishing, must not reset the clock.
+    let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+    let trickle = tokio::spawn(async move {
+        for b in b"GET /metrics HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        slow
+    });
+
+    // Served meanwhile, well before the silent ones are dropped.
+    let r = get(server.addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "a scrape waited for the silent clients: {:?}",
+        started.elapsed()
+    );
+
+    let silent_for = wait_for_close(silent, started).await;
+    let slow = timeout(PATIENCE, trickle)
+        .await
+        .expect("trickle")
+        .expect("trickle task");
+    let slow_for = wait_for_close(slow, started).await;
+    for (who, t) in [("silent", silent_for), ("slow", slow_for)] {
+        assert!(
+            t >= Duration::from_millis(1400),
+            "{who} cut off early: {t:?}"
+        );
+    }
+    assert!(silent_for < Duration::from_secs(10), "{silent_for:?}");
+    assert_eq!(get(server.addr, "/metrics").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_scrapes_are_all_answered() {
+    let snap = sample_snapshot();
+    let expected = Arc::new(render(&snap));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let snapshot: SnapshotFn = Arc::new(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        // An agent lock held briefly, so that scrapes overlap.
+        std::thread::sleep(Duration::from_millis(20));
+        snap.clone()
+    });
+    let config = ServerConfig {
+        max_connections: 128,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, snapshot);
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = server.addr;
+            let expected = Arc::clone(&expected);
+            tokio::spawn(async move {
+                let r = get(addr, "/metrics").await;
+                assert_eq!(r.status, 200);
+                assert_eq!(r.body, expected.as_bytes());
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client");
+    }
+    // Scrapes that waited for a snapshot shared it.
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(
+        (1..100).contains(&calls),
+        "{calls} snapshots for 100 scrapes"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503() {
+    let config = ServerConfig {
+        max_connections: 2,
+        read_timeout: Duration::from_secs(30),
+        linger: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, fixed(Snapshot::default()));
+    let a = TcpStream::connect(server.addr).await.expect("connect");
+    let b = TcpStream::connect(server.addr).await.expect("connect");
+
+    let r = get(server.addr, "/metrics").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.body, b"shield-agent metrics: too many connections\n");
+
+    // Refusals are capped too, at as many again: refused clients that stay
+    // connected hold theirs (the server lingers for their close), and once
+    // two do, the next client is closed without a word. The first refusal
+    // above may still hold one for a moment, so count rather than assume.
+    let mut refused = Vec::new();
+    loop {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        let _ = c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        let mut got = Vec::new();
+        let _ = timeout(PATIENCE, c.read_to_end(&mut got))
+            .await
+            .expect("closed in time");
+        if got.is_empty() {
+            break;
+        }
+        assert_eq!(parse_reply(&got).status, 503);
+        refused.push(c);
+        assert!(refused.len() <= 2, "{} refusals lingering", refused.len());
+    }
+    drop(refused);
+
+    // A freed slot is usable again.
+    drop(a);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // Until the server has seen c and d go, refusals may still be full
+        // and a try closed without a reply.
+        let status = try_get(server.addr, "/metrics").await.map(|r| r.status);
+        if status == Some(200) {
+            break;
+        }
+        assert!(matches!(status, None | Some(503)), "{status:?}");
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped() {
+    // Far more than a loopback connection buffers when nobody reads.
+    let feeds = (0..40_000)
+        .map(|i| FeedMetrics {
+            name: format!("feed-{i:05}"),
+            entries: i,
+            ..FeedMetrics::default()
+        })
+        .collect();
+    let snap = Snapshot {
+        feeds,
+        ..Snapshot::default()
+    };
+    let full = render(&snap).len();
+    assert!(full > 8 << 20, "{full}");
+    let config = ServerConfig {
+        max_connections: 1,
+        write_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, fixed(snap));
+
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stuck = socket.connect(server.addr).await.expect("connect");
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
+
+    // The only slot is taken until the server gives up on `stuck`.
+    let deadline = Instant::now() + PATIENCE;
+    let mut refused = 0;
+    loop {
+        // Refused with a 503, or closed while the last refusal lingers.
+        let status = try_get(server.addr, "/").await.map(|r| r.status);
+        if status == Some(200) {
+            break;
+        }
+        assert!(matches!(status, None | Some(503)), "{status:?}");
+        refused += 1;
+        assert!(Instant::now() < deadline, "the stuck client kept its slot");
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused > 0, "the stuck client never held the slot");
+
+    // What `stuck` can still read is a cut-off reply.
+    let mut got = Vec::new();
+    let _ = timeout(PATIENCE, stuck.read_to_end(&mut got)).await;
+    assert!(got.len() < full, "{} of {full} bytes", got.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_snapshot_is_a_500_not_a_crash() {
+    let first = Arc::new(AtomicBool::new(true));
+    let snapshot: SnapshotFn = Arc::new(move || {
+        if first.swap(false, Ordering::Relaxed) {
+            panic!("poisoned agent state (deliberate, in a test)");
+        }
+        Snapshot::default()
+    });
+    let server = Server::start(ServerConfig::default(), snapshot);
+    assert_eq!(get(server.addr, "/metrics").await.status, 500);
+    let r = get(server.addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(parse_exposition(&String::from_utf8_lossy(&r.body)).is_ok());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_listener() {
+    let server = Server::start(ServerConfig::default(), fixed(Snapshot::default()));
+    let addr = server.addr;
+    assert_eq!(get(addr, "/metrics").await.status, 200);
+    server.stop().await;
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[test]
+fn bind_explains_a_taken_port() {
+    let first = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = first.local_addr().expect("addr");
+    let err = bind(addr).expect_err("second bind");
+    assert!(matches!(err, MetricsError::AddrInUse { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "metrics_listen {addr}: address in use — another shield-agent, or set metrics_listen"
+        )
+    );
+    let err = bind("192.0.2.1:9964".parse().expect("addr")).expect_err("not ours");
+    assert!(
+        err.to_string()
+            .starts_with("metrics_listen 192.0.2.1:9964: no such address on this host"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_agent_gets_503_and_one_blocked_thread() {
+    let stuck = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let snapshot: SnapshotFn = {
+        let (stuck, calls) = (Arc::clone(&stuck), Arc::clone(&calls));
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // The agent's state lock, held by something slow.
+            while stuck.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sample_snapshot()
+        })
+    };
+    let config = ServerConfig {
+        render_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, snapshot);
+    for _ in 0..3 {
+        assert_eq!(get(server.addr, "/metrics").await.status, 503);
+    }
+    // Later scrapes waited for the first, stuck snapshot.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Other pages do not need a snapshot.
+    assert_eq!(get(server.addr, "/").await.status, 200);
+
+    stuck.store(false, Ordering::SeqCst);
+    let r = get(server.addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, render(&sample_snapshot()).as_bytes());
+    // The stuck snapshot predates this request, so it took a fresh one.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
