@@ -238,3 +238,40 @@ fn operator_mistakes_get_one_clear_sentence_and_the_right_exit_code() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("needs root"), "{text}");
 }
+
+#[test]
+fn metrics_report_drops_bans_and_attachment() {
+    let (lab, home, banned, _clean) = setup();
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:19964\"\n",
+        home.base_config(&lab)
+    ));
+    let _agent = home.start(&lab, &[]);
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 20), 0);
+    home.ctl_ok(&["ban", "add", "192.0.2.0/24"]);
+    let text = shield_tests::agent::scrape(&lab.server_ns, 19964);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let m = |s: &str| {
+        shield_tests::agent::metric(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"))
+    };
+    assert!(m("shield_packets_total{verdict=\"drop\",reason=\"banned\"}") >= 20.0);
+    assert_eq!(
+        m("shield_packets_total{verdict=\"pass\",reason=\"feed\"}"),
+        0.0
+    );
+    assert_eq!(
+        m("shield_bans_active"),
+        2.0,
+        "the journal's and the new one"
+    );
+    assert_eq!(m("shield_bans_total{source=\"manual\"}"), 1.0);
+    assert_eq!(
+        m(&format!(
+            "shield_xdp_attached{{iface=\"{}\",mode=\"native\"}}",
+            lab.server_if
+        )),
+        1.0
+    );
+    assert!(text.contains("shield_build_info{"), "{text}");
+    let _ = banned;
+}

@@ -345,6 +345,7 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         expires_unix_ms: ttl.map(|t| now_ms.saturating_add(t.as_millis() as u64)),
     };
     agent.bans.add(&mut agent.dp, rec).map_err(internal)?;
+    agent.tallies.ban_added(Origin::Manual);
     let mut msg = match ttl {
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),

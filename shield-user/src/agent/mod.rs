@@ -8,6 +8,7 @@ pub mod cli;
 pub mod control;
 pub mod feeds;
 mod ids;
+pub mod metrics;
 pub mod runtime;
 
 use std::{
@@ -140,6 +141,8 @@ pub struct Agent {
     started: Instant,
     floods: FloodTracker,
     feeds: feeds::Feeds,
+    tallies: metrics::Tallies,
+    started_unix: u64,
 }
 
 impl Agent {
@@ -209,6 +212,8 @@ impl Agent {
             started: Instant::now(),
             floods: FloodTracker::default(),
             feeds: feeds::Feeds::default(),
+            tallies: metrics::Tallies::default(),
+            started_unix: clock::unix_secs(),
         };
         agent.sync_feeds().map_err(AgentError::Feeds)?;
         match agent.reconcile_feed_maps() {
@@ -257,6 +262,15 @@ impl Agent {
     /// Re-reads the config and applies the difference. On any error the
     /// running policy stays exactly as it was.
     pub fn reload(&mut self) -> Result<ReloadReport, AgentError> {
+        let r = self.reload_inner();
+        match &r {
+            Ok(_) => self.tallies.reloads.ok += 1,
+            Err(_) => self.tallies.reloads.error += 1,
+        }
+        r
+    }
+
+    fn reload_inner(&mut self) -> Result<ReloadReport, AgentError> {
         let cfg = load_config(&self.opts, self.tick_ns)?;
         if cfg.pin_dir != self.cfg.pin_dir || cfg.state_dir != self.cfg.state_dir {
             return Err(AgentError::Usage(
@@ -368,12 +382,15 @@ impl Agent {
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
             };
             match self.bans.add(&mut self.dp, rec) {
-                Ok(()) => tracing::warn!(
+                Ok(()) => {
+                    self.tallies.ban_added(BanOrigin::Autoban);
+                    tracing::warn!(
                     source = %d.net,
                     ttl = ?d.ttl,
                     reason = d.reason,
                     "autoban"
-                ),
+                    );
+                }
                 Err(e) => tracing::error!(source = %d.net, error = %e, "autoban failed"),
             }
         }

@@ -96,12 +96,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             Failure(code, format!("control socket: {e}"))
         })?;
+    let metrics_listener =
+        shield_user::metrics::bind(cfg.metrics_listen).map_err(|e| Failure(2, e.to_string()))?;
     let agent = Agent::start(opts)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(1, format!("starting the event loop: {e}")))?;
-    rt.block_on(main_loop(agent, socket))
+    rt.block_on(main_loop(agent, socket, metrics_listener))
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
@@ -153,7 +155,11 @@ fn detach(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
+async fn main_loop(
+    agent: Agent,
+    socket: ControlSocket,
+    metrics_listener: std::net::TcpListener,
+) -> Result<(), Failure> {
     let mut agent_ref = agent;
     let ring = agent_ref
         .take_events()
@@ -179,14 +185,29 @@ async fn main_loop(agent: Agent, socket: ControlSocket) -> Result<(), Failure> {
             }
         })
     };
-    let stop_serving = Arc::new(Notify::new());
-    let server = {
-        let stop = stop_serving.clone();
-        tokio::spawn(socket.serve(handler, async move { stop.notified().await }))
+    // A watch, not a Notify: a server that has not polled its shutdown
+    // future yet still sees the flag.
+    let (stop_serving, stopped) = tokio::sync::watch::channel(false);
+    let stop_future = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(socket.serve(handler, stop_future(stopped.clone())));
+    let metrics = {
+        let listener = tokio::net::TcpListener::from_std(metrics_listener)
+            .map_err(|e| Failure(1, format!("metrics listener: {e}")))?;
+        let agent = agent.clone();
+        let snapshot: shield_user::metrics::SnapshotFn =
+            Arc::new(move || lock(&agent).metrics_snapshot());
+        tokio::spawn(shield_user::metrics::serve(
+            listener,
+            snapshot,
+            stop_future(stopped.clone()),
+        ))
     };
     let result = event_loop(agent.clone(), ring, &exit).await;
-    stop_serving.notify_one();
+    let _ = stop_serving.send(true);
     let _ = server.await;
+    let _ = metrics.await;
     result
 }
 
