@@ -49,20 +49,27 @@ impl Agent {
                 rejected_lines: st.rejected,
             })
             .collect();
-        let src = self.policy.sources.len() as u64;
-        let feed_entries = self.feeds.index.enforced_len() as u64;
-        // Entry counts the agent knows without walking a map; buckets are
-        // an LRU the kernel fills, and counting them costs a full walk.
+        let src_v4 = self.policy.sources.keys().filter(|c| c.is_v4()).count() as u64;
+        let src_v6 = self.policy.sources.len() as u64 - src_v4;
+        // Entry counts the agent knows without walking a map (the source
+        // tries are the compiled policy); walking the big hash maps on
+        // every scrape is not free, so those report capacity only.
         let maps = [
-            (MAP_SRC_V4, Some(src), SRC_CAPACITY),
-            (MAP_BAN_V4, Some(self.bans.len() as u64), BAN_CAPACITY),
-            (MAP_FEED_V4, Some(feed_entries), FEED_CAPACITY),
+            (MAP_SRC_V4, Some(src_v4), SRC_CAPACITY),
+            (MAP_SRC_V6, Some(src_v6), SRC_CAPACITY),
+            (MAP_BAN_V4, None, BAN_CAPACITY),
+            (MAP_BAN_V6, None, BAN_CAPACITY),
+            (MAP_BAN_NET_V4, None, BAN_NET_CAPACITY),
+            (MAP_BAN_NET_V6, None, BAN_NET_CAPACITY),
+            (MAP_FEED_V4, None, FEED_CAPACITY),
+            (MAP_FEED_V6, None, FEED_CAPACITY),
             (MAP_FEED_NET_V4, None, FEED_NET_CAPACITY),
+            (MAP_FEED_NET_V6, None, FEED_NET_CAPACITY),
             (MAP_BUCKETS, None, BUCKET_CAPACITY),
         ]
         .into_iter()
         .map(|(name, entries, capacity)| MapMetrics {
-            name: name.to_ascii_lowercase(),
+            name: name.to_string(),
             entries,
             capacity: u64::from(capacity),
         })
