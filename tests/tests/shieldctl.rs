@@ -392,3 +392,31 @@ fn garbage_and_oversized_frames_do_not_hurt_the_agent() {
         "still enforcing"
     );
 }
+
+#[test]
+fn ipv6_bans_cover_the_configured_prefix() {
+    let (lab, home, _agent) = setup("");
+    assert!(lab.wait_reachable(lab.server_v6, PORT));
+    // A single address is banned as its /64 (ipv6_prefix), as the kernel keys it.
+    let out = home.ctl_ok(&["ban", "add", &s(lab.client_v6), "--ttl", "1h"]);
+    assert!(out.contains("banned"), "{out}");
+    assert_eq!(lab.udp_through(lab.server_v6, PORT, 5), 0);
+    let IpAddr::V6(c) = lab.client_v6 else {
+        unreachable!()
+    };
+    let flip = |byte: usize| {
+        let mut o = c.octets();
+        o[byte] ^= 0x55;
+        IpAddr::from(o)
+    };
+    let (same64, other) = (flip(15), flip(7));
+    let c = home.ctl_json(&["check", &s(same64)]);
+    assert_eq!(c["data"]["reason"], "banned", "same /64: {c}");
+    let c = home.ctl_json(&["check", &s(other)]);
+    assert_ne!(c["data"]["reason"], "banned", "another /64: {c}");
+    home.ctl_ok(&["ban", "del", &s(lab.client_v6)]);
+    assert!(
+        lab.wait_reachable(lab.server_v6, PORT),
+        "unbanned v6 source passes again"
+    );
+}

@@ -233,13 +233,14 @@ impl BanBook {
     }
 
     /// The narrowest unexpired ban that covers `addr`, as the kernel
-    /// applies it (v6 bans at least `ipv6_prefix` long cover that prefix).
-    pub fn covering(&self, addr: std::net::IpAddr) -> Option<&BanRecord> {
+    /// applies it: a v6 ban at least `ipv6_prefix` long covers that whole
+    /// prefix, because that is what the exact map is keyed by.
+    pub fn covering(&self, addr: std::net::IpAddr, ipv6_prefix: u8) -> Option<&BanRecord> {
         let now = clock::unix_ms();
         self.bans
             .values()
             .filter(|b| {
-                !b.expired(now) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len()))
+                !b.expired(now) && enforced_net(b.net, ipv6_prefix).contains(&Cidr::host(addr))
             })
             .max_by_key(|b| b.net.prefix_len())
     }
@@ -267,6 +268,15 @@ impl BanBook {
         };
         statefile::write(&self.path, &j)?;
         Ok(())
+    }
+}
+
+/// What a ban on `net` blocks in the kernel.
+pub fn enforced_net(net: Cidr, ipv6_prefix: u8) -> Cidr {
+    if !net.is_v4() && net.prefix_len() >= ipv6_prefix {
+        Cidr::truncating(net.addr(), ipv6_prefix)
+    } else {
+        net
     }
 }
 

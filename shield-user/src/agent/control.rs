@@ -270,10 +270,13 @@ fn top(agent: &Agent, n: usize) -> Vec<TopRow> {
             pps: f.drop_rate,
             drops: f.sample.map_or(0, |(d, _)| d),
             over_limit: now.saturating_sub(f.last_ns) <= crate::events::FLOOD_GAP_NS,
-            banned_for_secs: agent.bans.covering(f.source.addr()).map(|b| {
-                b.expires_unix_ms
-                    .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
-            }),
+            banned_for_secs: agent
+                .bans
+                .covering(f.source.addr(), agent.cfg.ipv6_prefix)
+                .map(|b| {
+                    b.expires_unix_ms
+                        .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
+                }),
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -573,11 +576,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
     let now_ms = clock::unix_ms();
     let banned_by = agent
         .bans
-        .list()
-        .filter(|b| {
-            !b.expired(now_ms) && b.net.contains(&Cidr::truncating(addr, b.net.prefix_len()))
-        })
-        .max_by_key(|b| b.net.prefix_len())
+        .covering(addr, agent.cfg.ipv6_prefix)
         .map(|b| ban_row(b, now_ms));
 
     let rule = match (proto_num, port) {

@@ -103,6 +103,19 @@ pub fn load_config(opts: &AgentOptions, tick_ns: u64) -> Result<Config, AgentErr
     Ok(cfg)
 }
 
+/// Things a valid config asks for that this build does not do. Said loudly
+/// at start-up, on reload and by check-config, never silently ignored.
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.crowdsec.is_some() {
+        out.push(
+            "[crowdsec] is configured, but this build does not talk to CrowdSec yet: its decisions are NOT applied"
+                .to_string(),
+        );
+    }
+    out
+}
+
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -152,6 +165,9 @@ impl Agent {
     pub fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
         let tick_ns = dataplane::kernel_clock_tick_ns();
         let cfg = load_config(&opts, tick_ns)?;
+        for w in unsupported(&cfg) {
+            tracing::warn!("{w}");
+        }
         pins::ensure_pin_dir(&cfg.pin_dir)?;
         statefile::ensure_dir(&cfg.state_dir)?;
 
@@ -279,6 +295,9 @@ impl Agent {
             ));
         }
         let policy = self.compile(&cfg)?;
+        for w in unsupported(&cfg) {
+            tracing::warn!("{w}");
+        }
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         let prefix_changed = self.policy.global.ipv6_prefix != policy.global.ipv6_prefix;
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;

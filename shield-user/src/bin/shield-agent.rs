@@ -109,7 +109,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
     let tick = dataplane::kernel_clock_tick_ns();
     match config::load(file, tick) {
-        Ok(_) => {
+        Ok(cfg) => {
+            for w in agent::unsupported(&cfg) {
+                println!("{}: warning: {w}", file.display());
+            }
             println!("{}: ok", file.display());
             Ok(())
         }
