@@ -275,3 +275,23 @@ fn metrics_report_drops_bans_and_attachment() {
     assert!(text.contains("shield_build_info{"), "{text}");
     let _ = banned;
 }
+
+#[test]
+fn skb_mode_is_used_when_asked_and_reported() {
+    let (lab, home, banned, _clean) = setup();
+    home.write_config(&format!("{}xdp_mode = \"skb\"\n", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    let status = home.ctl_json(&["status"]);
+    assert_eq!(status["data"]["interfaces"][0]["mode"], "skb", "{status}");
+    assert!(
+        lab.server_link_details().contains("xdpgeneric"),
+        "{}",
+        lab.server_link_details()
+    );
+    assert!(agent.logs().contains("mode=\"skb\""), "{}", agent.logs());
+    assert_eq!(
+        lab.udp_through(lab.server_v4, PORT, 5),
+        0,
+        "{banned} is banned in skb mode too"
+    );
+}
