@@ -295,3 +295,41 @@ fn skb_mode_is_used_when_asked_and_reported() {
         "{banned} is banned in skb mode too"
     );
 }
+
+#[test]
+fn auto_mode_falls_back_to_skb_where_native_is_unavailable() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    // A bridge has no driver XDP support (and this kernel has no dummy).
+    for args in [
+        &[
+            "-n",
+            &lab.server_ns,
+            "link",
+            "add",
+            "sh-dum",
+            "type",
+            "bridge",
+        ][..],
+        &["-n", &lab.server_ns, "link", "set", "sh-dum", "up"],
+    ] {
+        assert!(Command::new("ip").args(args).status().unwrap().success());
+    }
+    home.write_config(
+        &home
+            .base_config(&lab)
+            .replace(&format!("[\"{}\"]", lab.server_if), "[\"sh-dum\"]"),
+    );
+    let agent = home.start(&lab, &[]);
+    let status = home.ctl_json(&["status"]);
+    assert_eq!(
+        status["data"]["interfaces"][0]["name"], "sh-dum",
+        "{status}"
+    );
+    assert_eq!(status["data"]["interfaces"][0]["mode"], "skb", "{status}");
+    assert!(
+        agent.logs().contains("native XDP unavailable"),
+        "{}",
+        agent.logs()
+    );
+}
