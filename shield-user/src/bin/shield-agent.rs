@@ -103,7 +103,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure(1, format!("starting the event loop: {e}")))?;
-    rt.block_on(main_loop(agent, socket, metrics_listener))
+    let result = rt.block_on(main_loop(agent, socket, metrics_listener));
+    // A feed download may still be running on a blocking thread; exiting
+    // must not wait for its timeout (systemd would SIGKILL us meanwhile).
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
