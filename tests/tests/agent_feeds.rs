@@ -341,3 +341,26 @@ fn a_source_in_both_versions_is_never_passed_during_the_swap() {
         "the new entry is enforced"
     );
 }
+
+#[test]
+fn sigterm_does_not_wait_for_a_stalled_download() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let server = FeedServer::start_in(&lab.server_ns, b"192.0.2.1\n");
+    server.set_stall(true);
+    let feed = feed("slow", &server, "").replace("timeout = \"2s\"", "timeout = \"1m\"");
+    let agent = start(&lab, &home, &feed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.requests() == 0 {
+        assert!(Instant::now() < deadline, "the first refresh never started");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    assert!(agent.stop().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "exit took {:?}",
+        t.elapsed()
+    );
+    server.set_stall(false);
+}
