@@ -6,6 +6,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -37,6 +38,8 @@ enum Command {
     Test(test::TestArgs),
     /// Measure per-packet cost against an empty program and xdp-filter; writes docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Fuzz the feed parsers, the config, the control protocol and CIDRs with cargo-fuzz (nightly).
+    Fuzz(fuzz::FuzzArgs),
     /// Generate man pages and bash/zsh/fish completions for shield-agent and shieldctl.
     Docs {
         /// Where to write `man/` and `completions/`.
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Docs { out } => {
             setup::run()?;
             let out = cmd::root().join(out);
