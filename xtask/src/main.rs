@@ -35,7 +35,7 @@ enum Command {
     Demo,
     /// Run every test: fmt, clippy, host unit tests, program tests, netns integration tests.
     Test(test::TestArgs),
-    /// Measure per-packet cost against an empty program and xdp-filter; writes docs/BENCHMARKS.md.
+    /// Measure per-packet cost (against an empty program and xdp-filter) and threat-feed loading (against nftables); writes docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Generate man pages and bash/zsh/fish completions for shield-agent and shieldctl.
     Docs {
