@@ -126,6 +126,8 @@ pub fn load(
 pub struct Round {
     pub full: Load,
     pub refresh: Load,
+    /// Heap held by the feed index after the refresh, in MiB.
+    pub index_mib: f64,
 }
 
 pub fn round(v1: &Path, v2: &Path, state_dir: &Path, verify: bool, compare: bool) -> Res<Round> {
@@ -148,7 +150,11 @@ pub fn round(v1: &Path, v2: &Path, state_dir: &Path, verify: bool, compare: bool
     if compare {
         compare_writes(index.entries(1).ok_or("feed 1 is not in the index")?)?;
     }
-    Ok(Round { full, refresh })
+    Ok(Round {
+        full,
+        refresh,
+        index_mib: index.heap_bytes() as f64 / (1024.0 * 1024.0),
+    })
 }
 
 /// Where apply's time goes, and what batching buys: the same entries into

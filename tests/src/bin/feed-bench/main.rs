@@ -401,6 +401,7 @@ fn markdown(
     let agent_refresh = stat(rounds, |r| r.agent.as_ref().map(|g| ms(g.refresh)));
     let rss = stat(rounds, |r| r.agent.as_ref().map(|g| g.loaded_rss));
     let rss_after = stat(rounds, |r| r.agent.as_ref().map(|g| g.after_rss));
+    let index = stat(rounds, |r| Some(r.shield.index_mib));
     let hwm_loaded = stat(rounds, |r| r.agent.as_ref().map(|g| g.loaded_hwm));
     let hwm = stat(rounds, |r| r.agent.as_ref().map(|g| g.after_hwm));
     // Ratios within each round.
@@ -499,8 +500,9 @@ fn markdown(
     }
     let _ = writeln!(
         w,
-        "| memory with the feed loaded | agent VmRSS {}, after the refresh {}; peak (VmHWM) {} after the load, {} after the refresh | `nft -f` peak RSS {} | |",
+        "| memory with the feed loaded | agent VmRSS {} (the feed index itself: {}), after the refresh {}; peak (VmHWM) {} after the load, {} after the refresh | `nft -f` peak RSS {} | |",
         rss.show(" MiB"),
+        report::num(index.med) + " MiB",
         rss_after.show(" MiB"),
         hwm_loaded.show(" MiB"),
         hwm.show(" MiB"),
@@ -585,7 +587,7 @@ fn markdown(
             let _ = writeln!(
                 w,
                 "nftables got the same parsed entries: {} elements in one `flags interval` set per family ({} entries left out because a broader entry of the same feed covers them; an interval set refuses overlaps, and they block nothing more), \
-                 the incremental refresh as one `nft -f` transaction of −{} +{} elements, and the rebuild as one transaction that flushes both sets and adds the whole new list.",
+                 the incremental refresh as one `nft -f` transaction of −{} +{} elements, and the rebuild as one transaction that flushes both sets and adds the whole new list.\n",
                 count(f.elements),
                 count(f.covered),
                 count(f.deleted),
@@ -593,7 +595,7 @@ fn markdown(
             );
         }
         None => {
-            let _ = writeln!(w, "nftables was not measured in this run.");
+            let _ = writeln!(w, "nftables was not measured in this run.\n");
         }
     }
     if ready.med.is_finite() {

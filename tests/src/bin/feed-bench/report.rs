@@ -51,12 +51,20 @@ impl Stat {
         )
     }
 
-    /// A ratio: two decimals.
+    /// A ratio: two decimals, three below 0.1 so that a small one still
+    /// shows its first digit.
     pub fn ratio(&self) -> String {
         if !self.med.is_finite() {
             return "—".into();
         }
-        format!("{:.2} ({:.2}–{:.2})", self.med, self.min, self.max)
+        let d = if self.med < 0.1 { 3 } else { 2 };
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.med,
+            self.min,
+            self.max,
+            d = d
+        )
     }
 }
 
@@ -116,6 +124,8 @@ mod tests {
         assert_eq!(Stat::of(&[1.0, 4.0]).med, 2.5);
         assert!(Stat::of(&[]).med.is_nan());
         assert_eq!(Stat::of(&[f64::NAN, 5.0]).med, 5.0);
+        assert_eq!(Stat::of(&[0.25, 0.3]).ratio(), "0.28 (0.25–0.30)");
+        assert_eq!(Stat::of(&[0.0061]).ratio(), "0.006 (0.006–0.006)");
     }
 
     #[test]
