@@ -1,20 +1,41 @@
-//! `cargo xtask bench`: runs the benchmark binary (tests crate) in release
-//! mode after setup. The numbers are ratios measured side by side in one run.
+//! `cargo xtask bench`: the benchmarks, in release mode, after setup. Two
+//! parts, both measured side by side against a peer in the same run:
+//! - `packets`: per-packet cost of the XDP pipeline against an empty
+//!   program and xdp-filter (`shield-bench`);
+//! - `feeds`: loading and refreshing a million-entry threat feed, in
+//!   process and through the real agent, against nftables (`feed-bench`).
+//!
+//! `--write` rewrites each part's marked section of docs/BENCHMARKS.md.
 
 use std::process::Command;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::{cmd, setup};
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Packets,
+    Feeds,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Run only this part (both by default, packets first).
+    #[arg(long, value_enum)]
+    only: Option<Part>,
     /// Packets per BPF_PROG_TEST_RUN measurement.
     #[arg(long, default_value_t = 2_000_000)]
     repeat: u32,
-    /// Measurements per case; the median is reported.
+    /// Measurements per packet case; the median is reported.
     #[arg(long, default_value_t = 7)]
     rounds: u32,
+    /// Rounds of the feed benchmark (in process, nftables, agent each time).
+    #[arg(long, default_value_t = 5)]
+    feed_rounds: u32,
+    /// Lines in the generated feed.
+    #[arg(long, default_value_t = 1_000_000)]
+    feed_entries: u64,
     /// Write the results into docs/BENCHMARKS.md.
     #[arg(long)]
     write: bool,
@@ -22,26 +43,66 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     setup::run()?;
-    let mut c = Command::new("cargo");
-    c.args([
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "shield-tests",
-        "--bin",
-        "shield-bench",
-        "--",
-    ])
-    .args([
-        "--repeat",
-        &args.repeat.to_string(),
-        "--rounds",
-        &args.rounds.to_string(),
-    ])
-    .current_dir(cmd::root());
-    if args.write {
-        c.arg("--write").arg(cmd::root().join("docs/BENCHMARKS.md"));
+    let doc = cmd::root().join("docs/BENCHMARKS.md");
+    if args.only != Some(Part::Feeds) {
+        let mut c = Command::new("cargo");
+        c.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "shield-tests",
+            "--bin",
+            "shield-bench",
+            "--",
+        ])
+        .args([
+            "--repeat",
+            &args.repeat.to_string(),
+            "--rounds",
+            &args.rounds.to_string(),
+        ])
+        .current_dir(cmd::root());
+        if args.write {
+            c.arg("--write").arg(&doc);
+        }
+        cmd::run(&mut c)?;
     }
-    cmd::run(&mut c)
+    if args.only != Some(Part::Packets) {
+        // The feed benchmark starts the real agent and shieldctl, which
+        // it finds next to itself in target/release.
+        cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
+        let mut c = Command::new("cargo");
+        c.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "shield-tests",
+            "--bin",
+            "feed-bench",
+            "--",
+        ])
+        .args([
+            "--rounds",
+            &args.feed_rounds.to_string(),
+            "--entries",
+            &args.feed_entries.to_string(),
+            "--command",
+            &invocation(),
+        ])
+        .current_dir(cmd::root());
+        if args.write {
+            c.arg("--write").arg(&doc);
+        }
+        cmd::run(&mut c)?;
+    }
+    Ok(())
+}
+
+/// This run's command line as the user typed it (`cargo xtask bench
+/// ...`), for the report to say what produced its numbers.
+fn invocation() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
 }
