@@ -298,15 +298,19 @@ impl Agent {
     }
 
     /// Handles a finished fetch+parse (under the lock): guard, plan, apply.
+    /// Returns the answer and, after a successful apply, the job that keeps
+    /// the body as the last good copy: an fsync'd write of megabytes that
+    /// the caller runs after releasing the lock.
     fn finish_refresh(
         &mut self,
         name: &str,
-        outcome: Result<Option<(ParsedFeed, Vec<u8>, Validators)>, String>,
+        outcome: Result<Option<Fetched2>, String>,
         force: bool,
-    ) -> Result<String, String> {
+    ) -> (Result<String, String>, Option<CacheJob>) {
+        let mut job = None;
         let now_mono = clock::monotonic_ns();
         let Some(i) = self.feeds.states.iter().position(|s| s.cfg.name == name) else {
-            return Err(format!("feed `{name}` was removed meanwhile"));
+            return (Err(format!("feed `{name}` was removed meanwhile")), None);
         };
         let refresh = self.feeds.states[i].cfg.refresh;
         let result = match outcome {
@@ -315,10 +319,9 @@ impl Agent {
                 let _ = cache::refreshed(&self.cfg.state_dir, name);
                 Ok(format!("{name}: not modified"))
             }
-            Ok(Some((parsed, bytes, validators))) => {
+            Ok(Some((parsed, set, bytes, validators))) => {
                 let id = self.feeds.states[i].id;
                 let old_len = self.feeds.index.len(id);
-                let set = FeedSet::from_cidrs(&parsed.entries);
                 let new_len = set.len();
                 let st = &mut self.feeds.states[i];
                 st.rejected = parsed.rejected + parsed.refused_broad;
@@ -347,31 +350,33 @@ impl Agent {
                     st.held_set = None;
                     let plan = self.feeds.index.plan_set(id, set);
                     let (add, rm) = (plan.add.len(), plan.remove.len());
-                    self.apply_feed_plan(plan)?;
-                    let st = &mut self.feeds.states[i];
-                    if let Err(e) = cache::store(
-                        &self.cfg.state_dir,
-                        name,
-                        &st.cfg.source,
-                        &bytes,
-                        &validators,
-                    ) {
-                        tracing::warn!(feed = name, "keeping the last good copy failed: {e}");
+                    match self.apply_feed_plan(plan) {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            let st = &mut self.feeds.states[i];
+                            job = Some(CacheJob {
+                                state_dir: self.cfg.state_dir.clone(),
+                                name: name.to_string(),
+                                source: st.cfg.source.clone(),
+                                bytes,
+                                validators: validators.clone(),
+                            });
+                            st.validators = validators;
+                            st.origin = "network".into();
+                            tracing::info!(
+                                feed = name,
+                                entries = new_len,
+                                added = add,
+                                removed = rm,
+                                rejected = parsed.rejected,
+                                "feed applied"
+                            );
+                            Ok(format!(
+                                "{name}: {new_len} entries (+{add} -{rm}), {} lines rejected",
+                                parsed.rejected
+                            ))
+                        }
                     }
-                    st.validators = validators;
-                    st.origin = "network".into();
-                    tracing::info!(
-                        feed = name,
-                        entries = new_len,
-                        added = add,
-                        removed = rm,
-                        rejected = parsed.rejected,
-                        "feed applied"
-                    );
-                    Ok(format!(
-                        "{name}: {new_len} entries (+{add} -{rm}), {} lines rejected",
-                        parsed.rejected
-                    ))
                 }
             }
         };
@@ -404,7 +409,34 @@ impl Agent {
         };
         let delay = retry::next_delay(failures, refresh, jitter());
         st.next_refresh_mono_ns = now_mono.saturating_add(delay.as_nanos() as u64);
-        result
+        (result, job)
+    }
+}
+
+/// A parsed download: the report (entries moved out), the entries as the
+/// compact set, the body and its validators.
+type Fetched2 = (ParsedFeed, FeedSet, Vec<u8>, Validators);
+
+/// Keeping a body as the feed's last good copy.
+pub struct CacheJob {
+    state_dir: std::path::PathBuf,
+    name: String,
+    source: FeedSource,
+    bytes: Vec<u8>,
+    validators: Validators,
+}
+
+impl CacheJob {
+    fn run(self) {
+        if let Err(e) = cache::store(
+            &self.state_dir,
+            &self.name,
+            &self.source,
+            &self.bytes,
+            &self.validators,
+        ) {
+            tracing::warn!(feed = self.name, "keeping the last good copy failed: {e}");
+        }
     }
 }
 
@@ -444,15 +476,24 @@ pub async fn refresh(
         match feeds::fetch(&cfg.source, &validators, &opts) {
             Ok(Fetched::NotModified) => Ok(None),
             Ok(Fetched::Body { bytes, validators }) => {
-                let parsed = parse(&cfg, &bytes)?;
-                Ok(Some((parsed, bytes, validators)))
+                let mut parsed = parse(&cfg, &bytes)?;
+                // The compact set is all the agent keeps; the Vec<Cidr> is
+                // four times its size, so it goes before the lock is taken.
+                let set = FeedSet::from_cidrs(&parsed.entries);
+                parsed.entries = Vec::new();
+                Ok(Some((parsed, set, bytes, validators)))
             }
             Err(e) => Err(e.to_string()),
         }
     })
     .await
     .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
-    lock(&agent).finish_refresh(&name, work, force)
+    let (result, job) = lock(&agent).finish_refresh(&name, work, force);
+    if let Some(job) = job {
+        // Enforcement already has the new list; the copy can follow.
+        tokio::task::spawn_blocking(move || job.run());
+    }
+    result
 }
 
 /// Where a feed's data comes from, for `feeds list`.

@@ -278,8 +278,19 @@ impl<'o> Sink<'o> {
         feed.format = format;
         // Order is what makes the agent's diff against the maps a merge
         // rather than a hash; duplicates are common across aggregated lists.
-        feed.entries.sort_unstable();
+        // The integer key orders exactly like `Cidr`'s `Ord` (family, then
+        // address, then length) and compares several times faster than the
+        // enum, which matters at a million entries.
+        feed.entries.sort_unstable_by_key(sort_key);
         feed.entries.dedup();
         feed
+    }
+}
+
+/// `Cidr`'s order as plain integers.
+fn sort_key(c: &Cidr) -> (bool, u128, u8) {
+    match c.addr() {
+        std::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), c.prefix_len()),
+        std::net::IpAddr::V6(a) => (true, u128::from(a), c.prefix_len()),
     }
 }
