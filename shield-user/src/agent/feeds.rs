@@ -96,9 +96,10 @@ fn parse_options(cfg: &FeedConfig) -> ParseOptions {
     }
 }
 
-/// Parses a body (on a blocking thread: a million lines take ~0.2 s).
+/// Parses a body (on a blocking thread: a million lines take ~0.1 s). The
+/// entries come unsorted: the `FeedSet` built from them sorts and dedups.
 fn parse(cfg: &FeedConfig, bytes: &[u8]) -> Result<ParsedFeed, String> {
-    feeds::parse_feed(Cursor::new(bytes), &parse_options(cfg)).map_err(|e| e.to_string())
+    feeds::parse_feed_unordered(Cursor::new(bytes), &parse_options(cfg)).map_err(|e| e.to_string())
 }
 
 fn reject_lines(p: &ParsedFeed) -> Vec<String> {

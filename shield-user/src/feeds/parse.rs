@@ -21,6 +21,21 @@ use crate::net::{Cidr, CidrError};
 /// broad lines are skipped and counted in the result, and the first few are
 /// kept with their line numbers.
 pub fn parse_feed<R: BufRead>(input: R, opts: &ParseOptions) -> io::Result<ParsedFeed> {
+    let mut feed = parse_feed_unordered(input, opts)?;
+    // Order is what makes the agent's diff against the maps a merge rather
+    // than a hash; duplicates are common across aggregated lists. The
+    // integer key orders exactly like `Cidr`'s `Ord` (family, then address,
+    // then length) and compares several times faster than the enum.
+    feed.entries.sort_unstable_by_key(sort_key);
+    feed.entries.dedup();
+    Ok(feed)
+}
+
+/// As [`parse_feed`], but `entries` come in input order, duplicates kept.
+/// For callers that build a [`super::FeedSet`], which sorts its compact keys
+/// faster than a `Vec<Cidr>` sorts (a refresh of a million lines saves about
+/// 40 ms that way).
+pub fn parse_feed_unordered<R: BufRead>(input: R, opts: &ParseOptions) -> io::Result<ParsedFeed> {
     let mut reader = LineReader::new(input);
     let mut sink = Sink::new(opts);
 
@@ -276,13 +291,6 @@ impl<'o> Sink<'o> {
     fn finish(self, format: FeedFormat) -> ParsedFeed {
         let mut feed = self.feed;
         feed.format = format;
-        // Order is what makes the agent's diff against the maps a merge
-        // rather than a hash; duplicates are common across aggregated lists.
-        // The integer key orders exactly like `Cidr`'s `Ord` (family, then
-        // address, then length) and compares several times faster than the
-        // enum, which matters at a million entries.
-        feed.entries.sort_unstable_by_key(sort_key);
-        feed.entries.dedup();
         feed
     }
 }

@@ -758,3 +758,24 @@ fn million_lines_timing() {
         );
     }
 }
+
+#[test]
+fn unordered_parse_has_the_same_entries_and_counts() {
+    let body = "10.0.0.9\n10.0.0.1\n# c\n10.0.0.9\n2001:db8::/32\nbad\n10.0.0.0/8\n";
+    let o = opts(FeedFormat::Plain);
+    let sorted = parse_feed(body.as_bytes(), &o).unwrap();
+    let mut raw = super::parse_feed_unordered(body.as_bytes(), &o).unwrap();
+    assert_eq!(raw.entries.len(), 5, "input order, duplicate kept");
+    assert_eq!(raw.entries[0], "10.0.0.9".parse().unwrap());
+    raw.entries.sort();
+    raw.entries.dedup();
+    assert_eq!(raw, sorted);
+    assert_eq!(
+        super::FeedSet::from_cidrs(
+            &super::parse_feed_unordered(body.as_bytes(), &o)
+                .unwrap()
+                .entries
+        ),
+        super::FeedSet::from_cidrs(&sorted.entries)
+    );
+}

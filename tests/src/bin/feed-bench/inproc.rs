@@ -14,7 +14,7 @@ use shield_user::{
     dataplane::{Dataplane, LoadOptions},
     feeds::{
         FeedIndex, FeedSet, FetchOptions, Fetched, ParseOptions, Validators, apply_plan, cache,
-        fetch, parse_feed,
+        fetch, parse_feed_unordered,
     },
     net::Cidr,
 };
@@ -77,7 +77,8 @@ pub fn load(
     let fetch_t = t.elapsed();
 
     let t = Instant::now();
-    let parsed = parse_feed(&bytes[..], &ParseOptions::default()).ctx(|| "parsing")?;
+    // The agent's path: unordered entries, sorted once as compact keys by FeedSet.
+    let parsed = parse_feed_unordered(&bytes[..], &ParseOptions::default()).ctx(|| "parsing")?;
     let parse_t = t.elapsed();
     if parsed.rejected > 0 {
         return Err(format!(

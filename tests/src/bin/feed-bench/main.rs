@@ -557,7 +557,7 @@ fn markdown(
     let _ = writeln!(w, "|---|---:|---:|");
     let steps: [(&str, Step); 8] = [
         ("read the file", |l| l.fetch),
-        ("parse (`parse_feed`)", |l| l.parse),
+        ("parse (`parse_feed_unordered`, as the agent)", |l| l.parse),
         ("build the set (`FeedSet`)", |l| l.set),
         ("diff against the index (plan)", |l| l.plan),
         ("map writes (apply)", |l| l.apply),
