@@ -490,10 +490,17 @@ pub async fn refresh(
     .await
     .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
     let (result, job) = lock(&agent).finish_refresh(&name, work, force);
-    if let Some(job) = job {
-        // Enforcement already has the new list; the copy can follow.
-        tokio::task::spawn_blocking(move || job.run());
-    }
+    // Enforcement already has the new list; the copy can follow. Then hand
+    // the refresh's buffers (body, parse) back to the kernel: glibc keeps
+    // freed arena memory otherwise, and a million-line refresh leaves tens
+    // of MiB resident that the next refresh would not reuse first.
+    tokio::task::spawn_blocking(move || {
+        if let Some(job) = job {
+            job.run();
+        }
+        // SAFETY: malloc_trim only releases free memory; no pointers change.
+        unsafe { libc::malloc_trim(0) };
+    });
     result
 }
 
