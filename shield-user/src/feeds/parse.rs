@@ -214,6 +214,12 @@ fn spamhaus_json_line(line: &[u8]) -> Result<Outcome, Reason> {
 /// One IP or CIDR, host bits forgiven. `data` is trimmed and must be the
 /// address alone.
 fn address(data: &[u8]) -> Result<(Cidr, bool), Reason> {
+    // Most feed lines are plain IPv4: a strict hand-written parser takes
+    // them in a fraction of the time of std's (which handles every form).
+    // Anything it does not accept goes the general way below.
+    if let Some(found) = fast_v4(data) {
+        return Ok(found);
+    }
     // The common case first: valid ASCII that parses. The checks below only
     // run to explain a failure.
     let parsed = std::str::from_utf8(data).map(Cidr::parse_normalizing);
@@ -300,5 +306,108 @@ fn sort_key(c: &Cidr) -> (bool, u128, u8) {
     match c.addr() {
         std::net::IpAddr::V4(a) => (false, u128::from(u32::from(a)), c.prefix_len()),
         std::net::IpAddr::V6(a) => (true, u128::from(a), c.prefix_len()),
+    }
+}
+
+/// `a.b.c.d` or `a.b.c.d/len`, exactly as `Cidr::parse_normalizing` would
+/// read it (no leading zeros, octets ≤ 255, lengths ≤ 32), or `None` for
+/// the general parser to decide, including to explain an error.
+fn fast_v4(data: &[u8]) -> Option<(Cidr, bool)> {
+    let (addr_part, len_part) = match data.iter().position(|&b| b == b'/') {
+        Some(i) => (&data[..i], Some(&data[i + 1..])),
+        None => (data, None),
+    };
+    let mut octets = [0u8; 4];
+    let mut parts = addr_part.split(|&b| b == b'.');
+    for o in &mut octets {
+        *o = small_number(parts.next()?, 255)? as u8;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    let addr = std::net::IpAddr::from(octets);
+    match len_part {
+        None => Some((Cidr::host(addr), false)),
+        Some(l) => {
+            let len = small_number(l, 32)? as u8;
+            let c = Cidr::truncating(addr, len);
+            Some((c, c.addr() != addr))
+        }
+    }
+}
+
+/// 1 to 3 ASCII digits without a leading zero (a lone `0` is fine), at
+/// most `max`.
+fn small_number(digits: &[u8], max: u16) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 3 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut n: u16 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u16::from(d - b'0');
+    }
+    (n <= max).then_some(n)
+}
+
+#[cfg(test)]
+mod fast_v4_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn agrees_with_the_general_parser_on_the_edges() {
+        for t in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.0/8",
+            "10.1.2.3/8",
+            "1.2.3.4/32",
+            "1.2.3.4/0",
+            "01.2.3.4",
+            "1.2.3.256",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/08",
+            "1.2.3.4/008",
+            "1..3.4",
+            "a.b.c.d",
+            "1.2.3.4 ",
+            "",
+        ] {
+            let fast = fast_v4(t.as_bytes());
+            let slow = Cidr::parse_normalizing(t).ok();
+            if let Some(f) = fast {
+                assert_eq!(Some(f), slow, "{t:?}");
+            }
+        }
+        assert!(fast_v4(b"1.2.3.4").is_some());
+        assert!(fast_v4(b"10.1.2.3/8").unwrap().1, "normalized");
+    }
+
+    proptest! {
+        /// Whatever the fast path accepts, the general parser reads the same.
+        #[test]
+        fn never_disagrees(text in "[0-9./]{0,20}") {
+            if let Some(f) = fast_v4(text.as_bytes()) {
+                prop_assert_eq!(Some(f), Cidr::parse_normalizing(&text).ok());
+            }
+        }
+
+        /// And it takes every well-formed address.
+        #[test]
+        fn takes_every_plain_address(a: u8, b: u8, c: u8, d: u8, len in proptest::option::of(0u8..=32)) {
+            let text = match len {
+                Some(l) => format!("{a}.{b}.{c}.{d}/{l}"),
+                None => format!("{a}.{b}.{c}.{d}"),
+            };
+            prop_assert_eq!(fast_v4(text.as_bytes()), Cidr::parse_normalizing(&text).ok());
+        }
     }
 }
