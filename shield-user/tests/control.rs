@@ -524,10 +524,12 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn a_peer_outside_the_group_is_denied_by_the_server() {
-    let srv = TestServer::start(ServerConfig {
+    let config = ServerConfig {
         group: "nogroup".into(),
         ..quick()
-    });
+    };
+    let counters = config.counters.clone();
+    let srv = TestServer::start(config);
     // Open the file up so the connection reaches the server's own check.
     std::fs::set_permissions(&srv.path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = shieldctl_as_nobody(&srv, 65533, &[], &["--json", "status"]);
@@ -541,6 +543,11 @@ fn a_peer_outside_the_group_is_denied_by_the_server() {
     );
     let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["kind"], "denied");
+    assert_eq!(
+        counters.read(),
+        (0, 0, 1),
+        "counted as denied, nothing else"
+    );
 }
 
 #[test]

@@ -249,6 +249,7 @@ fn metrics_report_drops_bans_and_attachment() {
     let _agent = home.start(&lab, &[]);
     assert_eq!(lab.udp_through(lab.server_v4, PORT, 20), 0);
     home.ctl_ok(&["ban", "add", "192.0.2.0/24"]);
+    assert_eq!(home.ctl(&["ban", "del", "198.51.100.0/24"]).code, Some(1));
     let text = shield_tests::agent::scrape(&lab.server_ns, 19964);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let m = |s: &str| {
@@ -273,6 +274,8 @@ fn metrics_report_drops_bans_and_attachment() {
         1.0
     );
     assert!(text.contains("shield_build_info{"), "{text}");
+    assert!(m("shield_control_requests_total{outcome=\"ok\"}") >= 1.0);
+    assert!(m("shield_control_requests_total{outcome=\"error\"}") >= 1.0);
     let _ = banned;
 }
 

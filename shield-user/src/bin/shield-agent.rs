@@ -88,14 +88,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     // The socket first: a second agent must fail before touching the maps.
     let cfg = agent::load_config(&opts, dataplane::kernel_clock_tick_ns())?;
-    let socket =
-        ControlSocket::bind(&cfg.control_socket, ServerConfig::default()).map_err(|e| {
-            let code = match e {
-                ServerError::AlreadyRunning { .. } | ServerError::NotASocket { .. } => 2,
-                ServerError::Io { .. } => 1,
-            };
-            Failure(code, format!("control socket: {e}"))
-        })?;
+    let server_config = ServerConfig::default();
+    let requests = server_config.counters.clone();
+    let socket = ControlSocket::bind(&cfg.control_socket, server_config).map_err(|e| {
+        let code = match e {
+            ServerError::AlreadyRunning { .. } | ServerError::NotASocket { .. } => 2,
+            ServerError::Io { .. } => 1,
+        };
+        Failure(code, format!("control socket: {e}"))
+    })?;
     let metrics_listener =
         shield_user::metrics::bind(cfg.metrics_listen).map_err(|e| Failure(2, e.to_string()))?;
     let agent = Agent::start(opts)?;
@@ -103,7 +104,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure(1, format!("starting the event loop: {e}")))?;
-    let result = rt.block_on(main_loop(agent, socket, metrics_listener));
+    let result = rt.block_on(main_loop(agent, socket, metrics_listener, requests));
     // A feed download may still be running on a blocking thread; exiting
     // must not wait for its timeout (systemd would SIGKILL us meanwhile).
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -166,6 +167,7 @@ async fn main_loop(
     agent: Agent,
     socket: ControlSocket,
     metrics_listener: std::net::TcpListener,
+    requests: Arc<shield_user::control::RequestCounters>,
 ) -> Result<(), Failure> {
     let mut agent_ref = agent;
     let ring = agent_ref
@@ -203,8 +205,12 @@ async fn main_loop(
         let listener = tokio::net::TcpListener::from_std(metrics_listener)
             .map_err(|e| Failure(1, format!("metrics listener: {e}")))?;
         let agent = agent.clone();
-        let snapshot: shield_user::metrics::SnapshotFn =
-            Arc::new(move || lock(&agent).metrics_snapshot());
+        let snapshot: shield_user::metrics::SnapshotFn = Arc::new(move || {
+            let mut s = lock(&agent).metrics_snapshot();
+            let (ok, error, denied) = requests.read();
+            s.control_requests = Some(shield_user::metrics::ControlRequests { ok, error, denied });
+            s
+        });
         tokio::spawn(shield_user::metrics::serve(
             listener,
             snapshot,

@@ -15,7 +15,9 @@ pub mod units;
 
 pub use client::{Client, ClientError, DEFAULT_SOCKET};
 pub use protocol::{ErrorKind, ErrorReply, PROTOCOL_VERSION, Reply, Request, Response};
-pub use server::{ControlSocket, Handler, Peer, ServerConfig, ServerError, handler_fn, serve};
+pub use server::{
+    ControlSocket, Handler, Peer, RequestCounters, ServerConfig, ServerError, handler_fn, serve,
+};
 
 #[cfg(test)]
 mod fuzz;

@@ -99,6 +99,33 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// After shutdown, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
+    /// Requests answered, by outcome, for the agent's metrics.
+    pub counters: Arc<RequestCounters>,
+}
+
+/// Requests by outcome: `ok`, `error` (answered with an error, including
+/// malformed requests), `denied` (the peer may not use the socket).
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub error: std::sync::atomic::AtomicU64,
+    pub denied: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCounters {
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (ok, error, denied) now.
+    pub fn read(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.ok.load(Relaxed),
+            self.error.load(Relaxed),
+            self.denied.load(Relaxed),
+        )
+    }
 }
 
 impl Default for ServerConfig {
@@ -111,6 +138,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            counters: Arc::default(),
         }
     }
 }
@@ -542,6 +570,7 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         // Denial comes after reading the request: the client gets its answer
         // instead of a broken pipe on its write.
         if let Err(msg) = &authorized {
+            RequestCounters::bump(&ctx.config.counters.denied);
             warn!("control client {peer} denied");
             send(stream, &Response::error(ErrorKind::Denied, msg), ctx).await;
             return;
@@ -549,6 +578,7 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         let req = match decode_request(&body) {
             Ok(r) => r,
             Err(e) => {
+                RequestCounters::bump(&ctx.config.counters.error);
                 debug!("control client {peer}: {e}");
                 send(stream, &Response::error(e.kind(), e.to_string()), ctx).await;
                 return;
@@ -568,6 +598,10 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
                 )
             }
         };
+        RequestCounters::bump(match resp {
+            Response::Ok(_) => &ctx.config.counters.ok,
+            Response::Err(_) => &ctx.config.counters.error,
+        });
         if !send(stream, &resp, ctx).await {
             debug!("control client {peer} did not take its reply; closing");
             return;
