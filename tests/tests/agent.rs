@@ -336,3 +336,30 @@ fn auto_mode_falls_back_to_skb_where_native_is_unavailable() {
         agent.logs()
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let (lab, home, _banned, _clean) = setup();
+    let agent = home.start(&lab, &["--log-format", "json"]);
+    assert!(agent.stop().success());
+    let logs = agent_logs(&home);
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{logs}");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(logs.contains("\"message\":\"attached\""), "{logs}");
+}
+
+/// Every log file the home's agents wrote (stderr captures).
+fn agent_logs(home: &AgentHome) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(&home.dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "err") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    out
+}
