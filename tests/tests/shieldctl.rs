@@ -420,3 +420,31 @@ fn ipv6_bans_cover_the_configured_prefix() {
         "unbanned v6 source passes again"
     );
 }
+
+#[test]
+fn a_sustained_flood_becomes_an_autoban() {
+    let cfg = "[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n";
+    let (lab, home, agent) = setup(cfg);
+    let src = lab.client_v4;
+    let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let row = loop {
+        let list = home.ctl_json(&["ban", "list"]);
+        if let Some(r) = list["data"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no autoban: {}",
+            agent.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    flows.stop();
+    assert_eq!(row["net"], format!("{src}/32"), "{row}");
+    assert_eq!(row["origin"], "autoban", "{row}");
+    let left = row["expires_in_secs"].as_u64().unwrap();
+    assert!((50..=60).contains(&left), "{row}");
+    assert!(agent.logs().contains("autoban"), "{}", agent.logs());
+    assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0, "banned now");
+}
