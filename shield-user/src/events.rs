@@ -61,13 +61,15 @@ pub fn event_source(ev: &FloodEvent, ipv6_prefix: u8) -> Cidr {
 }
 
 impl FloodTracker {
-    pub fn on_event(&mut self, ev: &FloodEvent, ipv6_prefix: u8) {
+    /// Records one event; returns the flood's source when the event starts
+    /// a new flood (a first event, or the first after a gap).
+    pub fn on_event(&mut self, ev: &FloodEvent, ipv6_prefix: u8) -> Option<Cidr> {
         self.events_total += 1;
         let source = event_source(ev, ipv6_prefix);
-        let f = self
-            .floods
-            .entry((source, ev.class))
-            .or_insert_with(|| Flood {
+        let mut started = false;
+        let f = self.floods.entry((source, ev.class)).or_insert_with(|| {
+            started = true;
+            Flood {
                 source,
                 class: ev.class,
                 tier: ev.tier,
@@ -78,16 +80,19 @@ impl FloodTracker {
                 drop_rate: 0.0,
                 sample: None,
                 banned: false,
-            });
+            }
+        });
         if ev.ts_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
             // The old flood ended; this is a new one.
             f.first_ns = ev.ts_ns;
             f.events = 0;
             f.banned = false;
+            started = true;
         }
         f.last_ns = f.last_ns.max(ev.ts_ns);
         f.events += 1;
         f.syn |= ev.kind == FLOOD_SYNS;
+        started.then_some(source)
     }
 
     /// Forgets floods that ended.

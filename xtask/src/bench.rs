@@ -43,61 +43,55 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     setup::run()?;
-    let doc = cmd::root().join("docs/BENCHMARKS.md");
     if args.only != Some(Part::Feeds) {
-        let mut c = Command::new("cargo");
-        c.args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "shield-tests",
-            "--bin",
+        let (repeat, rounds) = (args.repeat.to_string(), args.rounds.to_string());
+        bench_bin(
             "shield-bench",
-            "--",
-        ])
-        .args([
-            "--repeat",
-            &args.repeat.to_string(),
-            "--rounds",
-            &args.rounds.to_string(),
-        ])
-        .current_dir(cmd::root());
-        if args.write {
-            c.arg("--write").arg(&doc);
-        }
-        cmd::run(&mut c)?;
+            &["--repeat", &repeat, "--rounds", &rounds],
+            args.write,
+        )?;
     }
     if args.only != Some(Part::Packets) {
         // The feed benchmark starts the real agent and shieldctl, which
         // it finds next to itself in target/release.
         cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
-        let mut c = Command::new("cargo");
-        c.args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "shield-tests",
-            "--bin",
+        let (rounds, entries) = (args.feed_rounds.to_string(), args.feed_entries.to_string());
+        bench_bin(
             "feed-bench",
-            "--",
-        ])
-        .args([
-            "--rounds",
-            &args.feed_rounds.to_string(),
-            "--entries",
-            &args.feed_entries.to_string(),
-            "--command",
-            &invocation(),
-        ])
-        .current_dir(cmd::root());
-        if args.write {
-            c.arg("--write").arg(&doc);
-        }
-        cmd::run(&mut c)?;
+            &[
+                "--rounds",
+                &rounds,
+                "--entries",
+                &entries,
+                "--command",
+                &invocation(),
+            ],
+            args.write,
+        )?;
     }
     Ok(())
+}
+
+/// Runs a benchmark binary of the tests crate in release mode; with
+/// `write`, it rewrites its own section of docs/BENCHMARKS.md.
+fn bench_bin(bin: &str, args: &[&str], write: bool) -> anyhow::Result<()> {
+    let mut c = Command::new("cargo");
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "shield-tests",
+        "--bin",
+        bin,
+        "--",
+    ])
+    .args(args)
+    .current_dir(cmd::root());
+    if write {
+        c.arg("--write").arg(cmd::root().join("docs/BENCHMARKS.md"));
+    }
+    cmd::run(&mut c)
 }
 
 /// This run's command line as the user typed it (`cargo xtask bench

@@ -89,9 +89,9 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
             persist,
         } => {
             let limits = LimitSet {
-                packets: packets.map(to_rate),
+                packets: packets.map(Rate::from),
                 packet_burst,
-                connections: connections.map(to_rate),
+                connections: connections.map(Rate::from),
                 connection_burst,
             };
             limits_set(agent, target, limits, for_secs, persist)
@@ -426,10 +426,6 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
 /// A config rate in the protocol's notation; `None` is no limit.
 pub fn rate_spec(r: Option<Rate>) -> RateSpec {
     r.map_or(RateSpec::Unlimited, RateSpec::from)
-}
-
-fn to_rate(s: RateSpec) -> Rate {
-    Rate::from(s)
 }
 
 fn limit_row(agent: &Agent, tier: u16, class: u16, l: &(ResolvedLimit, ResolvedLimit)) -> LimitRow {

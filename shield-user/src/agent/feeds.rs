@@ -305,7 +305,7 @@ impl Agent {
     fn finish_refresh(
         &mut self,
         name: &str,
-        outcome: Result<Option<Fetched2>, String>,
+        outcome: Result<Option<Download>, String>,
         force: bool,
     ) -> (Result<String, String>, Option<CacheJob>) {
         let mut job = None;
@@ -416,7 +416,7 @@ impl Agent {
 
 /// A parsed download: the report (entries moved out), the entries as the
 /// compact set, the body and its validators.
-type Fetched2 = (ParsedFeed, FeedSet, Vec<u8>, Validators);
+type Download = (ParsedFeed, FeedSet, Vec<u8>, Validators);
 
 /// Keeping a body as the feed's last good copy.
 pub struct CacheJob {

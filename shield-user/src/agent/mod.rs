@@ -162,9 +162,10 @@ impl Agent {
     /// Loads (or adopts) the pinned maps, brings them to the configured
     /// policy by writing only what differs, restores bans, and attaches to
     /// every interface (replacing a previous program atomically).
-    pub fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
+    /// `cfg` is what [`load_config`] made of `opts` (the caller needs it
+    /// first, to bind the control socket before touching the maps).
+    pub fn start(opts: AgentOptions, cfg: Config) -> Result<Agent, AgentError> {
         let tick_ns = dataplane::kernel_clock_tick_ns();
-        let cfg = load_config(&opts, tick_ns)?;
         for w in unsupported(&cfg) {
             tracing::warn!("{w}");
         }
@@ -444,15 +445,9 @@ impl Agent {
         }
         // SAFETY: FloodEvent is plain old data and the buffer holds enough bytes.
         let ev: FloodEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let new = !self.floods.all().any(|f| {
-            f.class == ev.class
-                && f.last_ns + crate::events::FLOOD_GAP_NS >= ev.ts_ns
-                && f.source == crate::events::event_source(&ev, self.cfg.ipv6_prefix)
-        });
-        self.floods.on_event(&ev, self.cfg.ipv6_prefix);
-        if new {
+        if let Some(source) = self.floods.on_event(&ev, self.cfg.ipv6_prefix) {
             tracing::info!(
-                source = %crate::events::event_source(&ev, self.cfg.ipv6_prefix),
+                source = %source,
                 class = self.policy.classes.get(ev.class as usize).map_or("?", String::as_str),
                 tier = self.policy.tiers.get(ev.tier as usize).map_or("?", String::as_str),
                 kind = if ev.kind == shield_common::event::FLOOD_SYNS { "connections" } else { "packets" },

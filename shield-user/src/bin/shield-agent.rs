@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     })?;
     let metrics_listener =
         shield_user::metrics::bind(cfg.metrics_listen).map_err(|e| Failure(2, e.to_string()))?;
-    let agent = Agent::start(opts)?;
+    let agent = Agent::start(opts, cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
