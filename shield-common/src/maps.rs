@@ -135,6 +135,7 @@ pub const BAN_FOREVER: u64 = u64::MAX;
 pub const BAN_ORIGIN_MANUAL: u8 = 1;
 pub const BAN_ORIGIN_AUTOBAN: u8 = 2;
 pub const BAN_ORIGIN_FEED: u8 = 3;
+pub const BAN_ORIGIN_CROWDSEC: u8 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

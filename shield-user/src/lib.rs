@@ -5,6 +5,7 @@ pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod dataplane;
 pub mod events;
 pub mod feeds;

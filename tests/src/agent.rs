@@ -175,7 +175,7 @@ impl Drop for AgentHome {
 
 /// Moves the child into `ns`'s network namespace (only: it keeps the host's
 /// mount namespace, so bpffs pins are shared, unlike `ip netns exec`).
-fn run_in_netns(cmd: &mut Command, ns: &str) {
+pub fn run_in_netns(cmd: &mut Command, ns: &str) {
     let f = fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
     // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
     unsafe {

@@ -6,4 +6,5 @@ pub mod flow;
 pub mod harness;
 pub mod http;
 pub mod lab;
+pub mod lapi;
 pub mod packet;

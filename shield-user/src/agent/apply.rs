@@ -67,9 +67,9 @@ pub(super) fn apply_with_bans(
     if prefix_changed {
         let prefix = dp.config()?.ipv6_prefix;
         let mut kept = Vec::new();
-        for b in bans.v6_bans() {
-            bans.enforce(dp, &b)?;
-            if let Placement::ExactV6(k) = ban_placement(b.net, prefix) {
+        for net in bans.v6_bans() {
+            bans.enforce(dp, net)?;
+            if let Placement::ExactV6(k) = ban_placement(net, prefix) {
                 kept.push(k);
             }
         }

@@ -1,5 +1,10 @@
 //! Bans: the kernel maps enforce them, the journal in `state_dir` remembers
 //! them across reboots (when the pins are gone), with wall-clock expiries.
+//!
+//! A prefix can be held by several origins at once (a manual ban and a
+//! CrowdSec decision on the same address): each origin keeps its own
+//! record, and the kernel entry lasts as long as the longest of them. One
+//! origin letting go never lifts a ban another still holds.
 
 use std::{
     collections::BTreeMap,
@@ -8,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use shield_common::maps::{
-    BAN_FOREVER, BAN_ORIGIN_AUTOBAN, BAN_ORIGIN_FEED, BAN_ORIGIN_MANUAL, Ban,
+    BAN_FOREVER, BAN_ORIGIN_AUTOBAN, BAN_ORIGIN_CROWDSEC, BAN_ORIGIN_FEED, BAN_ORIGIN_MANUAL, Ban,
 };
 
 use crate::{
@@ -26,6 +31,8 @@ pub enum BanOrigin {
     Manual,
     Autoban,
     Feed,
+    /// A decision from CrowdSec's LAPI.
+    Crowdsec,
 }
 
 impl BanOrigin {
@@ -34,6 +41,7 @@ impl BanOrigin {
             BanOrigin::Manual => "manual",
             BanOrigin::Autoban => "autoban",
             BanOrigin::Feed => "feed",
+            BanOrigin::Crowdsec => "crowdsec",
         }
     }
 
@@ -42,6 +50,7 @@ impl BanOrigin {
             BanOrigin::Manual => BAN_ORIGIN_MANUAL,
             BanOrigin::Autoban => BAN_ORIGIN_AUTOBAN,
             BanOrigin::Feed => BAN_ORIGIN_FEED,
+            BanOrigin::Crowdsec => BAN_ORIGIN_CROWDSEC,
         }
     }
 
@@ -49,6 +58,7 @@ impl BanOrigin {
         match c {
             BAN_ORIGIN_AUTOBAN => BanOrigin::Autoban,
             BAN_ORIGIN_FEED => BanOrigin::Feed,
+            BAN_ORIGIN_CROWDSEC => BanOrigin::Crowdsec,
             _ => BanOrigin::Manual,
         }
     }
@@ -92,7 +102,8 @@ pub enum BanError {
 #[derive(Debug)]
 pub struct BanBook {
     path: PathBuf,
-    bans: BTreeMap<Cidr, BanRecord>,
+    /// Each prefix's holders: at most one record per origin, never empty.
+    bans: BTreeMap<Cidr, Vec<BanRecord>>,
 }
 
 /// What [`BanBook::restore`] did.
@@ -101,6 +112,39 @@ pub struct Restored {
     pub from_journal: usize,
     pub expired: usize,
     pub adopted_from_maps: usize,
+}
+
+/// What [`BanBook::sync_crowdsec`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CrowdsecSync {
+    /// Prefixes CrowdSec holds now and did not before.
+    pub added: usize,
+    /// Prefixes whose CrowdSec expiry moved.
+    pub updated: usize,
+    /// Prefixes CrowdSec let go of.
+    pub removed: usize,
+    /// Of the removed, those another origin still holds (still blocked).
+    pub still_held: usize,
+}
+
+impl CrowdsecSync {
+    pub fn changed(&self) -> bool {
+        self.added + self.updated + self.removed > 0
+    }
+}
+
+/// A CrowdSec expiry that moved by less than this is the same decision seen
+/// again (a resync recomputes "now + remaining" a few ms later); rewriting
+/// it would only churn the maps and the journal.
+const SAME_EXPIRY_MS: u64 = 2_000;
+
+/// What one prefix's kernel entry must say: the longest-lasting unexpired
+/// holder (`None` when none is left).
+fn combined(holders: &[BanRecord], now_ms: u64) -> Option<&BanRecord> {
+    holders
+        .iter()
+        .filter(|b| !b.expired(now_ms))
+        .max_by_key(|b| b.expires_unix_ms.unwrap_or(u64::MAX))
 }
 
 impl BanBook {
@@ -116,10 +160,36 @@ impl BanBook {
             }
             Err(e) => return Err(e.into()),
         };
-        let bans = journal
-            .map(|j| j.bans.into_iter().map(|b| (b.net, b)).collect())
-            .unwrap_or_default();
-        Ok(BanBook { path, bans })
+        let mut book = BanBook {
+            path,
+            bans: BTreeMap::new(),
+        };
+        for b in journal.map(|j| j.bans).unwrap_or_default() {
+            book.put(b);
+        }
+        Ok(book)
+    }
+
+    /// Sets `rec` as its origin's hold on its prefix.
+    fn put(&mut self, rec: BanRecord) -> Option<BanRecord> {
+        let holders = self.bans.entry(rec.net).or_default();
+        match holders.iter_mut().find(|h| h.origin == rec.origin) {
+            Some(h) => Some(std::mem::replace(h, rec)),
+            None => {
+                holders.push(rec);
+                None
+            }
+        }
+    }
+
+    /// Writes (or removes) the kernel entry for `net` from its holders.
+    fn enforce_net(&self, dp: &mut Dataplane, net: Cidr) -> Result<(), BanError> {
+        let now_ms = clock::unix_ms();
+        match self.bans.get(&net).and_then(|h| combined(h, now_ms)) {
+            Some(b) => dp.set_ban(net, &kernel_ban(b, now_ms, clock::monotonic_ns()))?,
+            None => dp.remove_ban(net)?,
+        }
+        Ok(())
     }
 
     /// Makes the maps and the journal agree: journal bans still running are
@@ -134,10 +204,10 @@ impl BanBook {
                 dp.remove_ban(net)?;
                 continue;
             }
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.bans.entry(net) {
+            if !self.bans.contains_key(&net) {
                 let expires_unix_ms = (ban.expires_ns != BAN_FOREVER)
                     .then(|| clock::mono_to_wall(ban.expires_ns, now_mono, now_ms));
-                slot.insert(BanRecord {
+                self.put(BanRecord {
                     net,
                     origin: BanOrigin::from_code(ban.origin),
                     reason: Some("found in the kernel maps, not in the journal".into()),
@@ -148,8 +218,9 @@ impl BanBook {
             }
         }
         r.expired = self.drop_expired(dp, now_ms)?;
-        for b in self.bans.values() {
-            dp.set_ban(b.net, &kernel_ban(b, now_ms, now_mono))?;
+        let nets: Vec<Cidr> = self.bans.keys().copied().collect();
+        for net in nets {
+            self.enforce_net(dp, net)?;
             r.from_journal += 1;
         }
         r.from_journal -= r.adopted_from_maps;
@@ -158,34 +229,128 @@ impl BanBook {
     }
 
     /// Journals, then enforces: a crash in between leaves a ban the next
-    /// start enforces, never an enforced ban nobody remembers.
+    /// start enforces, never an enforced ban nobody remembers. Replaces the
+    /// same origin's earlier hold on the prefix; other origins' stay.
     pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
-        let prev = self.bans.insert(rec.net, rec.clone());
+        let net = rec.net;
+        let prev = self.put(rec.clone());
         if let Err(e) = self.save() {
-            match prev {
-                Some(p) => self.bans.insert(rec.net, p),
-                None => self.bans.remove(&rec.net),
-            };
+            self.release(net, rec.origin);
+            if let Some(p) = prev {
+                self.put(p);
+            }
             return Err(e);
         }
-        dp.set_ban(
-            rec.net,
-            &kernel_ban(&rec, clock::unix_ms(), clock::monotonic_ns()),
-        )?;
-        Ok(())
+        self.enforce_net(dp, net)
     }
 
-    /// Lifts a ban; `Ok(false)` when there was none.
+    /// Drops `origin`'s hold on `net` from the book only.
+    fn release(&mut self, net: Cidr, origin: BanOrigin) -> Option<BanRecord> {
+        let holders = self.bans.get_mut(&net)?;
+        let i = holders.iter().position(|h| h.origin == origin)?;
+        let old = holders.remove(i);
+        if holders.is_empty() {
+            self.bans.remove(&net);
+        }
+        Some(old)
+    }
+
+    /// Lifts the local holds (manual, autoban, feed) on a ban; `Ok(false)`
+    /// when there were none. A CrowdSec decision on the same prefix stays:
+    /// it is lifted where it was made (`cscli decisions delete`), or it
+    /// would come back at the next resync.
     pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
-        let Some(old) = self.bans.remove(&net) else {
+        let Some(holders) = self.bans.get(&net) else {
             return Ok(false);
         };
-        dp.remove_ban(net)?;
+        let local: Vec<BanOrigin> = holders
+            .iter()
+            .map(|h| h.origin)
+            .filter(|o| *o != BanOrigin::Crowdsec)
+            .collect();
+        if local.is_empty() {
+            return Ok(false);
+        }
+        let old: Vec<BanRecord> = local.iter().filter_map(|o| self.release(net, *o)).collect();
         if let Err(e) = self.save() {
-            self.bans.insert(net, old);
+            for o in old {
+                self.put(o);
+            }
             return Err(e);
         }
+        self.enforce_net(dp, net)?;
         Ok(true)
+    }
+
+    /// Whether a CrowdSec decision holds `net`.
+    pub fn crowdsec_holds(&self, net: &Cidr) -> bool {
+        self.bans
+            .get(net)
+            .is_some_and(|h| h.iter().any(|b| b.origin == BanOrigin::Crowdsec))
+    }
+
+    /// Makes CrowdSec's holds exactly `desired` (one diff, one journal
+    /// write): new prefixes are banned, moved expiries rewritten, prefixes
+    /// CrowdSec no longer lists released. A released prefix that another
+    /// origin holds stays banned.
+    pub fn sync_crowdsec(
+        &mut self,
+        dp: &mut Dataplane,
+        desired: &BTreeMap<Cidr, crate::crowdsec::Desired>,
+    ) -> Result<CrowdsecSync, BanError> {
+        let now_ms = clock::unix_ms();
+        let mut out = CrowdsecSync::default();
+        let mut touched = Vec::new();
+        let held: Vec<Cidr> = self
+            .bans
+            .iter()
+            .filter(|(_, h)| h.iter().any(|b| b.origin == BanOrigin::Crowdsec))
+            .map(|(n, _)| *n)
+            .collect();
+        for net in held {
+            if !desired.contains_key(&net) {
+                self.release(net, BanOrigin::Crowdsec);
+                out.removed += 1;
+                if self.bans.contains_key(&net) {
+                    out.still_held += 1;
+                }
+                touched.push(net);
+            }
+        }
+        for (net, want) in desired {
+            let cur = self.bans.get(net).and_then(|h| {
+                h.iter()
+                    .find(|b| b.origin == BanOrigin::Crowdsec)
+                    .and_then(|b| b.expires_unix_ms)
+            });
+            match cur {
+                Some(e) if e.abs_diff(want.expires_unix_ms) < SAME_EXPIRY_MS => continue,
+                Some(_) => out.updated += 1,
+                None => out.added += 1,
+            }
+            self.put(BanRecord {
+                net: *net,
+                origin: BanOrigin::Crowdsec,
+                reason: Some(want.reason.clone()),
+                created_unix_ms: now_ms,
+                expires_unix_ms: Some(want.expires_unix_ms),
+            });
+            touched.push(*net);
+        }
+        if !out.changed() {
+            return Ok(out);
+        }
+        // Journal first, as for `add`: a crash after this re-enforces at
+        // start-up; the kernel writes below cannot be half-remembered.
+        self.save()?;
+        let now_mono = clock::monotonic_ns();
+        for net in touched {
+            match self.bans.get(&net).and_then(|h| combined(h, now_ms)) {
+                Some(b) => dp.set_ban(net, &kernel_ban(b, now_ms, now_mono))?,
+                None => dp.remove_ban(net)?,
+            }
+        }
+        Ok(out)
     }
 
     /// Removes expired bans from the maps and the journal. The kernel stops
@@ -198,61 +363,61 @@ impl BanBook {
         Ok(n)
     }
 
-    /// Forgets bans expired at `now_ms` and removes them from the maps.
+    /// Forgets holds expired at `now_ms`; a prefix left with no holder
+    /// leaves the maps. Returns how many prefixes went.
     fn drop_expired(&mut self, dp: &mut Dataplane, now_ms: u64) -> Result<usize, BanError> {
-        let expired: Vec<Cidr> = self
-            .bans
-            .values()
-            .filter(|b| b.expired(now_ms))
-            .map(|b| b.net)
-            .collect();
-        for net in &expired {
+        let mut gone = Vec::new();
+        let mut shrunk = false;
+        for (net, holders) in &mut self.bans {
+            let before = holders.len();
+            holders.retain(|b| !b.expired(now_ms));
+            shrunk |= holders.len() != before;
+            if holders.is_empty() {
+                gone.push(*net);
+            }
+        }
+        for net in &gone {
             self.bans.remove(net);
             dp.remove_ban(*net)?;
         }
-        Ok(expired.len())
+        if shrunk && gone.is_empty() {
+            // Only some holders expired: the journal should forget them too.
+            self.save()?;
+        }
+        Ok(gone.len())
     }
 
-    /// Re-places every v6 ban after `ipv6_prefix` changed: exact v6 bans are
-    /// keyed at that prefix. `remove_old` runs with the old config in place.
-    pub fn v6_bans(&self) -> Vec<BanRecord> {
-        self.bans
-            .values()
-            .filter(|b| !b.net.is_v4())
-            .cloned()
-            .collect()
+    /// Every v6 prefix banned, for re-placing after `ipv6_prefix` changed:
+    /// exact v6 bans are keyed at that prefix.
+    pub fn v6_bans(&self) -> Vec<Cidr> {
+        self.bans.keys().filter(|n| !n.is_v4()).copied().collect()
     }
 
     /// Writes the kernel entry of a known ban again (after a re-placement).
-    pub fn enforce(&self, dp: &mut Dataplane, rec: &BanRecord) -> Result<(), BanError> {
-        dp.set_ban(
-            rec.net,
-            &kernel_ban(rec, clock::unix_ms(), clock::monotonic_ns()),
-        )?;
-        Ok(())
+    pub fn enforce(&self, dp: &mut Dataplane, net: Cidr) -> Result<(), BanError> {
+        self.enforce_net(dp, net)
     }
 
     /// The narrowest unexpired ban that covers `addr`, as the kernel
-    /// applies it: a v6 ban at least `ipv6_prefix` long covers that whole
-    /// prefix, because that is what the exact map is keyed by.
+    /// applies it (its longest-lasting holder): a v6 ban at least
+    /// `ipv6_prefix` long covers that whole prefix, because that is what
+    /// the exact map is keyed by.
     pub fn covering(&self, addr: std::net::IpAddr, ipv6_prefix: u8) -> Option<&BanRecord> {
         let now = clock::unix_ms();
         self.bans
-            .values()
-            .filter(|b| {
-                !b.expired(now) && enforced_net(b.net, ipv6_prefix).contains(&Cidr::host(addr))
-            })
+            .iter()
+            .filter(|(net, _)| enforced_net(**net, ipv6_prefix).contains(&Cidr::host(addr)))
+            .filter_map(|(_, h)| combined(h, now))
             .max_by_key(|b| b.net.prefix_len())
     }
 
+    /// Every hold, prefix by prefix (a prefix held by two origins shows
+    /// twice).
     pub fn list(&self) -> impl Iterator<Item = &BanRecord> {
-        self.bans.values()
+        self.bans.values().flatten()
     }
 
-    pub fn get(&self, net: &Cidr) -> Option<&BanRecord> {
-        self.bans.get(net)
-    }
-
+    /// Prefixes banned.
     pub fn len(&self) -> usize {
         self.bans.len()
     }
@@ -264,7 +429,7 @@ impl BanBook {
     fn save(&self) -> Result<(), BanError> {
         let j = Journal {
             version: 1,
-            bans: self.bans.values().cloned().collect(),
+            bans: self.list().cloned().collect(),
         };
         statefile::write(&self.path, &j)?;
         Ok(())

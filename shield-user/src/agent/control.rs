@@ -62,11 +62,23 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
             ttl_secs,
             reason,
         } => ban_add(agent, net, ttl_secs, reason),
-        Request::BanDel { net } => match agent.bans.remove(&mut agent.dp, net) {
-            Ok(true) => done(format!("unbanned {net}")),
-            Ok(false) => Err((ErrorKind::NotFound, format!("{net} is not banned"))),
-            Err(e) => Err(internal(e)),
-        },
+        Request::BanDel { net } => {
+            let crowdsec = agent.bans.crowdsec_holds(&net);
+            match agent.bans.remove(&mut agent.dp, net) {
+                Ok(true) if crowdsec => done(format!(
+                    "lifted the local ban on {net}; it stays banned by a CrowdSec decision (delete it in CrowdSec: cscli decisions delete)"
+                )),
+                Ok(true) => done(format!("unbanned {net}")),
+                Ok(false) if crowdsec => Err((
+                    ErrorKind::BadRequest,
+                    format!(
+                        "{net} is banned by a CrowdSec decision, which shield only mirrors: delete it in CrowdSec (cscli decisions delete), and shield lifts it at the next poll"
+                    ),
+                )),
+                Ok(false) => Err((ErrorKind::NotFound, format!("{net} is not banned"))),
+                Err(e) => Err(internal(e)),
+            }
+        }
         Request::BanList => Ok(Reply::Bans(ban_rows(agent))),
         Request::AllowAdd { net } => allow_add(agent, net),
         Request::AllowDel { net } => allow_del(agent, net),
@@ -296,6 +308,7 @@ fn ban_row(b: &super::bans::BanRecord, now_ms: u64) -> BanRow {
             Origin::Manual => BanOrigin::Manual,
             Origin::Autoban => BanOrigin::Autoban,
             Origin::Feed => BanOrigin::Feed,
+            Origin::Crowdsec => BanOrigin::Crowdsec,
         },
         reason: b.reason.clone(),
         expires_in_secs: b

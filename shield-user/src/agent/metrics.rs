@@ -23,6 +23,7 @@ impl Tallies {
             BanOrigin::Manual => self.bans.manual += 1,
             BanOrigin::Autoban => self.bans.autoban += 1,
             BanOrigin::Feed => self.bans.feed += 1,
+            BanOrigin::Crowdsec => self.bans.crowdsec += 1,
         }
     }
 }
@@ -95,6 +96,7 @@ impl Agent {
             control_requests: None,
             reloads: self.tallies.reloads,
             start_time_unix: self.started_unix,
+            crowdsec: self.crowdsec_metrics(),
         }
     }
 }

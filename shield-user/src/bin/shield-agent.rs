@@ -217,6 +217,8 @@ async fn main_loop(
             stop_future(stopped.clone()),
         ))
     };
+    tokio::spawn(agent::crowdsec::poll_loop(agent.clone()));
+    tokio::spawn(agent::crowdsec::push_loop(agent.clone()));
     let result = event_loop(agent.clone(), ring, &exit).await;
     let _ = stop_serving.send(true);
     let _ = server.await;

@@ -100,10 +100,42 @@ pub struct FeedConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrowdsecConfig {
     pub lapi_url: String,
-    pub api_key_file: PathBuf,
+    /// The bouncer key; `None` only when a client certificate authenticates.
+    pub api_key_file: Option<PathBuf>,
     pub poll: Duration,
+    /// Decision scopes taken in.
+    pub scopes: Vec<DecisionScope>,
+    /// Decision types enforced as bans (`ban` by default); others are ignored.
+    pub types: Vec<String>,
+    /// Only decisions from these origins (`cscli`, `crowdsec`, `CAPI`, …);
+    /// empty: every origin.
+    pub origins: Vec<String>,
+    /// CA bundle that signs the LAPI's certificate (https only).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS (https only, both or neither).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     pub machine_id: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+/// What a CrowdSec decision applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DecisionScope {
+    /// One address.
+    Ip,
+    /// A CIDR prefix.
+    Range,
+}
+
+impl DecisionScope {
+    /// As CrowdSec spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionScope::Ip => "Ip",
+            DecisionScope::Range => "Range",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -339,7 +339,7 @@ fn resolve_location(base: &Uri, location: &str) -> Option<String> {
 /// `/etc/ssl/certs`, or `SSL_CERT_FILE`), so operators manage trust where
 /// they already do, and the compiled-in Mozilla roots when the system has
 /// none. Read once per process.
-fn root_certs() -> RootCerts {
+pub(crate) fn root_certs() -> RootCerts {
     static ROOTS: OnceLock<RootCerts> = OnceLock::new();
     ROOTS
         .get_or_init(|| {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use shield_common::reason::{Reason, Verdict};
 
-use super::snapshot::{FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot};
+use super::snapshot::{CrowdsecMetrics, FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -103,6 +103,7 @@ pub fn render(s: &Snapshot) -> String {
         ("manual", b.manual),
         ("autoban", b.autoban),
         ("feed", b.feed),
+        ("crowdsec", b.crowdsec),
     ] {
         o.sample("shield_bans_total", &[("source", source)], n);
     }
@@ -181,6 +182,8 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("shield_start_time_seconds", &[], s.start_time_unix);
 
+    o.crowdsec(s.crowdsec.as_ref());
+
     o.buf
 }
 
@@ -229,6 +232,56 @@ impl Out {
         }
         // Writing to a String cannot fail.
         let _ = writeln!(self.buf, " {value}");
+    }
+
+    /// The CrowdSec families: announced always, sampled only when a
+    /// `[crowdsec]` section is configured.
+    fn crowdsec(&mut self, cs: Option<&CrowdsecMetrics>) {
+        self.family(
+            "shield_crowdsec_decisions",
+            "gauge",
+            "CrowdSec decisions held now (Ip and Range, the configured types), by origin.",
+        );
+        if let Some(cs) = cs {
+            let mut origins: Vec<&(String, u64)> = cs.decisions.iter().collect();
+            origins.sort_by(|a, b| a.0.cmp(&b.0));
+            origins.dedup_by(|a, b| a.0 == b.0);
+            for (origin, n) in origins {
+                self.sample("shield_crowdsec_decisions", &[("origin", origin)], *n);
+            }
+        }
+        self.family(
+            "shield_crowdsec_last_poll_success_timestamp_seconds",
+            "gauge",
+            "When a poll of the CrowdSec LAPI last succeeded (Unix time); absent until the first success.",
+        );
+        if let Some(t) = cs.and_then(|c| c.last_poll_success_unix) {
+            self.sample(
+                "shield_crowdsec_last_poll_success_timestamp_seconds",
+                &[],
+                t,
+            );
+        }
+        self.family(
+            "shield_crowdsec_errors_total",
+            "counter",
+            "Failed polls, logins and alert pushes against the CrowdSec LAPI.",
+        );
+        if let Some(cs) = cs {
+            self.sample("shield_crowdsec_errors_total", &[], cs.errors_total);
+        }
+        self.family(
+            "shield_crowdsec_alerts_pushed_total",
+            "counter",
+            "Autobans the CrowdSec LAPI accepted as alerts.",
+        );
+        if let Some(cs) = cs {
+            self.sample(
+                "shield_crowdsec_alerts_pushed_total",
+                &[],
+                cs.alerts_pushed_total,
+            );
+        }
     }
 
     fn feed_family(

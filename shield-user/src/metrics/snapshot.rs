@@ -36,6 +36,22 @@ pub struct Snapshot {
     pub reloads: Reloads,
     /// When this agent process started, in Unix seconds.
     pub start_time_unix: u64,
+    /// `None` when no `[crowdsec]` is configured: its families are left out.
+    pub crowdsec: Option<CrowdsecMetrics>,
+}
+
+/// The CrowdSec LAPI link.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrowdsecMetrics {
+    /// Decisions held now, by the origin the LAPI gave them (`cscli`,
+    /// `crowdsec`, `CAPI`, …).
+    pub decisions: Vec<(String, u64)>,
+    /// When a poll last succeeded, in Unix seconds; `None` until then.
+    pub last_poll_success_unix: Option<u64>,
+    /// Failed polls, logins and pushes since the agent started.
+    pub errors_total: u64,
+    /// Autobans the LAPI accepted as alerts.
+    pub alerts_pushed_total: u64,
 }
 
 /// The data plane's counters, one per (verdict, reason), laid out like the
@@ -112,6 +128,8 @@ pub struct BanTotals {
     pub autoban: u64,
     /// Decisions pushed by a source such as CrowdSec.
     pub feed: u64,
+    /// Prefixes a CrowdSec decision banned.
+    pub crowdsec: u64,
 }
 
 /// One BPF map's fill.

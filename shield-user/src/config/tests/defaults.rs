@@ -243,8 +243,14 @@ fn a_full_config() {
         c.crowdsec,
         Some(CrowdsecConfig {
             lapi_url: "http://127.0.0.1:8080".into(),
-            api_key_file: "/etc/shield/crowdsec.key".into(),
+            api_key_file: Some("/etc/shield/crowdsec.key".into()),
             poll: Duration::from_secs(30),
+            scopes: vec![DecisionScope::Ip, DecisionScope::Range],
+            types: vec!["ban".into()],
+            origins: vec![],
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             machine_id: Some("api-host-1".into()),
             password_file: Some("/etc/shield/crowdsec.pw".into()),
         })

@@ -143,6 +143,82 @@ fn crowdsec() {
         8,
         "longer than zero",
     );
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\npoll = \"2h\"\n",
+        3,
+        8,
+        "between 1s and 1h",
+    );
+}
+
+#[test]
+fn crowdsec_filters_and_tls() {
+    let cs = ok("[crowdsec]\napi_key_file = \"/k\"\nscopes = [\"ip\"]\ntypes = [\"ban\", \"captcha\"]\norigins = [\"cscli\", \"CAPI\"]\n")
+        .crowdsec
+        .unwrap();
+    assert_eq!(cs.scopes, [DecisionScope::Ip]);
+    assert_eq!(cs.types, ["ban", "captcha"]);
+    assert_eq!(cs.origins, ["cscli", "CAPI"]);
+    let cs = ok("[crowdsec]\napi_key_file = \"/k\"\n").crowdsec.unwrap();
+    assert_eq!(cs.scopes, [DecisionScope::Ip, DecisionScope::Range]);
+    assert_eq!(cs.types, ["ban"]);
+    assert!(cs.origins.is_empty());
+
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\nscopes = [\"Ip\", \"Country\"]\n",
+        3,
+        17,
+        "not a scope shield can enforce",
+    );
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\nscopes = []\n",
+        3,
+        10,
+        "cannot be empty",
+    );
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\ntypes = []\n",
+        3,
+        9,
+        "cannot be empty",
+    );
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\norigins = [\"a,b\"]\n",
+        3,
+        12,
+        "is not a name",
+    );
+    only_at(
+        "[crowdsec]\napi_key_file = \"/k\"\nca_file = \"/ca.pem\"\n",
+        3,
+        11,
+        "needs an https:// `lapi_url`",
+    );
+    only_at(
+        "[crowdsec]\nlapi_url = \"https://lapi:8080\"\ncert_file = \"/c.pem\"\n",
+        3,
+        1,
+        "`cert_file` needs `key_file` too",
+    );
+    // A client certificate authenticates instead of a key.
+    let cs = ok("[crowdsec]\nlapi_url = \"https://lapi:8080\"\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n")
+        .crowdsec
+        .unwrap();
+    assert_eq!(cs.api_key_file, None);
+    assert_eq!(cs.key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+}
+
+#[test]
+fn crowdsec_refuses_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cs.key");
+    std::fs::write(&key, "k").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!("[crowdsec]\napi_key_file = \"{}\"\n", key.display());
+    only_at(&text, 2, 16, "readable by group or others (mode 0644)");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&text);
 }
 
 #[test]

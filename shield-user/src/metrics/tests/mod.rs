@@ -10,8 +10,8 @@ use shield_common::maps::Counter;
 use shield_common::reason::{Reason, Verdict};
 
 use super::snapshot::{
-    BanTotals, BuildInfo, ControlRequests, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads,
-    Snapshot,
+    BanTotals, BuildInfo, ControlRequests, CrowdsecMetrics, FeedMetrics, InterfaceMetrics,
+    MapMetrics, Reloads, Snapshot,
 };
 use crate::dataplane::AttachMode;
 
@@ -43,6 +43,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
             manual: 1,
             autoban: 5,
             feed: 2,
+            crowdsec: 4,
         },
         flood_events_total: 99,
         flood_sources: 3,
@@ -74,6 +75,16 @@ pub(super) fn sample_snapshot() -> Snapshot {
         }),
         reloads: Reloads { ok: 2, error: 1 },
         start_time_unix: 1_699_999_000,
+        crowdsec: Some(CrowdsecMetrics {
+            decisions: vec![
+                ("cscli".into(), 3),
+                ("CAPI".into(), 40),
+                ("cscli".into(), 9),
+            ],
+            last_poll_success_unix: Some(1_700_000_100),
+            errors_total: 6,
+            alerts_pushed_total: 8,
+        }),
         ..Snapshot::default()
     };
     s.traffic.set(

@@ -99,6 +99,7 @@ shield_bans_active 7
 shield_bans_total{source="manual"} 1
 shield_bans_total{source="autoban"} 5
 shield_bans_total{source="feed"} 2
+shield_bans_total{source="crowdsec"} 4
 # HELP shield_flood_events_total Flood events from the data plane: once per second per source and class over a limit.
 # TYPE shield_flood_events_total counter
 shield_flood_events_total 99
@@ -130,6 +131,19 @@ shield_reloads_total{result="error"} 1
 # HELP shield_start_time_seconds When the agent process started (Unix time).
 # TYPE shield_start_time_seconds gauge
 shield_start_time_seconds 1699999000
+# HELP shield_crowdsec_decisions CrowdSec decisions held now (Ip and Range, the configured types), by origin.
+# TYPE shield_crowdsec_decisions gauge
+shield_crowdsec_decisions{origin="CAPI"} 40
+shield_crowdsec_decisions{origin="cscli"} 3
+# HELP shield_crowdsec_last_poll_success_timestamp_seconds When a poll of the CrowdSec LAPI last succeeded (Unix time); absent until the first success.
+# TYPE shield_crowdsec_last_poll_success_timestamp_seconds gauge
+shield_crowdsec_last_poll_success_timestamp_seconds 1700000100
+# HELP shield_crowdsec_errors_total Failed polls, logins and alert pushes against the CrowdSec LAPI.
+# TYPE shield_crowdsec_errors_total counter
+shield_crowdsec_errors_total 6
+# HELP shield_crowdsec_alerts_pushed_total Autobans the CrowdSec LAPI accepted as alerts.
+# TYPE shield_crowdsec_alerts_pushed_total counter
+shield_crowdsec_alerts_pushed_total 8
 "#;
 
 #[test]
@@ -142,7 +156,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -162,6 +176,13 @@ const FAMILIES: [(&str, &str); 19] = [
     ("shield_control_requests_total", "counter"),
     ("shield_reloads_total", "counter"),
     ("shield_start_time_seconds", "gauge"),
+    ("shield_crowdsec_decisions", "gauge"),
+    (
+        "shield_crowdsec_last_poll_success_timestamp_seconds",
+        "gauge",
+    ),
+    ("shield_crowdsec_errors_total", "counter"),
+    ("shield_crowdsec_alerts_pushed_total", "counter"),
 ];
 
 #[test]
@@ -211,10 +232,15 @@ fn empty_snapshot_has_no_optional_samples() {
         "shield_xdp_attached",
         // Not counted by this agent: no made-up zeros.
         "shield_control_requests_total",
+        // No [crowdsec]: announced, never sampled.
+        "shield_crowdsec_decisions",
+        "shield_crowdsec_last_poll_success_timestamp_seconds",
+        "shield_crowdsec_errors_total",
+        "shield_crowdsec_alerts_pushed_total",
     ] {
         assert_eq!(count(name), Some(0), "{name}");
     }
-    assert_eq!(count("shield_bans_total"), Some(3));
+    assert_eq!(count("shield_bans_total"), Some(4));
     assert_eq!(count("shield_reloads_total"), Some(2));
     assert_eq!(count("shield_build_info"), Some(1));
 }

@@ -1,0 +1,422 @@
+//! The agent as a CrowdSec bouncer and machine: a poll loop that mirrors
+//! the LAPI's decisions into the ban maps, and a push loop that sends the
+//! agent's autobans up as alerts.
+//!
+//! Network calls run on blocking threads without the agent's lock; only
+//! applying a page (a diff against the ban book) holds it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use super::{Agent, bans::BanOrigin};
+use crate::{
+    clock,
+    config::CrowdsecConfig,
+    crowdsec::{Alert, DecisionBook, Filter, Lapi, LapiError, Spool, StreamPage},
+    metrics::CrowdsecMetrics,
+};
+
+/// A full resync this often even while deltas work: cheap insurance
+/// against a delta the LAPI never sent (its stream is keyed by the
+/// bouncer's last-pull time).
+const RESYNC_EVERY: Duration = Duration::from_secs(600);
+/// The longest wait between attempts while the LAPI is failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pushes wait at least this long after a failure.
+const PUSH_RETRY: Duration = Duration::from_secs(1);
+
+/// What the agent knows about its LAPI link.
+#[derive(Debug)]
+pub struct CrowdsecState {
+    pub book: DecisionBook,
+    /// The next poll asks for everything (`startup=true`).
+    pub need_startup: bool,
+    pub last_poll_success_unix: Option<u64>,
+    last_startup_mono_ns: u64,
+    pub errors_total: u64,
+    pub alerts_pushed_total: u64,
+    pub rejected_total: u64,
+    pub last_error: Option<String>,
+    /// Autobans waiting for the LAPI; `None` when the state dir has none
+    /// readable (reported at start).
+    pub spool: Option<Spool>,
+    /// Wakes the push loop when an autoban is spooled.
+    pub wake: Arc<Notify>,
+}
+
+impl Default for CrowdsecState {
+    fn default() -> CrowdsecState {
+        CrowdsecState {
+            book: DecisionBook::default(),
+            need_startup: true,
+            last_poll_success_unix: None,
+            last_startup_mono_ns: 0,
+            errors_total: 0,
+            alerts_pushed_total: 0,
+            rejected_total: 0,
+            last_error: None,
+            spool: None,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+}
+
+fn filter(cfg: &CrowdsecConfig) -> Filter {
+    Filter {
+        scopes: cfg.scopes.clone(),
+        types: cfg.types.clone(),
+        origins: cfg.origins.clone(),
+    }
+}
+
+impl Agent {
+    pub fn crowdsec(&self) -> &CrowdsecState {
+        &self.crowdsec
+    }
+
+    pub(super) fn crowdsec_metrics(&self) -> Option<CrowdsecMetrics> {
+        self.cfg.crowdsec.as_ref()?;
+        let cs = &self.crowdsec;
+        Some(CrowdsecMetrics {
+            decisions: cs.book.by_origin().into_iter().collect(),
+            last_poll_success_unix: cs.last_poll_success_unix,
+            errors_total: cs.errors_total,
+            alerts_pushed_total: cs.alerts_pushed_total,
+        })
+    }
+
+    /// Queues an autoban for the fleet, when a machine login is configured.
+    pub(super) fn spool_autoban(&mut self, alert: Alert) {
+        let pushes = self
+            .cfg
+            .crowdsec
+            .as_ref()
+            .is_some_and(|c| c.machine_id.is_some());
+        let Some(spool) = self.crowdsec.spool.as_mut().filter(|_| pushes) else {
+            return;
+        };
+        match spool.push(alert) {
+            Ok(()) => self.crowdsec.wake.notify_one(),
+            Err(e) => {
+                self.crowdsec.errors_total += 1;
+                tracing::error!(error = %e, "spooling an autoban for CrowdSec failed");
+            }
+        }
+    }
+
+    /// Applies one stream page as a diff against CrowdSec's holds.
+    fn crowdsec_apply(&mut self, page: StreamPage, startup: bool, cfg: &CrowdsecConfig) {
+        let now_ms = clock::unix_ms();
+        let t = std::time::Instant::now();
+        let (n_new, n_deleted) = (page.new.len(), page.deleted.len());
+        let out =
+            self.crowdsec
+                .book
+                .apply_page(page.new, page.deleted, startup, &filter(cfg), now_ms);
+        self.crowdsec.rejected_total += out.rejected.len() as u64;
+        for r in out.rejected.iter().take(3) {
+            tracing::warn!(
+                id = r.id,
+                value = r.value,
+                why = r.why,
+                "CrowdSec decision refused"
+            );
+        }
+        let cs = &mut self.crowdsec;
+        cs.need_startup = false;
+        cs.last_poll_success_unix = Some(clock::unix_secs());
+        if cs.last_error.take().is_some() {
+            tracing::info!(url = cfg.lapi_url, "CrowdSec LAPI reachable again");
+        }
+        if startup {
+            cs.last_startup_mono_ns = clock::monotonic_ns();
+        }
+        if !startup && out.added == 0 && out.deleted == 0 {
+            return;
+        }
+        let desired = self.crowdsec.book.desired(now_ms);
+        match self.bans.sync_crowdsec(&mut self.dp, &desired) {
+            Ok(s) => {
+                self.tallies.bans.crowdsec += s.added as u64;
+                if s.changed() || startup {
+                    tracing::info!(
+                        startup,
+                        received = n_new,
+                        deleted = n_deleted,
+                        decisions = self.crowdsec.book.len(),
+                        banned = s.added,
+                        updated = s.updated,
+                        lifted = s.removed - s.still_held,
+                        kept_by_other_origin = s.still_held,
+                        ignored = out.ignored,
+                        refused = out.rejected.len(),
+                        apply_ms = t.elapsed().as_millis() as u64,
+                        "CrowdSec decisions applied"
+                    );
+                }
+            }
+            Err(e) => {
+                self.crowdsec.errors_total += 1;
+                // The book and the maps may differ now: the next poll
+                // starts over from everything.
+                self.crowdsec.need_startup = true;
+                tracing::error!(error = %e, "applying CrowdSec decisions failed");
+            }
+        }
+    }
+
+    fn crowdsec_failed(&mut self, what: &str, e: &LapiError) {
+        let cs = &mut self.crowdsec;
+        cs.errors_total += 1;
+        let msg = e.to_string();
+        // Once per distinct error, not once per poll: a LAPI down for an
+        // hour would otherwise fill the journal.
+        if cs.last_error.as_deref() != Some(msg.as_str()) {
+            if e.is_auth() {
+                tracing::error!(
+                    "CrowdSec {what} failed: {msg}; decisions already applied stay until they expire, the local policy keeps running"
+                );
+            } else {
+                tracing::warn!(
+                    "CrowdSec {what} failed: {msg}; decisions already applied stay until they expire; retrying"
+                );
+            }
+            cs.last_error = Some(msg);
+        }
+    }
+
+    /// `[crowdsec]` went away on reload: release everything it held.
+    fn crowdsec_release_all(&mut self) {
+        if self.crowdsec.book.is_empty()
+            && !self.bans.list().any(|b| b.origin == BanOrigin::Crowdsec)
+        {
+            return;
+        }
+        self.crowdsec.book = DecisionBook::default();
+        self.crowdsec.need_startup = true;
+        match self
+            .bans
+            .sync_crowdsec(&mut self.dp, &std::collections::BTreeMap::new())
+        {
+            Ok(s) => tracing::info!(
+                lifted = s.removed,
+                "[crowdsec] removed; its bans are lifted"
+            ),
+            Err(e) => tracing::error!(error = %e, "lifting CrowdSec bans failed"),
+        }
+    }
+}
+
+fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
+    a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn backoff(poll: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(10);
+    poll.saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF.max(poll))
+}
+
+/// Builds a client for `cfg` on a blocking thread (it reads files).
+async fn connect(cfg: &CrowdsecConfig) -> Result<Arc<Lapi>, LapiError> {
+    let c = cfg.clone();
+    tokio::task::spawn_blocking(move || Lapi::new(&c).map(Arc::new))
+        .await
+        .unwrap_or_else(|e| Err(LapiError::Credential(format!("client task failed: {e}"))))
+}
+
+/// Polls the decision stream for as long as the agent runs.
+pub async fn poll_loop(agent: Arc<Mutex<Agent>>) {
+    let mut current: Option<(CrowdsecConfig, Arc<Lapi>)> = None;
+    let mut failures = 0u32;
+    loop {
+        let (cfg, resync_due) = {
+            let mut a = lock(&agent);
+            let cfg = a.cfg.crowdsec.clone();
+            if cfg.is_none() {
+                a.crowdsec_release_all();
+            }
+            let due = clock::monotonic_ns().saturating_sub(a.crowdsec.last_startup_mono_ns)
+                >= RESYNC_EVERY.as_nanos() as u64;
+            (cfg, due)
+        };
+        let Some(cfg) = cfg else {
+            current = None;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let lapi = match &current {
+            Some((c, l)) if *c == cfg => l.clone(),
+            _ => match connect(&cfg).await {
+                Ok(l) => {
+                    if current.is_some() {
+                        lock(&agent).crowdsec.need_startup = true;
+                    }
+                    current = Some((cfg.clone(), l.clone()));
+                    l
+                }
+                Err(e) => {
+                    failures += 1;
+                    lock(&agent).crowdsec_failed("setup", &e);
+                    tokio::time::sleep(backoff(cfg.poll, failures)).await;
+                    continue;
+                }
+            },
+        };
+        let startup = {
+            let mut a = lock(&agent);
+            if resync_due {
+                a.crowdsec.need_startup = true;
+            }
+            a.crowdsec.need_startup
+        };
+        let scopes = cfg
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",");
+        let origins = cfg.origins.join(",");
+        let call = lapi.clone();
+        let page = tokio::task::spawn_blocking(move || call.stream(startup, &scopes, &origins))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LapiError::Transport {
+                    url: String::new(),
+                    why: format!("poll task failed: {e}"),
+                })
+            });
+        match page {
+            Ok(page) => {
+                failures = 0;
+                lock(&agent).crowdsec_apply(page, startup, &cfg);
+                tokio::time::sleep(cfg.poll).await;
+            }
+            Err(e) => {
+                failures += 1;
+                {
+                    let mut a = lock(&agent);
+                    a.crowdsec_failed("poll", &e);
+                    // Whatever happened meanwhile, the next success must be
+                    // a full resync, applied as a diff.
+                    a.crowdsec.need_startup = true;
+                }
+                if e.is_auth() {
+                    // The operator may fix the key file: read it again.
+                    current = None;
+                }
+                tokio::time::sleep(backoff(cfg.poll, failures)).await;
+            }
+        }
+    }
+}
+
+/// Pushes spooled autobans as alerts, oldest first, for as long as the
+/// agent runs. A failed push keeps them spooled and retries with backoff.
+pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
+    let wake = lock(&agent).crowdsec.wake.clone();
+    let mut current: Option<(CrowdsecConfig, Arc<Lapi>, String)> = None;
+    let mut failures = 0u32;
+    loop {
+        let (cfg, batch) = {
+            let a = lock(&agent);
+            let batch = a
+                .crowdsec
+                .spool
+                .as_ref()
+                .map(Spool::batch)
+                .unwrap_or_default();
+            (a.cfg.crowdsec.clone(), batch)
+        };
+        let creds = cfg
+            .as_ref()
+            .and_then(|c| Some((c.clone(), c.machine_id.clone()?, c.password_file.clone()?)));
+        let Some((cfg, machine_id, password_file)) = creds.filter(|_| !batch.is_empty()) else {
+            // Nothing to do until an autoban is spooled (or a reload adds
+            // credentials: look again now and then).
+            let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+            continue;
+        };
+        let result = push_once(
+            &mut current,
+            &cfg,
+            &machine_id,
+            &password_file,
+            batch.clone(),
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                failures = 0;
+                let mut a = lock(&agent);
+                a.crowdsec.alerts_pushed_total += batch.len() as u64;
+                if let Some(s) = a.crowdsec.spool.as_mut()
+                    && let Err(e) = s.pushed(batch.len())
+                {
+                    a.crowdsec.errors_total += 1;
+                    tracing::error!(error = %e, "updating the CrowdSec spool failed");
+                }
+                tracing::info!(alerts = batch.len(), "autobans pushed to CrowdSec");
+            }
+            Err(e) => {
+                failures += 1;
+                lock(&agent).crowdsec_failed("alert push", &e);
+                if e.is_auth() {
+                    current = None;
+                }
+                let wait = backoff(PUSH_RETRY, failures);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+async fn push_once(
+    current: &mut Option<(CrowdsecConfig, Arc<Lapi>, String)>,
+    cfg: &CrowdsecConfig,
+    machine_id: &str,
+    password_file: &std::path::Path,
+    batch: Vec<Alert>,
+) -> Result<(), LapiError> {
+    let reuse = current
+        .as_ref()
+        .filter(|(c, _, _)| c == cfg)
+        .map(|(_, l, t)| (l.clone(), t.clone()));
+    let (lapi, token) = match reuse {
+        Some(x) => x,
+        None => {
+            let lapi = connect(cfg).await?;
+            let (l, id, pw) = (
+                lapi.clone(),
+                machine_id.to_string(),
+                password_file.to_path_buf(),
+            );
+            let token = tokio::task::spawn_blocking(move || {
+                let password = crate::crowdsec::read_secret(&pw)
+                    .map_err(|e| LapiError::Credential(format!("password_file: {e}")))?;
+                l.login(&id, &password)
+            })
+            .await
+            .unwrap_or_else(|e| Err(LapiError::Credential(format!("login task failed: {e}"))))?;
+            *current = Some((cfg.clone(), lapi.clone(), token.clone()));
+            (lapi, token)
+        }
+    };
+    let r = tokio::task::spawn_blocking(move || lapi.push_alerts(&token, &batch))
+        .await
+        .unwrap_or_else(|e| {
+            Err(LapiError::Transport {
+                url: String::new(),
+                why: format!("push task failed: {e}"),
+            })
+        });
+    if r.is_err() {
+        // A new login next time: the token may have expired.
+        *current = None;
+    }
+    r
+}

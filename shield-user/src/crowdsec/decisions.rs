@@ -1,0 +1,238 @@
+//! The decisions shield holds from the LAPI, by decision id, and what they
+//! mean for the ban maps: one ban per prefix, lasting as long as the
+//! longest decision on it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::{client::WireDecision, duration::parse_go_duration};
+use crate::{config::DecisionScope, net::Cidr};
+
+/// Ranges broader than these are refused, as for feeds and `ban add`: one
+/// bad decision must not black-hole a large part of the Internet.
+const MIN_RANGE_V4: u8 = 8;
+const MIN_RANGE_V6: u8 = 16;
+
+/// Which decisions the config takes in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub scopes: Vec<DecisionScope>,
+    pub types: Vec<String>,
+    /// Empty: every origin.
+    pub origins: Vec<String>,
+}
+
+impl Filter {
+    fn wants(&self, scope: DecisionScope, kind: &str, origin: &str) -> bool {
+        self.scopes.contains(&scope)
+            && self.types.iter().any(|t| t.eq_ignore_ascii_case(kind))
+            && (self.origins.is_empty() || self.origins.iter().any(|o| o == origin))
+    }
+}
+
+/// One decision in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub id: i64,
+    pub net: Cidr,
+    pub origin: String,
+    pub scenario: String,
+    pub expires_unix_ms: u64,
+}
+
+/// What the ban maps should hold for one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub expires_unix_ms: u64,
+    pub reason: String,
+}
+
+/// A decision that was not taken in, and why (hostile or foreign input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub id: i64,
+    pub value: String,
+    pub why: String,
+}
+
+/// What one stream page did to the book.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub added: usize,
+    pub deleted: usize,
+    /// Filtered out by scope, type or origin: not an error.
+    pub ignored: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Default)]
+pub struct DecisionBook {
+    by_id: HashMap<i64, Decision>,
+}
+
+impl DecisionBook {
+    /// Applies a stream page. A startup page is the whole truth: the book
+    /// becomes exactly what it lists. A delta deletes, then adds.
+    pub fn apply_page(
+        &mut self,
+        new: Vec<WireDecision>,
+        deleted: Vec<WireDecision>,
+        startup: bool,
+        filter: &Filter,
+        now_unix_ms: u64,
+    ) -> PageOutcome {
+        let mut out = PageOutcome::default();
+        if startup {
+            out.deleted = self.by_id.len();
+            self.by_id.clear();
+        } else {
+            for d in &deleted {
+                if self.by_id.remove(&d.id).is_some() {
+                    out.deleted += 1;
+                }
+            }
+        }
+        self.by_id.reserve(new.len());
+        for w in new {
+            match take(&w, filter, now_unix_ms) {
+                Ok(Some(d)) => {
+                    self.by_id.insert(d.id, d);
+                    out.added += 1;
+                }
+                Ok(None) => out.ignored += 1,
+                Err(why) => out.rejected.push(Rejected {
+                    id: w.id,
+                    value: w.value.chars().take(64).collect(),
+                    why,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Forgets decisions that ran out (the kernel stopped matching them
+    /// already); returns how many.
+    pub fn expire(&mut self, now_unix_ms: u64) -> usize {
+        let before = self.by_id.len();
+        self.by_id.retain(|_, d| d.expires_unix_ms > now_unix_ms);
+        before - self.by_id.len()
+    }
+
+    /// One ban per prefix: the longest-lasting decision on it wins.
+    pub fn desired(&self, now_unix_ms: u64) -> BTreeMap<Cidr, Desired> {
+        let mut out: BTreeMap<Cidr, Desired> = BTreeMap::new();
+        for d in self.by_id.values() {
+            if d.expires_unix_ms <= now_unix_ms {
+                continue;
+            }
+            let longer = out
+                .get(&d.net)
+                .is_none_or(|cur| cur.expires_unix_ms < d.expires_unix_ms);
+            if longer {
+                out.insert(
+                    d.net,
+                    Desired {
+                        expires_unix_ms: d.expires_unix_ms,
+                        reason: format!(
+                            "crowdsec decision #{} ({}, origin {})",
+                            d.id, d.scenario, d.origin
+                        ),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Decisions held, per origin.
+    pub fn by_origin(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for d in self.by_id.values() {
+            *out.entry(d.origin.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// `Ok(None)`: filtered out; `Err`: malformed or refused.
+fn take(w: &WireDecision, filter: &Filter, now_unix_ms: u64) -> Result<Option<Decision>, String> {
+    let scope = match w.scope.to_ascii_lowercase().as_str() {
+        "ip" => DecisionScope::Ip,
+        "range" => DecisionScope::Range,
+        // Usernames, countries, AS numbers…: not something XDP can match.
+        _ => return Ok(None),
+    };
+    if !filter.wants(scope, &w.kind, &w.origin) {
+        return Ok(None);
+    }
+    let net = match scope {
+        DecisionScope::Ip => w
+            .value
+            .parse::<IpAddr>()
+            .map(Cidr::host)
+            .map_err(|_| format!("scope Ip, but {:?} is not an address", clip(&w.value)))?,
+        DecisionScope::Range => {
+            let (net, _) = Cidr::parse_normalizing(&w.value)
+                .map_err(|e| format!("scope Range, but {:?}: {e}", clip(&w.value)))?;
+            let min = if net.is_v4() {
+                MIN_RANGE_V4
+            } else {
+                MIN_RANGE_V6
+            };
+            if net.prefix_len() < min {
+                return Err(format!(
+                    "{net} is broader than /{min}; refused so that one decision cannot cut off a large part of the Internet"
+                ));
+            }
+            net
+        }
+    };
+    let (negative, left) = parse_go_duration(&w.duration)
+        .ok_or_else(|| format!("duration {:?} is not a Go duration", clip(&w.duration)))?;
+    if negative || left.is_zero() {
+        // Already over: nothing to enforce.
+        return Ok(None);
+    }
+    // A year caps what a hostile LAPI answer could pin.
+    let left = left.min(Duration::from_secs(366 * 24 * 3600));
+    Ok(Some(Decision {
+        id: w.id,
+        net,
+        origin: clip(&w.origin),
+        scenario: clip(w.scenario.as_deref().unwrap_or("")),
+        expires_unix_ms: now_unix_ms.saturating_add(left.as_millis() as u64),
+    }))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// The body of `GET /v1/decisions/stream`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamBody {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub new: Vec<WireDecision>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub deleted: Vec<WireDecision>,
+}
+
+fn null_as_empty<'de, D>(d: D) -> Result<Vec<WireDecision>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<Vec<WireDecision>>::deserialize(d)?.unwrap_or_default())
+}

@@ -1,0 +1,255 @@
+use std::{os::unix::fs::PermissionsExt, time::Duration};
+
+use super::{client::WireDecision, spool::rfc3339_for_test, *};
+use crate::config::DecisionScope;
+
+fn w(id: i64, scope: &str, value: &str, kind: &str, origin: &str, duration: &str) -> WireDecision {
+    WireDecision {
+        id,
+        origin: origin.into(),
+        scope: scope.into(),
+        kind: kind.into(),
+        value: value.into(),
+        duration: duration.into(),
+        scenario: Some("test".into()),
+    }
+}
+
+fn all() -> Filter {
+    Filter {
+        scopes: vec![DecisionScope::Ip, DecisionScope::Range],
+        types: vec!["ban".into()],
+        origins: vec![],
+    }
+}
+
+#[test]
+fn go_durations() {
+    let d = |s| parse_go_duration(s);
+    assert_eq!(
+        d("59m58.768480852s"),
+        Some((false, Duration::new(3598, 768_480_852)))
+    );
+    assert_eq!(
+        d("-39.528267ms"),
+        Some((true, Duration::from_nanos(39_528_267)))
+    );
+    assert_eq!(d("1h2m3s"), Some((false, Duration::from_secs(3723))));
+    assert_eq!(d("0"), Some((false, Duration::ZERO)));
+    assert_eq!(d("1.5h"), Some((false, Duration::from_secs(5400))));
+    assert_eq!(d("3µs"), Some((false, Duration::from_micros(3))));
+    for bad in [
+        "",
+        "-",
+        "1",
+        "h",
+        "1x",
+        "1.2.3s",
+        ".s",
+        "99999999999999999999999h",
+        "1h-2m",
+    ] {
+        assert_eq!(d(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn startup_replaces_and_deltas_add_and_delete() {
+    let mut b = DecisionBook::default();
+    let out = b.apply_page(
+        vec![
+            w(1, "Ip", "192.0.2.1", "ban", "cscli", "1h"),
+            w(2, "Range", "198.51.100.0/24", "ban", "CAPI", "2h"),
+            w(3, "Ip", "192.0.2.1", "ban", "crowdsec", "3h"),
+        ],
+        vec![],
+        true,
+        &all(),
+        1_000,
+    );
+    assert_eq!((out.added, out.rejected.len()), (3, 0));
+    let want = b.desired(1_000);
+    assert_eq!(want.len(), 2);
+    let one = &want[&"192.0.2.1/32".parse().unwrap()];
+    assert_eq!(one.expires_unix_ms, 1_000 + 3 * 3_600_000);
+    assert!(one.reason.contains("#3"), "{}", one.reason);
+
+    // The longer decision goes; the shorter one still holds the address.
+    b.apply_page(
+        vec![],
+        vec![w(3, "Ip", "192.0.2.1", "ban", "crowdsec", "-1s")],
+        false,
+        &all(),
+        2_000,
+    );
+    assert_eq!(
+        b.desired(2_000)[&"192.0.2.1/32".parse().unwrap()].expires_unix_ms,
+        1_000 + 3_600_000
+    );
+    b.apply_page(
+        vec![],
+        vec![w(1, "Ip", "192.0.2.1", "ban", "cscli", "-1s")],
+        false,
+        &all(),
+        2_000,
+    );
+    assert_eq!(b.desired(2_000).len(), 1);
+
+    // A startup page is the whole truth.
+    b.apply_page(
+        vec![w(9, "Ip", "2001:db8::9", "ban", "cscli", "10m")],
+        vec![],
+        true,
+        &all(),
+        3_000,
+    );
+    let want = b.desired(3_000);
+    assert_eq!(
+        want.keys().map(ToString::to_string).collect::<Vec<_>>(),
+        ["2001:db8::9/128"]
+    );
+    assert_eq!(b.by_origin().get("cscli"), Some(&1));
+    assert_eq!(b.expire(3_000 + 600_001), 1);
+    assert!(b.is_empty());
+}
+
+#[test]
+fn filters_and_hostile_values() {
+    let mut b = DecisionBook::default();
+    let f = Filter {
+        scopes: vec![DecisionScope::Ip],
+        types: vec!["ban".into(), "captcha".into()],
+        origins: vec!["cscli".into()],
+    };
+    let out = b.apply_page(
+        vec![
+            w(1, "Ip", "192.0.2.1", "captcha", "cscli", "1h"),
+            w(2, "Range", "198.51.100.0/24", "ban", "cscli", "1h"),
+            w(3, "Ip", "192.0.2.3", "ban", "CAPI", "1h"),
+            w(4, "Ip", "192.0.2.4", "throttle", "cscli", "1h"),
+            w(5, "Username", "bob", "ban", "cscli", "1h"),
+            w(6, "Ip", "not-an-ip", "ban", "cscli", "1h"),
+            w(7, "Ip", "192.0.2.7", "ban", "cscli", "forever"),
+            w(8, "Ip", "192.0.2.8", "ban", "cscli", "-5s"),
+        ],
+        vec![],
+        true,
+        &f,
+        0,
+    );
+    assert_eq!(out.added, 1);
+    assert_eq!(out.ignored, 5);
+    assert_eq!(
+        out.rejected.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [6, 7]
+    );
+
+    let out = b.apply_page(
+        vec![
+            w(1, "Range", "0.0.0.0/0", "ban", "x", "1h"),
+            w(2, "Range", "2001::/8", "ban", "x", "1h"),
+            w(3, "Range", "10.0.0.0/8", "ban", "x", "1h"),
+            w(4, "range", "10.1.2.3/24", "BAN", "x", "1h"),
+        ],
+        vec![],
+        true,
+        &all(),
+        0,
+    );
+    assert_eq!(
+        out.rejected.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let nets: Vec<String> = b.desired(0).keys().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "10.1.2.0/24"]);
+}
+
+#[test]
+fn a_hostile_duration_is_capped_at_a_year() {
+    let mut b = DecisionBook::default();
+    b.apply_page(
+        vec![w(1, "Ip", "192.0.2.1", "ban", "x", "2562047h")],
+        vec![],
+        true,
+        &all(),
+        0,
+    );
+    assert_eq!(
+        b.desired(0).values().next().unwrap().expires_unix_ms,
+        366 * 24 * 3_600_000
+    );
+}
+
+#[test]
+fn secrets_must_be_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("key");
+    assert!(
+        check_secret_mode(&p).is_ok(),
+        "a missing file is checked at use"
+    );
+    assert!(read_secret(&p).unwrap_err().contains("does not exist"));
+    std::fs::write(&p, "  s3cret\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = check_secret_mode(&p).unwrap_err();
+    assert!(e.contains("mode 0640") && e.contains("chmod 600"), "{e}");
+    assert!(read_secret(&p).is_err());
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(read_secret(&p).unwrap(), "s3cret");
+    std::fs::write(&p, "\n").unwrap();
+    assert!(read_secret(&p).unwrap_err().contains("empty"));
+    std::fs::write(&p, "two words").unwrap();
+    assert!(read_secret(&p).is_err());
+}
+
+#[test]
+fn spool_survives_reopen_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let alert = |i: u32| Alert {
+        source: Cidr::host(std::net::IpAddr::from([192, 0, 2, (i % 250) as u8])),
+        rate_pps: 1234.0,
+        reason: "over the packet limit for 5s".into(),
+        duration_secs: 600,
+        at_unix_ms: u64::from(i),
+    };
+    let mut s = Spool::open(dir.path(), &mut |_| {}).unwrap();
+    s.push(alert(1)).unwrap();
+    s.push(alert(2)).unwrap();
+    let mut s = Spool::open(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(s.batch(), [alert(1), alert(2)]);
+    s.pushed(1).unwrap();
+    let s2 = Spool::open(dir.path(), &mut |_| {}).unwrap();
+    assert_eq!(s2.batch(), [alert(2)]);
+    for i in 0..spool::MAX_SPOOLED as u32 + 5 {
+        s.alerts_push_unsaved(alert(i));
+    }
+    assert_eq!(s.len(), spool::MAX_SPOOLED);
+    assert_eq!(s.overflowed, 6);
+
+    std::fs::write(dir.path().join(SPOOL_FILE), "{").unwrap();
+    let mut warned = Vec::new();
+    let s = Spool::open(dir.path(), &mut |w| warned.push(w)).unwrap();
+    assert!(s.is_empty() && warned.len() == 1);
+}
+
+#[test]
+fn alert_wire_carries_its_decision() {
+    let a = Alert {
+        source: "203.0.113.9/32".parse().unwrap(),
+        rate_pps: 12000.4,
+        reason: "over the packet limit for 5s".into(),
+        duration_secs: 600,
+        at_unix_ms: 1_795_818_273_000,
+    };
+    let v = a.wire();
+    assert_eq!(v["scenario"], SCENARIO);
+    assert_eq!(v["source"]["ip"], "203.0.113.9");
+    assert_eq!(v["decisions"][0]["duration"], "600s");
+    assert_eq!(v["decisions"][0]["value"], "203.0.113.9");
+    assert!(v["message"].as_str().unwrap().contains("12000"));
+    assert_eq!(v["start_at"], "2026-11-27T22:24:33Z");
+    assert_eq!(rfc3339_for_test(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339_for_test(951_782_400_000), "2000-02-29T00:00:00Z");
+}
+
+use crate::net::Cidr;

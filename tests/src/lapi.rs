@@ -1,0 +1,358 @@
+//! A real CrowdSec Local API (1.4.6, Debian's `crowdsec` package) for the
+//! tests and the fleet benchmark.
+//!
+//! The package's postinst registers with CrowdSec's central API, which
+//! fails offline, so the package is never installed: `apt-get download`
+//! fetches it once into `<target>/crowdsec/` and `dpkg-deb -x` unpacks it.
+//! Each [`Lapi`] then runs `crowdsec -no-cs` (the API alone, no log
+//! processing) on a generated config: no `online_client`, a sqlite database
+//! in a temp dir, a free port. `cscli` registers the bouncer and the
+//! machines. The process is killed on drop.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::agent::run_in_netns;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The bouncer key every test LAPI knows (`cscli bouncers add -k`).
+pub const BOUNCER_KEY: &str = "shieldtestbouncerkey0123456789";
+
+/// Where the unpacked package lives: `<target>/crowdsec/root`.
+fn cache_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.pop();
+    dir.join("crowdsec")
+}
+
+/// The unpacked package's root, fetching and unpacking it the first time.
+pub fn package_root() -> PathBuf {
+    let cache = cache_dir();
+    let root = cache.join("root");
+    if root.join("usr/bin/crowdsec").exists() {
+        return root;
+    }
+    fs::create_dir_all(&cache).unwrap();
+    // Unpack under a private name, then rename: two processes racing here
+    // both end with a complete tree.
+    let tmp = cache.join(format!("dl-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).unwrap();
+    let out = Command::new("apt-get")
+        .args(["download", "-q", "crowdsec"])
+        .current_dir(&tmp)
+        .output()
+        .expect("run apt-get download");
+    assert!(
+        out.status.success(),
+        "apt-get download crowdsec failed (run `cargo xtask setup`, which updates the package lists): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("the downloaded .deb");
+    let unpacked = tmp.join("root");
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success(), "dpkg-deb -x {}", deb.display());
+    if fs::rename(&unpacked, &root).is_err() {
+        assert!(root.join("usr/bin/crowdsec").exists());
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    root
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running LAPI.
+pub struct Lapi {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    /// The network namespace it runs in (`None`: the host's).
+    ns: Option<String>,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl Lapi {
+    /// Starts a LAPI listening on `listen` (an address inside `ns`, or the
+    /// host's when `ns` is `None`) and registers [`BOUNCER_KEY`] and a
+    /// machine for `cscli` itself.
+    pub fn start(ns: Option<&str>, listen: Ipv4Addr) -> Lapi {
+        let root = package_root();
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("shield-lapi-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["data", "hub", "notifications"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        // A free port on the host's loopback is as good a guess as any
+        // inside a fresh namespace, where nothing listens yet.
+        let port = free_port();
+        let d = dir.display();
+        fs::write(dir.join("hub/.index.json"), "{}").unwrap();
+        fs::write(dir.join("simulation.yaml"), "simulation: off\n").unwrap();
+        fs::write(
+            dir.join("profiles.yaml"),
+            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\ndecisions:\n - type: ban\n   duration: 4h\non_success: break\n",
+        )
+        .unwrap();
+        let config = dir.join("config.yaml");
+        fs::write(
+            &config,
+            format!(
+                "common:
+  daemonize: false
+  log_media: stdout
+  log_level: info
+  working_dir: .
+config_paths:
+  config_dir: {d}/
+  data_dir: {d}/data/
+  simulation_path: {d}/simulation.yaml
+  hub_dir: {d}/hub/
+  index_path: {d}/hub/.index.json
+  notification_dir: {d}/notifications/
+  plugin_dir: {plugins}/
+crowdsec_service:
+  acquisition_path: {d}/acquis.yaml
+db_config:
+  log_level: info
+  type: sqlite
+  db_path: {d}/data/crowdsec.db
+  use_wal: true
+  flush:
+    max_items: 1000000
+    max_age: 7d
+api:
+  client:
+    insecure_skip_verify: false
+    credentials_path: {d}/local_api_credentials.yaml
+  server:
+    log_level: info
+    listen_uri: {listen}:{port}
+    profiles_path: {d}/profiles.yaml
+    trusted_ips:
+      - 127.0.0.1
+prometheus:
+  enabled: false
+",
+                plugins = root.join("usr/lib/crowdsec/plugins").display(),
+            ),
+        )
+        .unwrap();
+        let mut lapi = Lapi {
+            dir,
+            config,
+            port,
+            ns: ns.map(str::to_string),
+            bin: root.join("usr/bin"),
+            child: None,
+        };
+        lapi.run();
+        lapi.cscli_ok(&["bouncers", "add", "shield-test", "-k", BOUNCER_KEY]);
+        let creds = lapi.dir.join("local_api_credentials.yaml");
+        lapi.cscli_ok(&[
+            "machines",
+            "add",
+            "cscli-test",
+            "--password",
+            "cscli-test-password-0123",
+            "-f",
+            creds.to_str().unwrap(),
+            "--force",
+        ]);
+        // cscli reaches the LAPI at the URL the credentials file names.
+        let text = fs::read_to_string(&creds).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("url:") {
+                    format!("url: {url}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&creds, text).unwrap();
+        lapi
+    }
+
+    /// Starts (or restarts) the process and waits until it answers.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("crowdsec.log"))
+            .unwrap();
+        let mut cmd = Command::new(self.bin.join("crowdsec"));
+        cmd.args(["-no-cs", "-no-capi", "-c"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(ns) = &self.ns {
+            run_in_netns(&mut cmd, ns);
+        }
+        self.child = Some(cmd.spawn().expect("spawn crowdsec"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.answers() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("crowdsec exited ({st}) at start:\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crowdsec did not listen on port {} within 30 s:\n{}",
+                self.port,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process; the database stays for [`Lapi::run`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM: the LAPI closes its database cleanly.
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Whether something accepts connections on the port.
+    fn answers(&self) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let try_connect =
+            move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        match &self.ns {
+            None => try_connect(),
+            Some(ns) => {
+                let ns = ns.clone();
+                std::thread::spawn(move || {
+                    crate::lab::Lab::enter(&ns);
+                    try_connect()
+                })
+                .join()
+                .unwrap()
+            }
+        }
+    }
+
+    /// The URL from inside its namespace.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `cscli -c CONFIG ARGS` where the LAPI runs.
+    pub fn cscli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(self.bin.join("cscli"));
+        cmd.arg("-c").arg(&self.config).args(args);
+        if let Some(ns) = &self.ns {
+            run_in_netns(&mut cmd, ns);
+        }
+        cmd.output().expect("run cscli")
+    }
+
+    /// As [`Lapi::cscli`], asserting success; returns stdout and stderr.
+    pub fn cscli_ok(&self, args: &[&str]) -> String {
+        let out = self.cscli(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "cscli {args:?} failed:\n{text}");
+        text
+    }
+
+    /// Registers a machine (watcher) with this password, validated.
+    pub fn add_machine(&self, id: &str, password: &str) {
+        let sink = self.dir.join(format!("{id}-credentials.yaml"));
+        self.cscli_ok(&[
+            "machines",
+            "add",
+            id,
+            "--password",
+            password,
+            "-f",
+            sink.to_str().unwrap(),
+            "--force",
+        ]);
+    }
+
+    /// Everything crowdsec logged so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(self.dir.join("crowdsec.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Lapi {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a secret file (mode 0600) and returns its path.
+pub fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join(name);
+    let _ = fs::remove_file(&p);
+    let mut f = fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    std::io::Write::write_all(&mut f, value.as_bytes()).unwrap();
+    p
+}
