@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "util-linux",
         "nsenter, which runs the demo's agent in a network namespace",
     ),
+    (
+        "libsqlite3-0",
+        "the CrowdSec LAPI binaries the crowdsec tests run (they link it)",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    crowdsec_package()?;
     bpffs()?;
     kernel()?;
     eprintln!("xtask setup: everything is in place");
@@ -185,6 +190,57 @@ fn debian_packages() -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .context("installing Debian packages")
+}
+
+/// CrowdSec 1.4.6 for the crowdsec tests and the fleet benchmark,
+/// unpacked (never installed: its postinst registers with CrowdSec's
+/// central API, which fails offline) into `<target>/crowdsec/root`, where
+/// the tests look for it.
+fn crowdsec_package() -> anyhow::Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let cache = target.join("crowdsec");
+    let root = cache.join("root");
+    if root.join("usr/bin/crowdsec").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: fetching Debian's crowdsec package (the LAPI the tests run)");
+    if !succeeds(Command::new("apt-cache").args(["show", "crowdsec"])) {
+        cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    let tmp = cache.join(format!("dl-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["download", "-q", "crowdsec"])
+            .current_dir(&tmp),
+    )
+    .context("apt-get download crowdsec")?;
+    let deb = fs::read_dir(&tmp)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    cmd::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(tmp.join("root")),
+    )?;
+    if fs::rename(tmp.join("root"), &root).is_err() && !root.join("usr/bin/crowdsec").exists() {
+        bail!(
+            "could not move the unpacked crowdsec package to {}",
+            root.display()
+        );
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    let ldd = output(Command::new("ldd").arg(root.join("usr/bin/crowdsec")))?;
+    if ldd.contains("not found") {
+        bail!("crowdsec's libraries do not all resolve on this system:\n{ldd}");
+    }
+    Ok(())
 }
 
 fn bpffs() -> anyhow::Result<()> {

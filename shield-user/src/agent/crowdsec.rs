@@ -26,8 +26,10 @@ use crate::{
 const RESYNC_EVERY: Duration = Duration::from_secs(600);
 /// The longest wait between attempts while the LAPI is failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Pushes wait at least this long after a failure.
+/// Pushes wait this long after a first failure, doubling up to
+/// [`MAX_PUSH_BACKOFF`]: an alert is worth most while its ban is fresh.
 const PUSH_RETRY: Duration = Duration::from_secs(1);
+const MAX_PUSH_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the agent knows about its LAPI link.
 #[derive(Debug)]
@@ -215,10 +217,10 @@ fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
     a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn backoff(poll: Duration, failures: u32) -> Duration {
+/// `first × 2^(failures-1)`, at most `cap` (or `first`, if longer).
+fn backoff(first: Duration, failures: u32, cap: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(10);
-    poll.saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF.max(poll))
+    first.saturating_mul(1 << doublings).min(cap.max(first))
 }
 
 /// Builds a client for `cfg` on a blocking thread (it reads files).
@@ -262,7 +264,7 @@ pub async fn poll_loop(agent: Arc<Mutex<Agent>>) {
                 Err(e) => {
                     failures += 1;
                     lock(&agent).crowdsec_failed("setup", &e);
-                    tokio::time::sleep(backoff(cfg.poll, failures)).await;
+                    tokio::time::sleep(backoff(cfg.poll, failures, MAX_BACKOFF)).await;
                     continue;
                 }
             },
@@ -309,7 +311,7 @@ pub async fn poll_loop(agent: Arc<Mutex<Agent>>) {
                     // The operator may fix the key file: read it again.
                     current = None;
                 }
-                tokio::time::sleep(backoff(cfg.poll, failures)).await;
+                tokio::time::sleep(backoff(cfg.poll, failures, MAX_BACKOFF)).await;
             }
         }
     }
@@ -368,7 +370,7 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
                 if e.is_auth() {
                     current = None;
                 }
-                let wait = backoff(PUSH_RETRY, failures);
+                let wait = backoff(PUSH_RETRY, failures, MAX_PUSH_BACKOFF);
                 tokio::time::sleep(wait).await;
             }
         }
@@ -419,4 +421,18 @@ async fn push_once(
         *current = None;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let s = Duration::from_secs;
+        let got: Vec<Duration> = (1..=7).map(|n| backoff(s(1), n, s(10))).collect();
+        assert_eq!(got, [s(1), s(2), s(4), s(8), s(10), s(10), s(10)]);
+        assert_eq!(backoff(s(60), 5, s(30)), s(60), "never below the poll");
+        assert_eq!(backoff(s(1), u32::MAX, s(30)), s(30));
+    }
 }

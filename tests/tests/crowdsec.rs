@@ -1,0 +1,516 @@
+//! shield against a real CrowdSec LAPI (1.4.6 from Debian), in netns labs:
+//! decisions in (Ip and Range, added and deleted with cscli), ownership
+//! shared with local bans, a LAPI restart, a bad key, and two shield
+//! instances sharing an autoban through the LAPI. Needs root;
+//! --test-threads=1.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use shield_tests::{
+    agent::{Agent, AgentHome, metric, scrape},
+    flow::Flows,
+    lab::Lab,
+    lapi::{self, BOUNCER_KEY, Lapi},
+};
+
+const PORT: u16 = 7300;
+/// Every test polls once a second; "enforced within the poll interval"
+/// is checked with this much slack for the first poll and the scheduler.
+const POLL: &str = "1s";
+const WITHIN: Duration = Duration::from_secs(5);
+
+fn crowdsec_section(home: &AgentHome, url: &str, key: &str, extra: &str) -> String {
+    let key_file = lapi::secret_file(&home.dir, "crowdsec.key", key);
+    format!(
+        "[crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{}\"\npoll = \"{POLL}\"\n{extra}",
+        key_file.display()
+    )
+}
+
+/// A lab, a LAPI in its server namespace, and an agent polling it.
+fn setup(extra: &str) -> (Lab, Lapi, AgentHome, Agent) {
+    let lab = Lab::new();
+    let lapi = Lapi::start(Some(&lab.server_ns), Ipv4Addr::LOCALHOST);
+    let home = AgentHome::new();
+    let cs = crowdsec_section(&home, &lapi.url(), BOUNCER_KEY, "");
+    home.write_config(&format!("{}{extra}{cs}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    (lab, lapi, home, agent)
+}
+
+/// Waits until `cond` holds, or fails with `what` and the agent's logs.
+fn wait_for(agent: &Agent, within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}\n{}", agent.logs());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn passes(lab: &Lab, to: IpAddr) -> bool {
+    lab.udp_through(to, PORT, 5) >= 4
+}
+
+fn blocked(lab: &Lab, to: IpAddr) -> bool {
+    lab.udp_through(to, PORT, 5) == 0
+}
+
+fn bans(home: &AgentHome) -> Vec<serde_json::Value> {
+    home.ctl_json(&["ban", "list"])["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ban_of<'a>(
+    rows: &'a [serde_json::Value],
+    net: &str,
+    origin: &str,
+) -> Option<&'a serde_json::Value> {
+    rows.iter()
+        .find(|r| r["net"] == net && r["origin"] == origin)
+}
+
+#[test]
+fn decisions_added_with_cscli_are_enforced_and_lifted_when_deleted() {
+    let (lab, lapi, home, agent) = setup("");
+    let src = lab.client_v4.to_string();
+    assert!(passes(&lab, lab.server_v4), "clean before any decision");
+
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h", "-R", "test ban"]);
+    wait_for(&agent, WITHIN, "the decision is not enforced", || {
+        blocked(&lab, lab.server_v4)
+    });
+    let rows = bans(&home);
+    let row = ban_of(&rows, &format!("{src}/32"), "crowdsec").unwrap_or_else(|| panic!("{rows:?}"));
+    let left = row["expires_in_secs"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&left), "its own duration: {row}");
+    assert!(row["reason"].as_str().unwrap().contains("cscli"), "{row}");
+    let check = home.ctl_ok(&["check", &src]);
+    assert!(check.contains("crowdsec"), "{check}");
+
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(&m, "shield_bans_total{source=\"crowdsec\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "shield_crowdsec_decisions{origin=\"cscli\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let polled = metric(&m, "shield_crowdsec_last_poll_success_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(now - polled < 10.0, "{m}");
+    assert_eq!(metric(&m, "shield_crowdsec_errors_total"), Some(0.0), "{m}");
+
+    // A CrowdSec ban is lifted where it was made, not with shieldctl.
+    let del = home.ctl(&["ban", "del", &src]);
+    assert!(
+        !del.ok() && del.stderr.contains("cscli decisions delete"),
+        "{del:?}"
+    );
+
+    lapi.cscli_ok(&["decisions", "delete", "-i", &src]);
+    wait_for(&agent, WITHIN, "the deleted decision still drops", || {
+        passes(&lab, lab.server_v4)
+    });
+    assert!(ban_of(&bans(&home), &format!("{src}/32"), "crowdsec").is_none());
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(&m, "shield_crowdsec_decisions{origin=\"cscli\"}"),
+        None,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_range_decision_covers_its_prefix() {
+    let (lab, lapi, home, agent) = setup("");
+    let IpAddr::V4(c) = lab.client_v4 else {
+        unreachable!()
+    };
+    let [a, b, n, _] = c.octets();
+    let range = format!("{a}.{b}.{n}.0/24");
+    let other = lab.add_client_v4(9);
+    lapi.cscli_ok(&["decisions", "add", "-r", &range, "-d", "30m"]);
+    wait_for(&agent, WITHIN, "the range is not enforced", || {
+        blocked(&lab, lab.server_v4)
+    });
+    // The second client address is in the range too.
+    let flows = Flows::start(&lab, PORT + 1, &[other], Duration::from_millis(5));
+    thread::sleep(Duration::from_millis(500));
+    let r = flows.stop();
+    assert!(r.sent(other) > 20 && r.received(other) == 0, "{r:?}");
+    let rows = bans(&home);
+    assert!(ban_of(&rows, &range, "crowdsec").is_some(), "{rows:?}");
+
+    lapi.cscli_ok(&["decisions", "delete", "-r", &range]);
+    wait_for(&agent, WITHIN, "the deleted range still drops", || {
+        passes(&lab, lab.server_v4)
+    });
+}
+
+#[test]
+fn an_address_another_origin_also_bans_stays_blocked() {
+    let (lab, lapi, home, agent) = setup("");
+    let src = lab.client_v4.to_string();
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h"]);
+    wait_for(&agent, WITHIN, "the decision is not enforced", || {
+        ban_of(&bans(&home), &format!("{src}/32"), "crowdsec").is_some()
+    });
+    home.ctl_ok(&["ban", "add", &src, "--ttl", "10m", "--reason", "ours too"]);
+    let rows = bans(&home);
+    assert!(
+        ban_of(&rows, &format!("{src}/32"), "manual").is_some(),
+        "{rows:?}"
+    );
+
+    lapi.cscli_ok(&["decisions", "delete", "-i", &src]);
+    wait_for(&agent, WITHIN, "CrowdSec's hold is not released", || {
+        ban_of(&bans(&home), &format!("{src}/32"), "crowdsec").is_none()
+    });
+    assert!(
+        blocked(&lab, lab.server_v4),
+        "the manual ban still holds it"
+    );
+    assert!(
+        agent.logs().contains("kept_by_other_origin=1"),
+        "{}",
+        agent.logs()
+    );
+
+    // And the other way round: shieldctl lifts its own hold only.
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h"]);
+    wait_for(&agent, WITHIN, "the new decision is not taken in", || {
+        ban_of(&bans(&home), &format!("{src}/32"), "crowdsec").is_some()
+    });
+    let out = home.ctl_ok(&["ban", "del", &src]);
+    assert!(out.contains("stays banned by a CrowdSec decision"), "{out}");
+    assert!(blocked(&lab, lab.server_v4));
+}
+
+#[test]
+fn a_lapi_restart_loses_nothing_and_resyncs_as_a_diff() {
+    let (lab, mut lapi, home, agent) = setup("");
+    let src = lab.client_v4.to_string();
+    let second = lab.add_client_v4(7).to_string();
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h"]);
+    wait_for(&agent, WITHIN, "the decision is not enforced", || {
+        blocked(&lab, lab.server_v4)
+    });
+
+    lapi.stop();
+    wait_for(&agent, WITHIN, "the outage is not counted", || {
+        metric(
+            &scrape(&lab.server_ns, 9964),
+            "shield_crowdsec_errors_total",
+        )
+        .is_some_and(|n| n >= 1.0)
+    });
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        blocked(&lab, lab.server_v4),
+        "decisions stay while the LAPI is down"
+    );
+    assert!(
+        agent.logs().contains("CrowdSec poll failed"),
+        "{}",
+        agent.logs()
+    );
+
+    // While shield is not looking: one decision goes, another comes.
+    // The database is the LAPI's; cscli talks to it through the LAPI, so
+    // restart it first, then change things before shield's next poll can
+    // see a delta (its backoff is a few seconds by now).
+    lapi.run();
+    lapi.cscli_ok(&["decisions", "delete", "-i", &src]);
+    lapi.cscli_ok(&["decisions", "add", "-i", &second, "-d", "1h"]);
+    wait_for(
+        &agent,
+        Duration::from_secs(20),
+        "no resync after the restart",
+        || {
+            let rows = bans(&home);
+            ban_of(&rows, &format!("{second}/32"), "crowdsec").is_some()
+                && ban_of(&rows, &format!("{src}/32"), "crowdsec").is_none()
+        },
+    );
+    assert!(
+        passes(&lab, lab.server_v4),
+        "the deleted decision is lifted"
+    );
+    assert!(
+        agent.logs().contains("CrowdSec LAPI reachable again"),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.logs().contains("startup=true"), "{}", agent.logs());
+}
+
+#[test]
+fn a_bad_api_key_is_a_clear_error_and_the_local_policy_keeps_running() {
+    let lab = Lab::new();
+    let lapi = Lapi::start(Some(&lab.server_ns), Ipv4Addr::LOCALHOST);
+    let home = AgentHome::new();
+    let cs = crowdsec_section(&home, &lapi.url(), "not-the-key-0123456789", "");
+    home.write_config(&format!("{}{cs}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    lapi.cscli_ok(&[
+        "decisions",
+        "add",
+        "-i",
+        &lab.client_v4.to_string(),
+        "-d",
+        "1h",
+    ]);
+
+    wait_for(&agent, WITHIN, "no clear error about the key", || {
+        agent
+            .logs()
+            .contains("refused the bouncer API key (HTTP 403)")
+    });
+    assert!(agent.logs().contains("cscli bouncers"), "{}", agent.logs());
+    let m = scrape(&lab.server_ns, 9964);
+    assert!(
+        metric(&m, "shield_crowdsec_errors_total").unwrap() >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "shield_crowdsec_last_poll_success_timestamp_seconds"),
+        None
+    );
+    // Nothing from CrowdSec, and the local policy works.
+    assert!(passes(&lab, lab.server_v4));
+    let src = lab.client_v4.to_string();
+    home.ctl_ok(&["ban", "add", &src]);
+    assert!(blocked(&lab, lab.server_v4));
+    home.ctl_ok(&["ban", "del", &src]);
+    assert!(passes(&lab, lab.server_v4));
+    // One error line per distinct failure, not one per poll.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        agent.logs().matches("refused the bouncer API key").count(),
+        1,
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn check_config_refuses_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let cs = crowdsec_section(&home, "http://127.0.0.1:8080", BOUNCER_KEY, "");
+    std::fs::set_permissions(
+        home.dir.join("crowdsec.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let text = format!("{}{cs}", home.base_config(&lab));
+    home.write_config(&text);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("api_key_file"))
+        .unwrap()
+        + 1;
+    let (st, out) = home.run(&lab, &["check-config", home.config.to_str().unwrap()]);
+    assert_eq!(st.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!(":{line}:16: `api_key_file`")),
+        "{out}"
+    );
+    assert!(
+        out.contains("mode 0644") && out.contains("chmod 600"),
+        "{out}"
+    );
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn an_autoban_on_one_instance_is_enforced_on_another_through_the_lapi() {
+    let (a, b) = (Lab::new(), Lab::new());
+    // The LAPI lives in A's server namespace; B's server reaches it over a
+    // veth of their own (the XDP programs are on the labs' sh-srv only).
+    let lapi = Lapi::start(Some(&a.server_ns), Ipv4Addr::UNSPECIFIED);
+    ip(&[
+        "link",
+        "add",
+        "sh-fa",
+        "netns",
+        &a.server_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sh-fb",
+        "netns",
+        &b.server_ns,
+    ]);
+    for (ns, dev, addr) in [
+        (&a.server_ns, "sh-fa", "10.210.0.1/30"),
+        (&b.server_ns, "sh-fb", "10.210.0.2/30"),
+    ] {
+        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    // The attacker has the same address in both labs: A's 10.200.A.77.
+    let attacker = a.add_client_v4(77);
+    let IpAddr::V4(s) = a.server_v4 else {
+        unreachable!()
+    };
+    ip(&[
+        "-n",
+        &b.server_ns,
+        "addr",
+        "add",
+        &format!("{s}/24"),
+        "dev",
+        &b.server_if,
+    ]);
+    ip(&[
+        "-n",
+        &b.client_ns,
+        "addr",
+        "add",
+        &format!("{attacker}/24"),
+        "dev",
+        "sh-cli",
+    ]);
+
+    lapi.add_machine("shield-a", "shield-a-password-0123");
+    let home_a = AgentHome::new();
+    let pw = lapi::secret_file(&home_a.dir, "crowdsec.pw", "shield-a-password-0123");
+    let cs_a = crowdsec_section(
+        &home_a,
+        &lapi.url(),
+        BOUNCER_KEY,
+        &format!(
+            "machine_id = \"shield-a\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    home_a.write_config(&format!(
+        "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n{cs_a}",
+        home_a.base_config(&a)
+    ));
+    let home_b = AgentHome::new();
+    let cs_b = crowdsec_section(
+        &home_b,
+        &format!("http://10.210.0.1:{}", lapi.port),
+        BOUNCER_KEY,
+        "",
+    );
+    home_b.write_config(&format!("{}{cs_b}", home_b.base_config(&b)));
+    let agent_a = home_a.start(&a, &[]);
+    let agent_b = home_b.start(&b, &[]);
+
+    // B lets the attacker in (the destination is B's copy of A's address).
+    assert!(passes(&b, a.server_v4), "B is open before the autoban");
+
+    let flood = Flows::start(&a, PORT, &[attacker], Duration::from_micros(500));
+    wait_for(&agent_a, Duration::from_secs(15), "no autoban on A", || {
+        ban_of(&bans(&home_a), &format!("{attacker}/32"), "autoban").is_some()
+    });
+    flood.stop();
+    wait_for(
+        &agent_b,
+        Duration::from_secs(10),
+        "A's autoban is not enforced on B",
+        || blocked(&b, a.server_v4),
+    );
+    let rows = bans(&home_b);
+    let row =
+        ban_of(&rows, &format!("{attacker}/32"), "crowdsec").unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(
+        row["reason"].as_str().unwrap().contains("shield/flood"),
+        "{row}"
+    );
+    let left = row["expires_in_secs"].as_u64().unwrap();
+    assert!((40..=60).contains(&left), "the autoban's duration: {row}");
+
+    let m = scrape(&a.server_ns, 9964);
+    assert!(
+        metric(&m, "shield_crowdsec_alerts_pushed_total").unwrap() >= 1.0,
+        "{m}"
+    );
+    assert!(
+        agent_a.logs().contains("autobans pushed to CrowdSec"),
+        "{}",
+        agent_a.logs()
+    );
+    // The alert as the LAPI stored it: scenario, source and a message with the rate.
+    let alerts = lapi.cscli_ok(&["alerts", "list", "-o", "json"]);
+    assert!(
+        alerts.contains("shield/flood") && alerts.contains(&attacker.to_string()),
+        "{alerts}"
+    );
+    assert!(alerts.contains("dropped packets/s"), "{alerts}");
+}
+
+#[test]
+fn autobans_wait_in_the_spool_while_the_lapi_is_down() {
+    let lab = Lab::new();
+    let mut lapi = Lapi::start(Some(&lab.server_ns), Ipv4Addr::LOCALHOST);
+    lapi.add_machine("shield-s", "shield-s-password-0123");
+    let home = AgentHome::new();
+    let pw = lapi::secret_file(&home.dir, "crowdsec.pw", "shield-s-password-0123");
+    let cs = crowdsec_section(
+        &home,
+        &lapi.url(),
+        BOUNCER_KEY,
+        &format!(
+            "machine_id = \"shield-s\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    home.write_config(&format!(
+        "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n{cs}",
+        home.base_config(&lab)
+    ));
+    let agent = home.start(&lab, &[]);
+    lapi.stop();
+
+    let src = lab.client_v4;
+    let flood = Flows::start(&lab, PORT, &[src], Duration::from_micros(500));
+    wait_for(&agent, Duration::from_secs(15), "no autoban", || {
+        ban_of(&bans(&home), &format!("{src}/32"), "autoban").is_some()
+    });
+    flood.stop();
+    let spool = home.state_dir.join("crowdsec-spool.json");
+    wait_for(&agent, WITHIN, "the autoban is not spooled", || {
+        std::fs::read_to_string(&spool).is_ok_and(|s| s.contains(&src.to_string()))
+    });
+    // The agent restarts while the LAPI is still down: the spool stays.
+    agent.stop();
+    let agent = home.start(&lab, &[]);
+    assert!(agent.logs().contains("still spooled"), "{}", agent.logs());
+
+    lapi.run();
+    wait_for(
+        &agent,
+        Duration::from_secs(40),
+        "the spooled alert is not pushed",
+        || {
+            lapi.cscli_ok(&["decisions", "list", "-o", "json"])
+                .contains(&src.to_string())
+        },
+    );
+    wait_for(&agent, WITHIN, "the spool is not emptied", || {
+        std::fs::read_to_string(&spool).is_ok_and(|s| !s.contains(&src.to_string()))
+    });
+}
