@@ -5,7 +5,7 @@ use std::{
     fs,
     io::Read,
     os::{fd::AsRawFd, unix::net::UnixDatagram, unix::process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -15,13 +15,14 @@ use crate::lab::Lab;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Where cargo put the binaries: next to this test executable's `deps/`.
+/// Where cargo put the binaries: next to this test executable's `deps/`,
+/// or next to this executable when it is a binary of its own (a benchmark).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+    let mut dir = exe.parent().expect("target/<profile>/deps").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     let bin = dir.join(name);
     assert!(
         bin.exists(),
