@@ -307,6 +307,13 @@ prometheus:
         text
     }
 
+    /// Registers another bouncer with this key. Every shield instance needs
+    /// its own: the LAPI keys the decision stream's deltas by bouncer, so
+    /// two instances sharing a key would each miss what the other pulled.
+    pub fn add_bouncer(&self, name: &str, key: &str) {
+        self.cscli_ok(&["bouncers", "add", name, "-k", key]);
+    }
+
     /// Registers a machine (watcher) with this password, validated.
     pub fn add_machine(&self, id: &str, password: &str) {
         let sink = self.dir.join(format!("{id}-credentials.yaml"));

@@ -196,7 +196,12 @@ fn an_address_another_origin_also_bans_stays_blocked() {
     });
     let out = home.ctl_ok(&["ban", "del", &src]);
     assert!(out.contains("stays banned by a CrowdSec decision"), "{out}");
-    assert!(blocked(&lab, lab.server_v4));
+    assert!(
+        blocked(&lab, lab.server_v4),
+        "CrowdSec's hold is gone with the manual one: {:?}\n{}",
+        bans(&home),
+        agent.logs()
+    );
 }
 
 #[test]
@@ -408,11 +413,13 @@ fn an_autoban_on_one_instance_is_enforced_on_another_through_the_lapi() {
         "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n{cs_a}",
         home_a.base_config(&a)
     ));
+    // B is a bouncer of its own: the LAPI tracks each bouncer's stream.
+    lapi.add_bouncer("shield-b", "shield-b-bouncer-key-0123456789");
     let home_b = AgentHome::new();
     let cs_b = crowdsec_section(
         &home_b,
         &format!("http://10.210.0.1:{}", lapi.port),
-        BOUNCER_KEY,
+        "shield-b-bouncer-key-0123456789",
         "",
     );
     home_b.write_config(&format!("{}{cs_b}", home_b.base_config(&b)));

@@ -3,7 +3,9 @@
 //! - `packets`: per-packet cost of the XDP pipeline against an empty
 //!   program and xdp-filter (`shield-bench`);
 //! - `feeds`: loading and refreshing a million-entry threat feed, in
-//!   process and through the real agent, against nftables (`feed-bench`).
+//!   process and through the real agent, against nftables (`feed-bench`);
+//! - `fleet`: CrowdSec LAPI decisions applied by the real agent, and an
+//!   autoban's propagation between two agents (`fleet-bench`).
 //!
 //! `--write` rewrites each part's marked section of docs/BENCHMARKS.md.
 
@@ -17,11 +19,12 @@ use crate::{cmd, setup};
 enum Part {
     Packets,
     Feeds,
+    Fleet,
 }
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Run only this part (both by default, packets first).
+    /// Run only this part (all by default: packets, feeds, fleet).
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// Packets per BPF_PROG_TEST_RUN measurement.
@@ -43,7 +46,7 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     setup::run()?;
-    if args.only != Some(Part::Feeds) {
+    if args.only.is_none() || args.only == Some(Part::Packets) {
         let (repeat, rounds) = (args.repeat.to_string(), args.rounds.to_string());
         bench_bin(
             "shield-bench",
@@ -51,7 +54,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.write,
         )?;
     }
-    if args.only != Some(Part::Packets) {
+    if args.only.is_none() || args.only == Some(Part::Feeds) {
         // The feed benchmark starts the real agent and shieldctl, which
         // it finds next to itself in target/release.
         cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
@@ -68,6 +71,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ],
             args.write,
         )?;
+    }
+    if args.only.is_none() || args.only == Some(Part::Fleet) {
+        cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
+        bench_bin("fleet-bench", &["--command", &invocation()], args.write)?;
     }
     Ok(())
 }

@@ -129,8 +129,8 @@ fn cell(v: &[f64], unit: &str, digits: usize) -> String {
     format!("{m:.digits$} {unit} ({lo:.digits$}–{hi:.digits$})")
 }
 
-fn crowdsec_section(home: &AgentHome, url: &str, extra: &str) -> String {
-    let key = lapi::secret_file(&home.dir, "crowdsec.key", BOUNCER_KEY);
+fn crowdsec_section(home: &AgentHome, url: &str, key: &str, extra: &str) -> String {
+    let key = lapi::secret_file(&home.dir, "crowdsec.key", key);
     format!(
         "[crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{}\"\npoll = \"{POLL_SECS}s\"\n{extra}",
         key.display()
@@ -204,7 +204,7 @@ fn bench_apply(n: usize, rounds: u32) -> Apply {
     for round in 0..rounds {
         eprintln!("fleet-bench: apply round {}", round + 1);
         let home = AgentHome::new();
-        let cs = crowdsec_section(&home, &lapi.url(), "");
+        let cs = crowdsec_section(&home, &lapi.url(), BOUNCER_KEY, "");
         home.write_config(&format!("{}{cs}", home.base_config(&lab)));
         let agent = home.start(&lab, &[]);
         let t = Instant::now();
@@ -303,6 +303,7 @@ fn bench_propagation(rounds: u32) -> Propagation {
     let cs_a = crowdsec_section(
         &home_a,
         &lapi.url(),
+        BOUNCER_KEY,
         &format!(
             "machine_id = \"bench-a\"\npassword_file = \"{}\"\n",
             pw.display()
@@ -312,10 +313,17 @@ fn bench_propagation(rounds: u32) -> Propagation {
         "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"1s\"\nttl = \"10m\"\n{cs_a}",
         home_a.base_config(&a)
     ));
+    // B is a bouncer of its own: the LAPI tracks each bouncer's stream.
+    lapi.add_bouncer("bench-b", "bench-b-bouncer-key-0123456789");
     let home_b = AgentHome::new();
-    let cs_b = crowdsec_section(&home_b, &format!("http://10.210.0.1:{}", lapi.port), "");
+    let cs_b = crowdsec_section(
+        &home_b,
+        &format!("http://10.210.0.1:{}", lapi.port),
+        "bench-b-bouncer-key-0123456789",
+        "",
+    );
     home_b.write_config(&format!("{}{cs_b}", home_b.base_config(&b)));
-    let _agent_a = home_a.start(&a, &[]);
+    let agent_a = home_a.start(&a, &[]);
     let agent_b = home_b.start(&b, &[]);
 
     let mut ms = Vec::new();
@@ -333,8 +341,10 @@ fn bench_propagation(rounds: u32) -> Propagation {
         while !holds(&home_b, &net, "crowdsec") {
             assert!(
                 Instant::now() < deadline,
-                "not propagated to B:\n{}",
-                agent_b.logs()
+                "not propagated to B:\n{}\nA:\n{}\nLAPI:\n{}",
+                agent_b.logs(),
+                agent_a.logs(),
+                lapi.logs()
             );
         }
         ms.push(t.elapsed().as_secs_f64() * 1e3);
