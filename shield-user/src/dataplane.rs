@@ -205,6 +205,31 @@ impl Dataplane {
         }
     }
 
+    /// Many bans at once, each with its own value: exact entries go in
+    /// batches ([`BATCH`] per syscall), prefixes one by one. What a
+    /// CrowdSec resync of 100k decisions needs to be quick.
+    pub fn set_bans(&mut self, bans: &[(Cidr, Ban)]) -> Result<()> {
+        let prefix = self.config()?.ipv6_prefix;
+        let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (net, ban) in bans {
+            match ban_placement(*net, prefix) {
+                Placement::ExactV4(k) => {
+                    k4.push(k);
+                    v4.push(*ban);
+                }
+                Placement::ExactV6(k) => {
+                    k6.push(k);
+                    v6.push(*ban);
+                }
+                Placement::Trie => {
+                    self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, *net, ban)?;
+                }
+            }
+        }
+        self.hash_update_pairs(MAP_BAN_V4, &k4, &v4)?;
+        self.hash_update_pairs(MAP_BAN_V6, &k6, &v6)
+    }
+
     pub fn remove_ban(&mut self, net: Cidr) -> Result<()> {
         match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_remove::<[u8; 4], Ban>(MAP_BAN_V4, k),
@@ -451,6 +476,48 @@ impl Dataplane {
                 Err(e) if batch_unsupported(&e) => {
                     for k in &keys[done + n..] {
                         self.hash_insert(name, *k, value)?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(batch_err(name, "BPF_MAP_UPDATE_BATCH", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `keys[i]` to `values[i]`, [`BATCH`] pairs per syscall.
+    fn hash_update_pairs<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[K],
+        values: &[V],
+    ) -> Result<()> {
+        debug_assert_eq!(keys.len(), values.len());
+        let n = keys.len().min(values.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let fd = self.hash_fd::<K, V>(name)?;
+        let mut done = 0;
+        while done < n {
+            let end = n.min(done + BATCH);
+            // SAFETY: both slices hold at least `end - done` plain-data keys
+            // and values from `done`, of the sizes the map was checked to
+            // have, and `fd` is a map fd owned by `self`.
+            let (r, sent) = unsafe {
+                map_batch(
+                    BPF_MAP_UPDATE_BATCH,
+                    fd,
+                    keys[done..end].as_ptr().cast(),
+                    values[done..end].as_ptr().cast(),
+                    end - done,
+                )
+            };
+            match r {
+                Ok(()) => done = end,
+                Err(e) if batch_unsupported(&e) => {
+                    for i in done + sent..n {
+                        self.hash_insert(name, keys[i], &values[i])?;
                     }
                     return Ok(());
                 }

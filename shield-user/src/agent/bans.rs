@@ -344,12 +344,14 @@ impl BanBook {
         // start-up; the kernel writes below cannot be half-remembered.
         self.save()?;
         let now_mono = clock::monotonic_ns();
+        let mut writes = Vec::with_capacity(touched.len());
         for net in touched {
             match self.bans.get(&net).and_then(|h| combined(h, now_ms)) {
-                Some(b) => dp.set_ban(net, &kernel_ban(b, now_ms, now_mono))?,
+                Some(b) => writes.push((net, kernel_ban(b, now_ms, now_mono))),
                 None => dp.remove_ban(net)?,
             }
         }
+        dp.set_bans(&writes)?;
         Ok(out)
     }
 
@@ -427,9 +429,16 @@ impl BanBook {
     }
 
     fn save(&self) -> Result<(), BanError> {
-        let j = Journal {
+        // Borrowed, not cloned: with 100k CrowdSec decisions the journal is
+        // written after every change, and copying it first doubled the cost.
+        #[derive(Serialize)]
+        struct JournalRef<'a> {
+            version: u32,
+            bans: Vec<&'a BanRecord>,
+        }
+        let j = JournalRef {
             version: 1,
-            bans: self.list().cloned().collect(),
+            bans: self.list().collect(),
         };
         statefile::write(&self.path, &j)?;
         Ok(())

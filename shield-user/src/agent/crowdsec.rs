@@ -141,6 +141,7 @@ impl Agent {
             return;
         }
         let desired = self.crowdsec.book.desired(now_ms);
+        let book_ms = t.elapsed().as_millis() as u64;
         match self.bans.sync_crowdsec(&mut self.dp, &desired) {
             Ok(s) => {
                 self.tallies.bans.crowdsec += s.added as u64;
@@ -156,6 +157,7 @@ impl Agent {
                         kept_by_other_origin = s.still_held,
                         ignored = out.ignored,
                         refused = out.rejected.len(),
+                        book_ms,
                         apply_ms = t.elapsed().as_millis() as u64,
                         "CrowdSec decisions applied"
                     );
