@@ -94,6 +94,7 @@ pub struct Lapi {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
+    scheme: &'static str,
     /// The network namespace it runs in (`None`: the host's).
     ns: Option<String>,
     bin: PathBuf,
@@ -105,6 +106,12 @@ impl Lapi {
     /// host's when `ns` is `None`) and registers [`BOUNCER_KEY`] and a
     /// machine for `cscli` itself.
     pub fn start(ns: Option<&str>, listen: Ipv4Addr) -> Lapi {
+        Lapi::start_with(ns, listen, None)
+    }
+
+    /// As [`Lapi::start`], serving https with this certificate and key
+    /// (PEM files); `cscli` then skips verification (it is test plumbing).
+    pub fn start_with(ns: Option<&str>, listen: Ipv4Addr, tls: Option<(&Path, &Path)>) -> Lapi {
         let root = package_root();
         let tag = format!(
             "{}-{}",
@@ -128,6 +135,17 @@ impl Lapi {
         )
         .unwrap();
         let config = dir.join("config.yaml");
+        let (scheme, tls_yaml) = match tls {
+            Some((cert, key)) => (
+                "https",
+                format!(
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("http", String::new()),
+        };
         fs::write(
             &config,
             format!(
@@ -156,7 +174,7 @@ db_config:
     max_age: 7d
 api:
   client:
-    insecure_skip_verify: false
+    insecure_skip_verify: {skip}
     credentials_path: {d}/local_api_credentials.yaml
   server:
     log_level: info
@@ -164,10 +182,11 @@ api:
     profiles_path: {d}/profiles.yaml
     trusted_ips:
       - 127.0.0.1
-prometheus:
+{tls_yaml}prometheus:
   enabled: false
 ",
                 plugins = root.join("usr/lib/crowdsec/plugins").display(),
+                skip = tls.is_some(),
             ),
         )
         .unwrap();
@@ -175,6 +194,7 @@ prometheus:
             dir,
             config,
             port,
+            scheme,
             ns: ns.map(str::to_string),
             bin: root.join("usr/bin"),
             child: None,
@@ -194,7 +214,7 @@ prometheus:
         ]);
         // cscli reaches the LAPI at the URL the credentials file names.
         let text = fs::read_to_string(&creds).unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let text = text
             .lines()
             .map(|l| {
@@ -282,7 +302,7 @@ prometheus:
 
     /// The URL from inside its namespace.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// Runs `cscli -c CONFIG ARGS` where the LAPI runs.

@@ -521,3 +521,60 @@ fn autobans_wait_in_the_spool_while_the_lapi_is_down() {
         std::fs::read_to_string(&spool).is_ok_and(|s| !s.contains(&src.to_string()))
     });
 }
+
+/// The test CA and the 127.0.0.1 certificate it signed (shield-user's feed
+/// tests use the same throwaway material).
+const TLS_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shield-user/src/feeds/testdata/tls"
+);
+
+#[test]
+fn an_https_lapi_is_trusted_through_ca_file_only() {
+    let lab = Lab::new();
+    let tls = std::path::Path::new(TLS_DIR);
+    let lapi = Lapi::start_with(
+        Some(&lab.server_ns),
+        Ipv4Addr::LOCALHOST,
+        Some((&tls.join("server.pem"), &tls.join("server.key"))),
+    );
+    assert!(lapi.url().starts_with("https://"));
+    let src = lab.client_v4.to_string();
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h"]);
+
+    // Without ca_file the system's roots do not know the test CA.
+    let home = AgentHome::new();
+    let cs = crowdsec_section(&home, &lapi.url(), BOUNCER_KEY, "");
+    home.write_config(&format!("{}{cs}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    wait_for(&agent, WITHIN, "no TLS error without ca_file", || {
+        agent.logs().contains("CrowdSec poll failed")
+    });
+    assert!(
+        passes(&lab, lab.server_v4),
+        "an unverified LAPI is not obeyed"
+    );
+    agent.stop();
+    drop(home);
+
+    let home = AgentHome::new();
+    let cs = crowdsec_section(
+        &home,
+        &lapi.url(),
+        BOUNCER_KEY,
+        &format!("ca_file = \"{}\"\n", tls.join("ca.pem").display()),
+    );
+    home.write_config(&format!("{}{cs}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    wait_for(
+        &agent,
+        WITHIN,
+        "the decision over https is not enforced",
+        || blocked(&lab, lab.server_v4),
+    );
+    assert!(
+        !agent.logs().contains("CrowdSec poll failed"),
+        "{}",
+        agent.logs()
+    );
+}
