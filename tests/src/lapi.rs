@@ -109,9 +109,29 @@ impl Lapi {
         Lapi::start_with(ns, listen, None)
     }
 
+    /// An https LAPI that also accepts bouncers by client certificate:
+    /// certificates signed by `pki.ca` with OU `bouncer-ou`.
+    pub fn start_mtls(ns: Option<&str>, listen: Ipv4Addr, pki: &Pki) -> Lapi {
+        Lapi::start_inner(
+            ns,
+            listen,
+            Some((&pki.server_cert, &pki.server_key)),
+            Some(&pki.ca),
+        )
+    }
+
     /// As [`Lapi::start`], serving https with this certificate and key
     /// (PEM files); `cscli` then skips verification (it is test plumbing).
     pub fn start_with(ns: Option<&str>, listen: Ipv4Addr, tls: Option<(&Path, &Path)>) -> Lapi {
+        Lapi::start_inner(ns, listen, tls, None)
+    }
+
+    fn start_inner(
+        ns: Option<&str>,
+        listen: Ipv4Addr,
+        tls: Option<(&Path, &Path)>,
+        client_ca: Option<&Path>,
+    ) -> Lapi {
         let root = package_root();
         let tag = format!(
             "{}-{}",
@@ -139,9 +159,13 @@ impl Lapi {
             Some((cert, key)) => (
                 "https",
                 format!(
-                    "    tls:\n      cert_file: {}\n      key_file: {}\n",
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n{}",
                     cert.display(),
-                    key.display()
+                    key.display(),
+                    client_ca.map_or(String::new(), |ca| format!(
+                        "      ca_cert_path: {}\n      bouncers_allowed_ou:\n        - bouncer-ou\n      client_verification: VerifyClientCertIfGiven\n",
+                        ca.display()
+                    ))
                 ),
             ),
             None => ("http", String::new()),
@@ -382,4 +406,106 @@ pub fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
         .unwrap();
     std::io::Write::write_all(&mut f, value.as_bytes()).unwrap();
     p
+}
+
+/// A throwaway PKI made with openssl: a CA, a server certificate for
+/// 127.0.0.1, and a client certificate with the OU the LAPI admits
+/// bouncers by (`bouncer-ou`) or another one.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn new(dir: &Path, client_ou: &str) -> Pki {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shield test CA",
+        ]);
+        openssl(dir, &ca);
+        for (name, subj, ext) in [
+            (
+                "server",
+                "/CN=127.0.0.1".to_string(),
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "client",
+                format!("/OU={client_ou}/CN=shield-test"),
+                "extendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            let mut req = vec!["req"];
+            req.extend(ec);
+            let (key, csr, pem, extf) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(dir, &req);
+            fs::write(dir.join(&extf), ext).unwrap();
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extf,
+                ],
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.join("client.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        Pki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }

@@ -578,3 +578,55 @@ fn an_https_lapi_is_trusted_through_ca_file_only() {
         agent.logs()
     );
 }
+
+#[test]
+fn a_bouncer_authenticates_by_client_certificate() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let pki = lapi::Pki::new(&home.dir, "bouncer-ou");
+    let lapi = Lapi::start_mtls(Some(&lab.server_ns), Ipv4Addr::LOCALHOST, &pki);
+    let src = lab.client_v4.to_string();
+    lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h"]);
+    home.write_config(&format!(
+        "{}[crowdsec]\nlapi_url = \"{}\"\npoll = \"{POLL}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        home.base_config(&lab),
+        lapi.url(),
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+    ));
+    let agent = home.start(&lab, &[]);
+    wait_for(
+        &agent,
+        WITHIN,
+        "the decision over mTLS is not enforced",
+        || blocked(&lab, lab.server_v4),
+    );
+    assert!(
+        !agent.logs().contains("CrowdSec poll failed"),
+        "{}",
+        agent.logs()
+    );
+    agent.stop();
+
+    // A certificate from another CA (and with another OU) is no bouncer.
+    // (The same home: its pinned link holds the interface.)
+    let wrong_dir = home.dir.join("wrong");
+    std::fs::create_dir_all(&wrong_dir).unwrap();
+    let wrong = lapi::Pki::new(&wrong_dir, "not-a-bouncer");
+    home.write_config(&format!(
+        "{}[crowdsec]\nlapi_url = \"{}\"\npoll = \"{POLL}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        home.base_config(&lab),
+        lapi.url(),
+        pki.ca.display(),
+        wrong.client_cert.display(),
+        wrong.client_key.display(),
+    ));
+    let agent = home.start(&lab, &[]);
+    wait_for(
+        &agent,
+        WITHIN,
+        "a foreign certificate is not refused",
+        || agent.logs().contains("CrowdSec poll failed"),
+    );
+}

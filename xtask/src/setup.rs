@@ -28,6 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "nsenter, which runs the demo's agent in a network namespace",
     ),
     (
+        "openssl",
+        "throwaway certificates for the CrowdSec mutual-TLS test",
+    ),
+    (
         "libsqlite3-0",
         "the CrowdSec LAPI binaries the crowdsec tests run (they link it)",
     ),
