@@ -298,42 +298,58 @@ impl BanBook {
         dp: &mut Dataplane,
         desired: &BTreeMap<Cidr, crate::crowdsec::Desired>,
     ) -> Result<CrowdsecSync, BanError> {
+        let mut changes: BTreeMap<Cidr, Option<crate::crowdsec::Desired>> = self
+            .bans
+            .iter()
+            .filter(|(n, h)| {
+                !desired.contains_key(n) && h.iter().any(|b| b.origin == BanOrigin::Crowdsec)
+            })
+            .map(|(n, _)| (*n, None))
+            .collect();
+        changes.extend(desired.iter().map(|(n, d)| (*n, Some(d.clone()))));
+        self.crowdsec_changes(dp, &changes)
+    }
+
+    /// Sets CrowdSec's hold on each listed prefix (`None`: released) and
+    /// leaves every other prefix alone: what a delta needs.
+    pub fn crowdsec_changes(
+        &mut self,
+        dp: &mut Dataplane,
+        changes: &BTreeMap<Cidr, Option<crate::crowdsec::Desired>>,
+    ) -> Result<CrowdsecSync, BanError> {
         let now_ms = clock::unix_ms();
         let mut out = CrowdsecSync::default();
         let mut touched = Vec::new();
-        let held: Vec<Cidr> = self
-            .bans
-            .iter()
-            .filter(|(_, h)| h.iter().any(|b| b.origin == BanOrigin::Crowdsec))
-            .map(|(n, _)| *n)
-            .collect();
-        for net in held {
-            if !desired.contains_key(&net) {
-                self.release(net, BanOrigin::Crowdsec);
-                out.removed += 1;
-                if self.bans.contains_key(&net) {
-                    out.still_held += 1;
-                }
-                touched.push(net);
-            }
-        }
-        for (net, want) in desired {
+        for (net, want) in changes {
             let cur = self.bans.get(net).and_then(|h| {
                 h.iter()
                     .find(|b| b.origin == BanOrigin::Crowdsec)
-                    .and_then(|b| b.expires_unix_ms)
+                    .map(|b| b.expires_unix_ms)
             });
-            match cur {
-                Some(e) if e.abs_diff(want.expires_unix_ms) < SAME_EXPIRY_MS => continue,
-                Some(_) => out.updated += 1,
-                None => out.added += 1,
+            match (cur, want) {
+                (None, None) => continue,
+                (Some(_), None) => {
+                    self.release(*net, BanOrigin::Crowdsec);
+                    out.removed += 1;
+                    if self.bans.contains_key(net) {
+                        out.still_held += 1;
+                    }
+                    touched.push(*net);
+                    continue;
+                }
+                (Some(Some(e)), Some(w)) if e.abs_diff(w.expires_unix_ms) < SAME_EXPIRY_MS => {
+                    continue;
+                }
+                (Some(_), Some(_)) => out.updated += 1,
+                (None, Some(_)) => out.added += 1,
             }
+            let Some(w) = want else { continue };
             self.put(BanRecord {
                 net: *net,
                 origin: BanOrigin::Crowdsec,
-                reason: Some(want.reason.clone()),
+                reason: Some(w.reason.clone()),
                 created_unix_ms: now_ms,
-                expires_unix_ms: Some(want.expires_unix_ms),
+                expires_unix_ms: Some(w.expires_unix_ms),
             });
             touched.push(*net);
         }

@@ -140,9 +140,19 @@ impl Agent {
         if !startup && out.added == 0 && out.deleted == 0 {
             return;
         }
-        let desired = self.crowdsec.book.desired(now_ms);
-        let book_ms = t.elapsed().as_millis() as u64;
-        match self.bans.sync_crowdsec(&mut self.dp, &desired) {
+        // A startup page is diffed against everything CrowdSec holds; a
+        // delta only against the prefixes it touched.
+        let synced = if startup {
+            let desired = self.crowdsec.book.desired(now_ms);
+            let book_ms = t.elapsed().as_millis() as u64;
+            (self.bans.sync_crowdsec(&mut self.dp, &desired), book_ms)
+        } else {
+            let changes = self.crowdsec.book.desired_for(&out.touched, now_ms);
+            let book_ms = t.elapsed().as_millis() as u64;
+            (self.bans.crowdsec_changes(&mut self.dp, &changes), book_ms)
+        };
+        let (synced, book_ms) = synced;
+        match synced {
             Ok(s) => {
                 self.tallies.bans.crowdsec += s.added as u64;
                 if s.changed() || startup {

@@ -68,11 +68,16 @@ pub struct PageOutcome {
     /// Filtered out by scope, type or origin: not an error.
     pub ignored: usize,
     pub rejected: Vec<Rejected>,
+    /// Prefixes whose decisions changed (a delta's; a startup page touches
+    /// everything and leaves this empty).
+    pub touched: Vec<Cidr>,
 }
 
 #[derive(Debug, Default)]
 pub struct DecisionBook {
     by_id: HashMap<i64, Decision>,
+    /// The ids on each prefix, so a delta re-evaluates only its prefixes.
+    by_net: HashMap<Cidr, Vec<i64>>,
 }
 
 impl DecisionBook {
@@ -90,10 +95,12 @@ impl DecisionBook {
         if startup {
             out.deleted = self.by_id.len();
             self.by_id.clear();
+            self.by_net.clear();
         } else {
             for d in &deleted {
-                if self.by_id.remove(&d.id).is_some() {
+                if let Some(gone) = self.remove(d.id) {
                     out.deleted += 1;
+                    out.touched.push(gone.net);
                 }
             }
         }
@@ -101,7 +108,10 @@ impl DecisionBook {
         for w in new {
             match take(&w, filter, now_unix_ms) {
                 Ok(Some(d)) => {
-                    self.by_id.insert(d.id, d);
+                    if !startup {
+                        out.touched.push(d.net);
+                    }
+                    self.insert(d);
                     out.added += 1;
                 }
                 Ok(None) => out.ignored += 1,
@@ -115,12 +125,60 @@ impl DecisionBook {
         out
     }
 
+    fn insert(&mut self, d: Decision) {
+        let (id, net) = (d.id, d.net);
+        if let Some(old) = self.by_id.insert(id, d) {
+            self.unlink(old.net, id);
+        }
+        self.by_net.entry(net).or_default().push(id);
+    }
+
+    fn remove(&mut self, id: i64) -> Option<Decision> {
+        let d = self.by_id.remove(&id)?;
+        self.unlink(d.net, id);
+        Some(d)
+    }
+
+    fn unlink(&mut self, net: Cidr, id: i64) {
+        if let Some(ids) = self.by_net.get_mut(&net) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_net.remove(&net);
+            }
+        }
+    }
+
     /// Forgets decisions that ran out (the kernel stopped matching them
     /// already); returns how many.
     pub fn expire(&mut self, now_unix_ms: u64) -> usize {
-        let before = self.by_id.len();
-        self.by_id.retain(|_, d| d.expires_unix_ms > now_unix_ms);
-        before - self.by_id.len()
+        let gone: Vec<i64> = self
+            .by_id
+            .values()
+            .filter(|d| d.expires_unix_ms <= now_unix_ms)
+            .map(|d| d.id)
+            .collect();
+        for id in &gone {
+            self.remove(*id);
+        }
+        gone.len()
+    }
+
+    /// What the ban maps should hold for each of `nets`: `None` where no
+    /// decision is left. A delta's changes, without walking every decision.
+    pub fn desired_for(&self, nets: &[Cidr], now_unix_ms: u64) -> BTreeMap<Cidr, Option<Desired>> {
+        let mut out = BTreeMap::new();
+        for net in nets {
+            let best = self
+                .by_net
+                .get(net)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.by_id.get(id))
+                .filter(|d| d.expires_unix_ms > now_unix_ms)
+                .max_by_key(|d| d.expires_unix_ms);
+            out.insert(*net, best.map(desired_of));
+        }
+        out
     }
 
     /// One ban per prefix: the longest-lasting decision on it wins.
@@ -134,16 +192,7 @@ impl DecisionBook {
                 .get(&d.net)
                 .is_none_or(|cur| cur.expires_unix_ms < d.expires_unix_ms);
             if longer {
-                out.insert(
-                    d.net,
-                    Desired {
-                        expires_unix_ms: d.expires_unix_ms,
-                        reason: format!(
-                            "crowdsec decision #{} ({}, origin {})",
-                            d.id, d.scenario, d.origin
-                        ),
-                    },
-                );
+                out.insert(d.net, desired_of(d));
             }
         }
         out
@@ -164,6 +213,16 @@ impl DecisionBook {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+fn desired_of(d: &Decision) -> Desired {
+    Desired {
+        expires_unix_ms: d.expires_unix_ms,
+        reason: format!(
+            "crowdsec decision #{} ({}, origin {})",
+            d.id, d.scenario, d.origin
+        ),
     }
 }
 

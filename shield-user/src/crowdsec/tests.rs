@@ -253,3 +253,49 @@ fn alert_wire_carries_its_decision() {
 }
 
 use crate::net::Cidr;
+
+#[test]
+fn a_delta_names_the_prefixes_it_touched() {
+    let mut b = DecisionBook::default();
+    let ip = |s: &str| s.parse::<Cidr>().unwrap();
+    let out = b.apply_page(
+        vec![
+            w(1, "Ip", "192.0.2.1", "ban", "cscli", "1h"),
+            w(2, "Ip", "192.0.2.1", "ban", "cscli", "2h"),
+            w(3, "Ip", "192.0.2.3", "ban", "cscli", "1h"),
+        ],
+        vec![],
+        true,
+        &all(),
+        0,
+    );
+    assert!(out.touched.is_empty(), "a startup page is diffed whole");
+    let out = b.apply_page(
+        vec![w(4, "Ip", "192.0.2.4", "ban", "cscli", "1h")],
+        vec![
+            w(2, "Ip", "192.0.2.1", "ban", "cscli", "-1s"),
+            w(3, "Ip", "192.0.2.3", "ban", "cscli", "-1s"),
+        ],
+        false,
+        &all(),
+        0,
+    );
+    assert_eq!(
+        out.touched,
+        [ip("192.0.2.1/32"), ip("192.0.2.3/32"), ip("192.0.2.4/32")]
+    );
+    let ch = b.desired_for(&out.touched, 0);
+    assert_eq!(
+        ch[&ip("192.0.2.1/32")].as_ref().unwrap().expires_unix_ms,
+        3_600_000
+    );
+    assert_eq!(ch[&ip("192.0.2.3/32")], None);
+    assert!(ch[&ip("192.0.2.4/32")].is_some());
+    // The index agrees with a full evaluation.
+    let full = b.desired(0);
+    for (net, d) in &ch {
+        assert_eq!(d.as_ref(), full.get(net));
+    }
+    assert_eq!(b.expire(3_600_000), 2);
+    assert!(b.desired_for(&[ip("192.0.2.1/32")], 3_600_000)[&ip("192.0.2.1/32")].is_none());
+}
