@@ -75,14 +75,12 @@ pub fn entries(prefix: &Path, bins: Option<&Path>) -> anyhow::Result<Vec<Entry>>
     // Man pages and completions from the clap definitions.
     let docs = root.join("target/xtask/docs");
     let _ = fs::remove_dir_all(&docs);
-    cmd::cargo(&[
-        "run",
-        "--quiet",
-        "--package",
-        "shield-docgen",
-        "--",
-        &docs.to_string_lossy(),
-    ])?;
+    cmd::output(
+        Command::new("cargo")
+            .args(["run", "--quiet", "--package", "shield-docgen", "--"])
+            .arg(&docs)
+            .current_dir(&root),
+    )?;
     let mut pages: Vec<PathBuf> = fs::read_dir(docs.join("man"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();

@@ -53,7 +53,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         bail!("interrupted");
     }
     let mut lab = Lab::create(&bin.join("shield-agent"))?;
-    let result = demo(&mut lab, args, &bin.join("shieldctl"));
+    let mut result = demo(&mut lab, args, &bin.join("shieldctl"));
+    // Ctrl-C reaches every process of the terminal's group: a shieldctl or
+    // the agent may fail first; the cause is the interruption.
+    if signals::stopped() {
+        result = Err(anyhow::anyhow!("interrupted"));
+    }
     step("cleaning up: agent stopped, shield detached, namespaces, pins and files removed");
     let cleanup = lab.teardown();
     match (&result, &cleanup) {
