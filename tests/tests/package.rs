@@ -375,3 +375,67 @@ in_root getent group shield >/dev/null && echo 'group kept'
         "the package reached the host's dpkg database"
     );
 }
+
+/// Every regular file below `dir`, as absolute paths of the installed system.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(format!("/{}", p.strip_prefix(dir).unwrap().display()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_source_install_has_the_debs_layout_and_keeps_an_edited_config() {
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("shield-install-test-{}", std::process::id())));
+    let _ = fs::remove_dir_all(&scratch.0);
+    let install = || {
+        String::from_utf8_lossy(
+            &run(Command::new("cargo")
+                .args(["xtask", "install", "--prefix", "/usr", "--destdir"])
+                .arg(&scratch.0)
+                .current_dir(workspace()))
+            .stderr,
+        )
+        .into_owned()
+    };
+    install();
+    let installed = files_below(&scratch.0);
+    let listing = stdout(Command::new("dpkg-deb").arg("--contents").arg(deb()));
+    let mut packaged: Vec<String> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| p.trim_start_matches('.').to_string())
+        // cargo-deb adds the docs and the copyright file itself.
+        .filter(|p| !p.starts_with("/usr/share/doc/"))
+        .collect();
+    packaged.sort();
+    assert_eq!(
+        installed, packaged,
+        "the source install and the .deb differ"
+    );
+
+    // An operator's edit survives a reinstall; the shipped file goes beside it.
+    let config = scratch.0.join("etc/shield/shield.toml");
+    let edited = fs::read_to_string(&config)
+        .unwrap()
+        .replace("# interfaces = ", "interfaces = ");
+    fs::write(&config, &edited).unwrap();
+    let log = install();
+    assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+    assert!(
+        scratch.0.join("etc/shield/shield.toml.new").exists(),
+        "no shield.toml.new beside the edited config:\n{log}"
+    );
+}
