@@ -58,7 +58,9 @@ fn deb() -> &'static Path {
 
 fn build_deb(out: &Path) -> PathBuf {
     run(Command::new("cargo")
-        .args(["xtask", "package", "--out"])
+        // The dev profile: the binaries `cargo xtask test` built already
+        // (a release build would add minutes to every CI run).
+        .args(["xtask", "package", "--profile", "dev", "--out"])
         .arg(out)
         .current_dir(workspace()));
     let debs: Vec<PathBuf> = fs::read_dir(out)
@@ -402,7 +404,15 @@ fn a_source_install_has_the_debs_layout_and_keeps_an_edited_config() {
     let install = || {
         String::from_utf8_lossy(
             &run(Command::new("cargo")
-                .args(["xtask", "install", "--prefix", "/usr", "--destdir"])
+                .args([
+                    "xtask",
+                    "install",
+                    "--profile",
+                    "dev",
+                    "--prefix",
+                    "/usr",
+                    "--destdir",
+                ])
                 .arg(&scratch.0)
                 .current_dir(workspace()))
             .stderr,

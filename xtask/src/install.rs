@@ -20,6 +20,9 @@ pub struct InstallArgs {
     /// Stage below this directory instead of `/` (no group, no systemd reload).
     #[arg(long)]
     destdir: Option<PathBuf>,
+    /// Cargo profile of the installed binaries (`dev` in the tests).
+    #[arg(long, default_value = "release", hide = true)]
+    profile: String,
 }
 
 pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
@@ -30,8 +33,21 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
         );
     }
     setup::run()?;
-    cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
-    let bins = cmd::root().join("target/release");
+    cmd::cargo(&[
+        "build",
+        "--profile",
+        &args.profile,
+        "--package",
+        "shield-user",
+        "--bins",
+    ])?;
+    // Cargo puts the dev profile's output in target/debug.
+    let dir = if args.profile == "dev" {
+        "debug"
+    } else {
+        &args.profile
+    };
+    let bins = cmd::target_dir().join(dir);
     let entries = layout::entries(&args.prefix, Some(&bins))?;
     let root = args.destdir.clone().unwrap_or_else(|| PathBuf::from("/"));
     let written = layout::write(&root, &entries, true)?;

@@ -26,6 +26,10 @@ pub struct PackageArgs {
     /// Directory for the .deb.
     #[arg(long, default_value = "target/debian")]
     out: PathBuf,
+    /// Cargo profile of the packaged binaries. The package test uses `dev`
+    /// to reuse the test build instead of a second, release one.
+    #[arg(long, default_value = "release", hide = true)]
+    profile: String,
 }
 
 pub fn run(args: &PackageArgs) -> anyhow::Result<()> {
@@ -40,7 +44,9 @@ pub fn run(args: &PackageArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&out)?;
     cmd::run(
         Command::new("cargo")
-            .args(["deb", "--locked", "--package", "shield-user", "--output"])
+            .args(["deb", "--locked", "--package", "shield-user", "--profile"])
+            .arg(&args.profile)
+            .arg("--output")
             .arg(&out)
             .current_dir(&root),
     )

@@ -46,7 +46,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         None => {
             step("building shield-agent and shieldctl (release)");
             cmd::cargo(&["build", "--release", "--package", "shield-user", "--bins"])?;
-            cmd::root().join("target/release")
+            cmd::target_dir().join("release")
         }
     };
     if signals::stopped() {
