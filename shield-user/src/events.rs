@@ -32,6 +32,8 @@ pub struct Flood {
     /// The bucket's drop counter at the last sample, and when.
     pub(crate) sample: Option<(u64, u64)>,
     pub banned: bool,
+    /// Its end has been reported (it may start again after that).
+    pub(crate) end_reported: bool,
 }
 
 /// A ban the tracker wants.
@@ -80,6 +82,7 @@ impl FloodTracker {
                 drop_rate: 0.0,
                 sample: None,
                 banned: false,
+                end_reported: false,
             }
         });
         if ev.ts_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
@@ -87,6 +90,7 @@ impl FloodTracker {
             f.first_ns = ev.ts_ns;
             f.events = 0;
             f.banned = false;
+            f.end_reported = false;
             started = true;
         }
         f.last_ns = f.last_ns.max(ev.ts_ns);
@@ -99,6 +103,20 @@ impl FloodTracker {
     pub fn expire(&mut self, now_ns: u64) {
         self.floods
             .retain(|_, f| now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS * 4);
+    }
+
+    /// Floods that ended since the last call (no event for
+    /// [`FLOOD_GAP_NS`]), each returned once, before [`Self::expire`]
+    /// forgets them.
+    pub fn take_ended(&mut self, now_ns: u64) -> Vec<Flood> {
+        let mut out = Vec::new();
+        for f in self.floods.values_mut() {
+            if !f.end_reported && now_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
+                f.end_reported = true;
+                out.push(f.clone());
+            }
+        }
+        out
     }
 
     /// Floods still going at `now_ns`.
@@ -147,6 +165,66 @@ impl FloodTracker {
         out.sort_by_key(|d| d.net);
         out.dedup_by_key(|d| d.net);
         out
+    }
+}
+
+/// A budget for per-source log lines (flood start and end, autobans): at
+/// most `per_window` lines per window, so ten thousand flooding sources
+/// cost the journal a few lines a second and a summary, not ten thousand
+/// lines. What does not fit is counted.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_window: u32,
+    window_ns: u64,
+    window_start: u64,
+    used: u32,
+    /// Held back in the current window, not yet summarised.
+    pending: u64,
+    /// Held back since the agent started.
+    pub suppressed_total: u64,
+}
+
+/// Per-source lines the agent logs per second at most.
+pub const LOG_LINES_PER_SEC: u32 = 20;
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget::new(LOG_LINES_PER_SEC, 1_000_000_000)
+    }
+}
+
+impl LogBudget {
+    pub fn new(per_window: u32, window_ns: u64) -> LogBudget {
+        LogBudget {
+            per_window,
+            window_ns,
+            window_start: 0,
+            used: 0,
+            pending: 0,
+            suppressed_total: 0,
+        }
+    }
+
+    /// Whether one more line may be logged at `now_ns`; if not, it is
+    /// counted as suppressed.
+    pub fn allow(&mut self, now_ns: u64) -> bool {
+        if now_ns.saturating_sub(self.window_start) >= self.window_ns {
+            self.window_start = now_ns;
+            self.used = 0;
+        }
+        if self.used < self.per_window {
+            self.used += 1;
+            true
+        } else {
+            self.pending += 1;
+            self.suppressed_total += 1;
+            false
+        }
+    }
+
+    /// Lines held back since the last call, for one summary line.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.pending)
     }
 }
 
@@ -246,6 +324,39 @@ mod tests {
         assert_eq!(t.active(20 * S).count(), 0);
         t.expire(100 * S);
         assert_eq!(t.all().count(), 0);
+    }
+
+    #[test]
+    fn each_ended_flood_is_reported_once_and_again_after_a_restart() {
+        let mut t = FloodTracker::default();
+        for s in 0..=3 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        t.on_event(&ev([192, 0, 2, 2], 5 * S), 64);
+        assert!(t.take_ended(4 * S).is_empty(), "both still going");
+        let ended = t.take_ended(6 * S);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].source, "192.0.2.1".parse().unwrap());
+        assert_eq!(ended[0].events, 4);
+        assert!(t.take_ended(6 * S).is_empty(), "once");
+        assert_eq!(t.take_ended(8 * S).len(), 1, "the other one");
+        assert_eq!(
+            t.on_event(&ev([192, 0, 2, 1], 9 * S), 64),
+            Some("192.0.2.1".parse().unwrap()),
+            "a new flood"
+        );
+        assert_eq!(t.take_ended(12 * S).len(), 1);
+    }
+
+    #[test]
+    fn the_log_budget_lets_a_few_lines_through_per_window_and_counts_the_rest() {
+        let mut b = LogBudget::new(3, S);
+        let allowed = (0..10_000).filter(|i| b.allow(10 * S + i)).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(b.take_suppressed(), 9_997);
+        assert_eq!(b.take_suppressed(), 0, "summarised once");
+        assert!(b.allow(11 * S), "a new window");
+        assert_eq!(b.suppressed_total, 9_997);
     }
 
     #[test]

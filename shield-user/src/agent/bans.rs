@@ -175,6 +175,30 @@ impl BanBook {
         Ok(())
     }
 
+    /// Several bans with one journal write: a distributed flood can bring
+    /// thousands of autobans in one tick, and rewriting the journal for
+    /// each would cost quadratic I/O.
+    pub fn add_many(&mut self, dp: &mut Dataplane, recs: &[BanRecord]) -> Result<(), BanError> {
+        let mut prev = Vec::with_capacity(recs.len());
+        for rec in recs {
+            prev.push((rec.net, self.bans.insert(rec.net, rec.clone())));
+        }
+        if let Err(e) = self.save() {
+            for (net, p) in prev.into_iter().rev() {
+                match p {
+                    Some(p) => self.bans.insert(net, p),
+                    None => self.bans.remove(&net),
+                };
+            }
+            return Err(e);
+        }
+        let (now_ms, now_mono) = (clock::unix_ms(), clock::monotonic_ns());
+        for rec in recs {
+            dp.set_ban(rec.net, &kernel_ban(rec, now_ms, now_mono))?;
+        }
+        Ok(())
+    }
+
     /// Lifts a ban; `Ok(false)` when there was none.
     pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
         let Some(old) = self.bans.remove(&net) else {

@@ -16,9 +16,9 @@ use crate::{
     control::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
-            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, FeedRow,
-            FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow,
-            StatusInfo, TopRow, Totals, Verdict, XdpMode,
+            AdaptiveInfo, AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo,
+            CheckProto, FeedRow, FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
+            OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
         units::{MAX_TTL, RateSpec},
     },
@@ -465,7 +465,25 @@ fn limits(agent: &Agent) -> LimitsInfo {
                 persisted: o.persisted,
             })
             .collect(),
+        adaptive: adaptive_info(agent),
     }
+}
+
+fn adaptive_info(agent: &Agent) -> Option<AdaptiveInfo> {
+    let cfg = &agent.cfg.adaptive;
+    let a = agent.adaptive();
+    if !cfg.enabled && a.level() == 0 {
+        return None;
+    }
+    Some(AdaptiveInfo {
+        level: a.level(),
+        max_level: cfg.max_level,
+        divisor: a.divisor(cfg),
+        drop_rate: a.drop_rate.round() as u64,
+        pass_rate: a.pass_rate.round() as u64,
+        drop_threshold: cfg.drop_rate.map(|r| rate_spec(Some(r))),
+        pass_threshold: cfg.pass_rate.map(|r| rate_spec(Some(r))),
+    })
 }
 
 fn limits_set(

@@ -47,6 +47,7 @@ impl Agent {
                 errors_total: st.errors_total,
                 held: st.held.is_some(),
                 rejected_lines: st.rejected,
+                refresh_interval_secs: st.cfg.refresh.as_secs(),
             })
             .collect();
         let src_v4 = self.policy.sources.keys().filter(|c| c.is_v4()).count() as u64;
@@ -95,6 +96,8 @@ impl Agent {
             control_requests: None,
             reloads: self.tallies.reloads,
             start_time_unix: self.started_unix,
+            flood_log_suppressed_total: self.log_budget.suppressed_total,
+            adaptive_level: u64::from(self.adaptive.level()),
         }
     }
 }

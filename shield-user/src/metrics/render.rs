@@ -181,6 +181,30 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("shield_start_time_seconds", &[], s.start_time_unix);
 
+    o.feed_family(
+        &feeds,
+        "shield_feed_refresh_interval_seconds",
+        "gauge",
+        "A threat feed's configured refresh interval; a feed is stale when its last success is much older.",
+        |f| Some(f.refresh_interval_secs),
+    );
+    o.family(
+        "shield_flood_log_suppressed_total",
+        "counter",
+        "Per-source flood and autoban log lines held back by the log rate limit.",
+    );
+    o.sample(
+        "shield_flood_log_suppressed_total",
+        &[],
+        s.flood_log_suppressed_total,
+    );
+    o.family(
+        "shield_adaptive_level",
+        "gauge",
+        "Steps by which [adaptive] has tightened the default tier's limits; 0 means as configured.",
+    );
+    o.sample("shield_adaptive_level", &[], s.adaptive_level);
+
     o.buf
 }
 
