@@ -44,11 +44,21 @@ pub struct AutobanDecision {
     pub reason: String,
 }
 
+/// A source's autoban history: the agent keeps it in `state_dir`, so a
+/// repeat offence is recognised across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offence {
+    /// Autobans so far.
+    pub count: u32,
+    /// When the last one ends (Unix ms).
+    pub until_unix_ms: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct FloodTracker {
     floods: HashMap<(Cidr, u16), Flood>,
     /// Autobans so far per source: each repeat lasts `factor` times longer.
-    repeats: HashMap<Cidr, u32>,
+    repeats: HashMap<Cidr, Offence>,
     pub events_total: u64,
 }
 
@@ -138,6 +148,16 @@ impl FloodTracker {
     /// Floods that have lasted `cfg.after` and are not banned yet become
     /// bans, each repeat `factor` times longer, capped at `max_ttl`.
     pub fn due_bans(&mut self, now_ns: u64, cfg: &AutobanConfig) -> Vec<AutobanDecision> {
+        self.due_bans_at(now_ns, crate::clock::unix_ms(), cfg)
+    }
+
+    /// [`Self::due_bans`] with the wall clock given (for the offence history).
+    pub fn due_bans_at(
+        &mut self,
+        now_ns: u64,
+        now_unix_ms: u64,
+        cfg: &AutobanConfig,
+    ) -> Vec<AutobanDecision> {
         if !cfg.enabled {
             return Vec::new();
         }
@@ -149,9 +169,13 @@ impl FloodTracker {
                 continue;
             }
             f.banned = true;
-            let n = self.repeats.entry(f.source).or_insert(0);
-            let ttl = scaled_ttl(cfg, *n);
-            *n += 1;
+            let o = self.repeats.entry(f.source).or_insert(Offence {
+                count: 0,
+                until_unix_ms: 0,
+            });
+            let ttl = scaled_ttl(cfg, o.count);
+            o.count += 1;
+            o.until_unix_ms = now_unix_ms.saturating_add(ttl.as_millis() as u64);
             out.push(AutobanDecision {
                 net: f.source,
                 ttl,
@@ -225,6 +249,28 @@ impl LogBudget {
     /// Lines held back since the last call, for one summary line.
     pub fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.pending)
+    }
+}
+
+impl FloodTracker {
+    /// The autoban history, for the agent to save.
+    pub fn offences(&self) -> impl Iterator<Item = (&Cidr, &Offence)> {
+        self.repeats.iter()
+    }
+
+    /// Takes a saved history in (at start-up).
+    pub fn restore_offences(&mut self, saved: impl IntoIterator<Item = (Cidr, Offence)>) {
+        self.repeats.extend(saved);
+    }
+
+    /// Forgets sources that stayed out of trouble for `max_ttl` after their
+    /// last autoban ended, so the history stays bounded; true if any went.
+    pub fn forget_offences(&mut self, now_unix_ms: u64, cfg: &AutobanConfig) -> bool {
+        let grace = cfg.max_ttl.as_millis() as u64;
+        let before = self.repeats.len();
+        self.repeats
+            .retain(|_, o| now_unix_ms <= o.until_unix_ms.saturating_add(grace));
+        self.repeats.len() != before
     }
 }
 
@@ -309,6 +355,43 @@ mod tests {
             Duration::from_secs(1800),
             "capped at max_ttl"
         );
+    }
+
+    #[test]
+    fn the_offence_history_round_trips_and_is_forgotten_after_max_ttl() {
+        let c = cfg();
+        let mut t = FloodTracker::default();
+        for s in 0..=5 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        let now_ms = 1_000_000;
+        assert_eq!(t.due_bans_at(5 * S, now_ms, &c).len(), 1);
+        let saved: Vec<(Cidr, Offence)> = t.offences().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(
+            saved,
+            vec![(
+                "192.0.2.1".parse().unwrap(),
+                Offence {
+                    count: 1,
+                    until_unix_ms: now_ms + 600_000
+                }
+            )]
+        );
+        // A restarted agent remembers: the next ban is a repeat.
+        let mut back = FloodTracker::default();
+        back.restore_offences(saved);
+        for s in 0..=5 {
+            back.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        assert_eq!(
+            back.due_bans_at(5 * S, now_ms + 700_000, &c)[0].ttl,
+            Duration::from_secs(1200)
+        );
+        // Forgotten max_ttl (30 min) after the last ban ended, not before.
+        let ends = now_ms + 700_000 + 1_200_000;
+        assert!(!back.forget_offences(ends + 1_800_000, &c));
+        assert!(back.forget_offences(ends + 1_800_001, &c));
+        assert_eq!(back.offences().count(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod control;
 pub mod feeds;
 mod ids;
 pub mod metrics;
+mod offences;
 pub mod runtime;
 
 use std::{
@@ -241,6 +242,8 @@ impl Agent {
             log_budget: LogBudget::default(),
             adaptive: Adaptive::default(),
         };
+        let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        agent.floods.restore_offences(history);
         agent.sync_feeds().map_err(AgentError::Feeds)?;
         match agent.reconcile_feed_maps() {
             Ok(0) => {}
@@ -429,6 +432,13 @@ impl Agent {
     }
 
     fn autoban(&mut self, now: u64) {
+        if self
+            .floods
+            .forget_offences(clock::unix_ms(), &self.cfg.autoban)
+            && let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences())
+        {
+            tracing::error!(error = %e, "saving the autoban offence history");
+        }
         let due = self.floods.due_bans(now, &self.cfg.autoban);
         if due.is_empty() {
             return;
@@ -444,6 +454,9 @@ impl Agent {
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
             })
             .collect();
+        if let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences()) {
+            tracing::error!(error = %e, "saving the autoban offence history");
+        }
         match self.bans.add_many(&mut self.dp, &recs) {
             Ok(()) => {
                 for d in &due {
