@@ -377,6 +377,7 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
         agent.logs()
     );
     assert_eq!(m(&text, "shield_bans_active"), autobans);
+    assert_eq!(m(&text, "shield_map_entries{map=\"BAN_V4\"}"), autobans);
     let rss_after = vm_rss_kib(agent.pid());
     let logs = agent.logs();
     let lines = logs.lines().count() - lines_before;
