@@ -278,6 +278,11 @@ fn a_repeat_offence_gets_a_longer_ban_even_across_a_restart() {
     flows.stop();
     let logs = agent.logs();
     assert!(logs.matches("autoban").count() >= 2, "{logs}");
+    assert!(logs.contains("ban expired"), "the first ban's end: {logs}");
+    assert!(
+        logs.contains("flood started") && logs.contains("flood ended"),
+        "{logs}"
+    );
     let text = scrape_ok(&lab);
     assert_eq!(m(&text, "shield_bans_total{source=\"autoban\"}"), 2.0);
 

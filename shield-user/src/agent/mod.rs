@@ -392,8 +392,21 @@ impl Agent {
     /// lasted long enough become bans.
     pub fn tick(&mut self) {
         match self.bans.sweep(&mut self.dp) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "bans expired"),
+            Ok(gone) => {
+                let now = clock::monotonic_ns();
+                for b in &gone {
+                    if self.log_budget.allow(now) {
+                        tracing::info!(
+                            source = %b.net,
+                            origin = b.origin.as_str(),
+                            "ban expired"
+                        );
+                    }
+                }
+                if gone.len() > 1 {
+                    tracing::info!(expired = gone.len(), "bans expired");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
         }
         if self.runtime.expire(clock::unix_ms()) {
