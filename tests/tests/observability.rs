@@ -494,3 +494,36 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
     assert!(logs.contains("adaptive limits tightened"), "{logs}");
     assert_eq!(logs.matches("adaptive limits relaxed").count(), 2, "{logs}");
 }
+
+#[test]
+fn an_xdp_link_detached_behind_the_agents_back_is_reported_and_reload_reattaches() {
+    let (lab, home, agent) = setup("");
+    let series = format!(
+        "shield_xdp_attached{{iface=\"{}\",mode=\"native\"}}",
+        lab.server_if
+    );
+    assert_eq!(m(&scrape_ok(&lab), &series), 1.0);
+    let (link_id, _) = home.link_ids(&lab.server_if).expect("a pinned link");
+    let out = Command::new("bpftool")
+        .args(["link", "detach", "id", &link_id.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.server_link_details().contains("prog/xdp"));
+    assert_eq!(m(&scrape_ok(&lab), &series), 0.0, "the alert's series");
+    wait_for(5, "the agent to say so", || {
+        agent
+            .logs()
+            .contains("XDP link no longer attached")
+            .then_some(())
+    });
+    agent.reload(&home);
+    assert!(lab.server_link_details().contains("prog/xdp"));
+    assert_eq!(m(&scrape_ok(&lab), &series), 1.0);
+    wait_for(5, "the agent to see it back", || {
+        agent
+            .logs()
+            .contains("XDP link attached again")
+            .then_some(())
+    });
+}

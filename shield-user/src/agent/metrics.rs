@@ -112,7 +112,8 @@ impl Agent {
                 .map(|a| InterfaceMetrics {
                     iface: a.iface.clone(),
                     mode: a.mode,
-                    attached: !self.detached,
+                    attached: !self.detached
+                        && crate::dataplane::link_live(&self.cfg.pin_dir, &a.iface),
                 })
                 .collect(),
             build: BuildInfo::current(),

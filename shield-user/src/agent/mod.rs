@@ -163,6 +163,8 @@ pub struct Agent {
     started_unix: u64,
     log_budget: LogBudget,
     adaptive: Adaptive,
+    /// Interfaces whose pinned link lost its interface (said once).
+    lost_links: Vec<String>,
 }
 
 impl Agent {
@@ -241,6 +243,7 @@ impl Agent {
             started_unix: clock::unix_secs(),
             log_budget: LogBudget::default(),
             adaptive: Adaptive::default(),
+            lost_links: Vec::new(),
         };
         let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
         agent.floods.restore_offences(history);
@@ -442,6 +445,30 @@ impl Agent {
             );
         }
         self.adapt(now);
+        self.check_links();
+    }
+
+    /// Says so when an XDP link stops holding its interface (deleted, or
+    /// detached behind the agent's back), and when it holds one again.
+    fn check_links(&mut self) {
+        if self.detached {
+            return;
+        }
+        for a in &self.attached {
+            let live = dataplane::link_live(&self.cfg.pin_dir, &a.iface);
+            let known_lost = self.lost_links.contains(&a.iface);
+            if !live && !known_lost {
+                tracing::error!(
+                    iface = a.iface,
+                    mode = a.mode.as_str(),
+                    "XDP link no longer attached: traffic on this interface is NOT filtered; reload or restart shield-agent to attach again"
+                );
+                self.lost_links.push(a.iface.clone());
+            } else if live && known_lost {
+                tracing::info!(iface = a.iface, "XDP link attached again");
+                self.lost_links.retain(|i| i != &a.iface);
+            }
+        }
     }
 
     fn autoban(&mut self, now: u64) {
