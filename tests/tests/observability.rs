@@ -151,8 +151,35 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
 
 #[test]
 fn dashboard_and_alerts_query_only_metrics_the_agent_exports() {
-    let (lab, _home, _agent) = setup("");
-    let text = scrape_ok(&lab);
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let feed = home.dir.join("local.txt");
+    std::fs::write(
+        &feed,
+        "192.0.2.1\n192.0.2.2\n198.51.100.0/24\n2001:db8::1\n",
+    )
+    .unwrap();
+    home.write_config(&format!(
+        "{}[[feed]]\nname = \"local\"\npath = \"{}\"\nrefresh = \"1h\"\n",
+        home.base_config(&lab),
+        feed.display()
+    ));
+    let _agent = home.start(&lab, &[]);
+    // The feed's entries, counted per map as the kernel holds them.
+    let text = wait_for(10, "the feed in the maps", || {
+        let t = scrape_ok(&lab);
+        (metric(&t, "shield_map_entries{map=\"FEED_V4\"}") == Some(2.0)).then_some(t)
+    });
+    assert_eq!(m(&text, "shield_map_entries{map=\"FEED_NET_V4\"}"), 1.0);
+    assert_eq!(m(&text, "shield_map_entries{map=\"FEED_V6\"}"), 1.0);
+    assert_eq!(m(&text, "shield_map_entries{map=\"FEED_NET_V6\"}"), 0.0);
+    assert_eq!(
+        m(
+            &text,
+            "shield_feed_refresh_interval_seconds{feed=\"local\"}"
+        ),
+        3600.0
+    );
     let exported: BTreeSet<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

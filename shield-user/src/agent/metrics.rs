@@ -72,12 +72,15 @@ impl Agent {
             })
             .collect();
         let [ban_v4, ban_v6, ban_net_v4, ban_net_v6] = self.ban_map_entries();
+        let [feed_v4, feed_net_v4, feed_v6, feed_net_v6] =
+            self.feeds.index.enforced_by_map().map(|n| n as u64);
         let src_v4 = self.policy.sources.keys().filter(|c| c.is_v4()).count() as u64;
         let src_v6 = self.policy.sources.len() as u64 - src_v4;
-        // Entry counts the agent knows without walking a map (the source
-        // tries are the compiled policy, the ban maps the ban book);
-        // walking the big feed and bucket maps on every scrape is not
-        // free, so those report capacity only.
+        // Entry counts the agent knows without walking a map: the source
+        // tries are the compiled policy, the ban maps the ban book, the
+        // feed maps the feed index. BUCKETS is an LRU the kernel fills and
+        // evicts by itself; walking it per scrape is not free, so it
+        // reports capacity only.
         let maps = [
             (MAP_SRC_V4, Some(src_v4), SRC_CAPACITY),
             (MAP_SRC_V6, Some(src_v6), SRC_CAPACITY),
@@ -85,10 +88,10 @@ impl Agent {
             (MAP_BAN_V6, Some(ban_v6), BAN_CAPACITY),
             (MAP_BAN_NET_V4, Some(ban_net_v4), BAN_NET_CAPACITY),
             (MAP_BAN_NET_V6, Some(ban_net_v6), BAN_NET_CAPACITY),
-            (MAP_FEED_V4, None, FEED_CAPACITY),
-            (MAP_FEED_V6, None, FEED_CAPACITY),
-            (MAP_FEED_NET_V4, None, FEED_NET_CAPACITY),
-            (MAP_FEED_NET_V6, None, FEED_NET_CAPACITY),
+            (MAP_FEED_V4, Some(feed_v4), FEED_CAPACITY),
+            (MAP_FEED_V6, Some(feed_v6), FEED_CAPACITY),
+            (MAP_FEED_NET_V4, Some(feed_net_v4), FEED_NET_CAPACITY),
+            (MAP_FEED_NET_V6, Some(feed_net_v6), FEED_NET_CAPACITY),
             (MAP_BUCKETS, None, BUCKET_CAPACITY),
         ]
         .into_iter()
