@@ -37,6 +37,7 @@ fn status_reply(peer: Peer) -> Reply {
         feeds: FeedsSummary::default(),
         totals: Totals::default(),
         bans_active: 0,
+        health: Default::default(),
     })
 }
 

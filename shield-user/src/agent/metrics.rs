@@ -6,7 +6,8 @@ use super::{Agent, bans::BanOrigin};
 use crate::{
     clock,
     metrics::{
-        BanTotals, BuildInfo, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
+        BanTotals, BuildInfo, FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads,
+        Snapshot, Traffic,
     },
 };
 
@@ -95,6 +96,11 @@ impl Agent {
             control_requests: None,
             reloads: self.tallies.reloads,
             start_time_unix: self.started_unix,
+            health: HealthMetrics {
+                state_write_errors: self.writes.errors_total(),
+                pins_missing: self.pins.missing.len() as u64,
+                control_dropped: None,
+            },
         }
     }
 }

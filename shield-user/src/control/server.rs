@@ -104,12 +104,21 @@ pub struct ServerConfig {
 }
 
 /// Requests by outcome: `ok`, `error` (answered with an error, including
-/// malformed requests), `denied` (the peer may not use the socket).
+/// malformed requests), `denied` (the peer may not use the socket); and
+/// connections refused or cut before a request was served.
 #[derive(Debug, Default)]
 pub struct RequestCounters {
     pub ok: std::sync::atomic::AtomicU64,
     pub error: std::sync::atomic::AtomicU64,
     pub denied: std::sync::atomic::AtomicU64,
+    /// Over the cap with no waiting connection to evict.
+    pub busy: std::sync::atomic::AtomicU64,
+    /// Closed to make room for a new connection.
+    pub evicted: std::sync::atomic::AtomicU64,
+    /// No complete request in time.
+    pub timeout: std::sync::atomic::AtomicU64,
+    /// A request frame over the size limit.
+    pub oversized: std::sync::atomic::AtomicU64,
 }
 
 impl RequestCounters {
@@ -125,6 +134,42 @@ impl RequestCounters {
             self.error.load(Relaxed),
             self.denied.load(Relaxed),
         )
+    }
+
+    /// (busy, evicted, timeout, oversized) now.
+    pub fn read_dropped(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.busy.load(Relaxed),
+            self.evicted.load(Relaxed),
+            self.timeout.load(Relaxed),
+            self.oversized.load(Relaxed),
+        )
+    }
+}
+
+/// Connections waiting for a request (their first, or the next one on a
+/// kept-open connection), oldest first. When every slot is taken, a new
+/// connection closes the oldest of them instead of being turned away: a
+/// client that holds a connection without finishing a request
+/// (slowloris) loses it to one that is ready to talk, and `shieldctl`,
+/// which writes its request right after connecting, is always the newest.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    conns: std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>,
+}
+
+/// A connection's place among the waiting; leaves it when dropped.
+struct WaitTicket<'a> {
+    ctx: &'a Ctx,
+    id: u64,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for WaitTicket<'_> {
+    fn drop(&mut self) {
+        self.ctx.waiting().conns.remove(&self.id);
     }
 }
 
@@ -263,6 +308,7 @@ impl ControlSocket {
             handler,
             gid,
             config,
+            waiting: std::sync::Mutex::default(),
         });
         let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut tasks = JoinSet::new();
@@ -280,7 +326,27 @@ impl ControlSocket {
                                 drop(permit);
                             });
                         }
-                        Err(_) => refuse_busy(&stream, ctx.config.max_connections),
+                        Err(_) if ctx.evict_oldest() => {
+                            // The evicted connection's slot comes free as
+                            // soon as its task sees the notice.
+                            let (ctx, slots) = (Arc::clone(&ctx), Arc::clone(&slots));
+                            tasks.spawn(async move {
+                                match timeout(EVICTION_WAIT, slots.acquire_owned()).await {
+                                    Ok(Ok(permit)) => {
+                                        connection(stream, &ctx).await;
+                                        drop(permit);
+                                    }
+                                    _ => {
+                                        RequestCounters::bump(&ctx.config.counters.busy);
+                                        refuse_busy(&stream, ctx.config.max_connections);
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => {
+                            RequestCounters::bump(&ctx.config.counters.busy);
+                            refuse_busy(&stream, ctx.config.max_connections);
+                        }
                     },
                     Err(e) => {
                         // EMFILE and friends: the agent must keep running, so
@@ -316,10 +382,46 @@ where
         .map_err(io_err("serve", path))
 }
 
+/// How long a connection admitted by evicting another waits for the slot.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
 struct Ctx {
     handler: Arc<dyn Handler>,
     gid: Option<u32>,
     config: ServerConfig,
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+impl Ctx {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait_ticket(&self) -> WaitTicket<'_> {
+        let mut w = self.waiting();
+        let id = w.next;
+        w.next += 1;
+        let evict = Arc::new(tokio::sync::Notify::new());
+        w.conns.insert(id, Arc::clone(&evict));
+        WaitTicket {
+            ctx: self,
+            id,
+            evict,
+        }
+    }
+
+    /// Tells the oldest waiting connection to close; false if none waits.
+    fn evict_oldest(&self) -> bool {
+        let Some((_, evict)) = self.waiting().conns.pop_first() else {
+            return false;
+        };
+        // notify_one keeps the notice if the task is not polling yet.
+        evict.notify_one();
+        RequestCounters::bump(&self.config.counters.evicted);
+        true
+    }
 }
 
 /// Removes a leftover socket file, but only when nothing answers on it: a
@@ -482,15 +584,18 @@ fn fallback(kind: ErrorKind, message: &str) -> Vec<u8> {
 /// A fresh socket's send buffer has room for a small frame, so a
 /// non-blocking write either goes through whole or not at all.
 fn refuse_busy(stream: &UnixStream, cap: usize) {
-    warn!("control socket: {cap} connections already open; refusing one");
-    let body = fallback(
-        ErrorKind::Busy,
-        &format!("shield-agent is serving {cap} control connections already; retry shortly"),
-    );
+    debug!("control socket: {cap} connections busy with requests; refusing one");
+    let _ = stream.try_write(&busy_frame(&format!(
+        "shield-agent is serving {cap} control requests already; retry shortly"
+    )));
+}
+
+fn busy_frame(message: &str) -> Vec<u8> {
+    let body = fallback(ErrorKind::Busy, message);
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
     frame.extend_from_slice(&body);
-    let _ = stream.try_write(&frame);
+    frame
 }
 
 async fn send(stream: &mut UnixStream, resp: &Response, ctx: &Ctx) -> bool {
@@ -503,6 +608,54 @@ async fn send(stream: &mut UnixStream, resp: &Response, ctx: &Ctx) -> bool {
         .await,
         Ok(Ok(()))
     )
+}
+
+/// What waiting for the next request on a connection brought.
+enum Next {
+    Body(Vec<u8>),
+    /// Closed, idle too long, or a broken frame: end quietly.
+    Done,
+    TooLarge {
+        len: u64,
+        max: usize,
+    },
+    TimedOut,
+}
+
+/// Waits for the next request: for a first request, the request timeout
+/// runs from accept; for later ones, the idle limit runs until the first
+/// byte and the request timeout from there.
+async fn next_request(
+    reader: &mut BufReader<UnixStream>,
+    first: bool,
+    ctx: &Ctx,
+    peer: &Peer,
+) -> Next {
+    if !first {
+        match timeout(ctx.config.idle_timeout, reader.fill_buf()).await {
+            Ok(Ok(buf)) if !buf.is_empty() => {}
+            Ok(_) => return Next::Done,
+            Err(_) => {
+                debug!("control client {peer} idle; closing");
+                return Next::Done;
+            }
+        }
+    }
+    match timeout(
+        ctx.config.request_timeout,
+        read_frame_async(reader, MAX_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => Next::Body(body),
+        Ok(Err(FrameError::TooLarge { len, max })) => Next::TooLarge { len, max },
+        Ok(Err(FrameError::Closed)) => Next::Done,
+        Ok(Err(e)) => {
+            debug!("control client {peer}: {e}");
+            Next::Done
+        }
+        Err(_) => Next::TimedOut,
+    }
 }
 
 /// Serves one connection. Errors raised here (timeouts, bad frames,
@@ -527,37 +680,33 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
     let mut reader = BufReader::new(stream);
     let mut first = true;
     loop {
-        if !first {
-            match timeout(ctx.config.idle_timeout, reader.fill_buf()).await {
-                Ok(Ok(buf)) if !buf.is_empty() => {}
-                Ok(_) => return,
-                Err(_) => {
-                    debug!("control client {peer} idle; closing");
-                    return;
-                }
-            }
-        }
+        let ticket = ctx.wait_ticket();
+        let evicted = ticket.evict.clone();
+        let read = tokio::select! {
+            () = evicted.notified() => None,
+            r = next_request(&mut reader, first, ctx, &peer) => Some(r),
+        };
+        drop(ticket);
         first = false;
-        let read = timeout(
-            ctx.config.request_timeout,
-            read_frame_async(&mut reader, MAX_REQUEST_BYTES),
-        )
-        .await;
         let stream = reader.get_mut();
+        let Some(read) = read else {
+            debug!("control client {peer} evicted to make room");
+            let msg = "closed to make room for another client: no complete request yet";
+            let _ = stream.try_write(&busy_frame(msg));
+            return;
+        };
         let body = match read {
-            Ok(Ok(body)) => body,
-            Ok(Err(FrameError::Closed)) => return,
-            Ok(Err(FrameError::TooLarge { len, max })) => {
-                warn!("control client {peer} sent a {len}-byte frame; closing");
+            Next::Body(body) => body,
+            Next::Done => return,
+            Next::TooLarge { len, max } => {
+                RequestCounters::bump(&ctx.config.counters.oversized);
+                debug!("control client {peer} sent a {len}-byte frame; closing");
                 let msg = format!("request frame of {len} bytes exceeds the {max}-byte limit");
                 send(stream, &Response::error(ErrorKind::TooLarge, msg), ctx).await;
                 return;
             }
-            Ok(Err(e)) => {
-                debug!("control client {peer}: {e}");
-                return;
-            }
-            Err(_) => {
+            Next::TimedOut => {
+                RequestCounters::bump(&ctx.config.counters.timeout);
                 debug!("control client {peer} sent no complete request in time; closing");
                 let msg = format!(
                     "no complete request within {}s; closing",
