@@ -104,7 +104,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn kill_9_during_a_feed_apply_leaves_one_whole_version() {
-    const N: u32 = 300_000;
+    const N: u32 = 200_000;
     let lab = Lab::new();
     let home = AgentHome::new();
     let feed = home.dir.join("big.txt");
@@ -122,8 +122,9 @@ fn kill_9_during_a_feed_apply_leaves_one_whole_version() {
     });
     assert_eq!(feed_set(&home.pin_dir), a);
 
-    let delays_ms = [0u64, 30, 80, 150, 250, 400, 700];
+    let delays_ms = [0u64, 450, 600, 800, 1300];
     let mut mixed_at_kill = 0;
+    let mut at_kill_seen = Vec::new();
     let mut versions_after = Vec::new();
     for (round, delay) in delays_ms.iter().enumerate() {
         // Odd rounds move to B, even ones back to A.
@@ -145,9 +146,15 @@ fn kill_9_during_a_feed_apply_leaves_one_whole_version() {
         agent.kill9();
         let _ = refresh.wait_with_output();
         let at_kill = feed_set(&home.pin_dir);
-        if at_kill != a && at_kill != b {
+        let prev = if round % 2 == 0 { &a } else { &b };
+        at_kill_seen.push(if &at_kill == prev {
+            "old"
+        } else if &at_kill == next {
+            "new"
+        } else {
             mixed_at_kill += 1;
-        }
+            "mixed"
+        });
 
         // Restart with the source unreadable: only the last good copy can
         // be applied, and whatever the maps held must give way to it.
@@ -180,7 +187,7 @@ fn kill_9_during_a_feed_apply_leaves_one_whole_version() {
         );
     }
     println!(
-        "hostile: feed of {N} entries, {} kill -9 during refresh, {mixed_at_kill} caught the maps mid-apply; versions after restart {versions_after:?}; never a mix",
+        "hostile: feed of {N} entries, {} kill -9 during refresh at {delays_ms:?} ms: maps at kill {at_kill_seen:?} ({mixed_at_kill} mid-apply); versions after restart {versions_after:?}; never a mix",
         delays_ms.len()
     );
     drop(agent);
@@ -241,7 +248,7 @@ fn policy_config(home: &AgentHome, lab: &Lab, version: u8, n: u32) -> String {
 
 #[test]
 fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
-    const N: u32 = 20_000;
+    const N: u32 = 2_000;
     let lab = Lab::new();
     let home = AgentHome::new();
     let configs = [
@@ -250,8 +257,9 @@ fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
     ];
     home.write_config(&configs[0]);
     let mut agent = home.start(&lab, &[]);
-    let delays_ms = [0u64, 10, 30, 60, 100, 200];
-    let mut mixed_at_kill = 0;
+    let delays_ms = [0u64, 500, 800, 1100, 2000];
+    // Kills that found the maps at the old policy, mid-apply, at the new.
+    let mut seen = (0, 0, 0);
     for (round, delay) in delays_ms.iter().enumerate() {
         let before = compiled(&home.config);
         home.write_config(&configs[(round + 1) % 2]);
@@ -260,10 +268,13 @@ fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
         thread::sleep(Duration::from_millis(*delay));
         agent.kill9();
         let at_kill = policy_in_maps(&home.pin_dir);
-        if PolicyDiff::between(Some(&at_kill), &before).changes() != 0
-            && PolicyDiff::between(Some(&at_kill), &want).changes() != 0
-        {
-            mixed_at_kill += 1;
+        match (
+            PolicyDiff::between(Some(&at_kill), &before).changes(),
+            PolicyDiff::between(Some(&at_kill), &want).changes(),
+        ) {
+            (0, _) => seen.0 += 1,
+            (_, 0) => seen.2 += 1,
+            _ => seen.1 += 1,
         }
         agent = home.start(&lab, &[]);
         let after = policy_in_maps(&home.pin_dir);
@@ -276,7 +287,7 @@ fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
         );
     }
     println!(
-        "hostile: policy of {N} tier prefixes, {} kill -9 during reload, {mixed_at_kill} caught the maps mid-apply; every restart matched the config exactly",
+        "hostile: policy of {N} tier prefixes, {} kill -9 during reload: maps at kill old/mixed/new = {seen:?}; every restart matched the config exactly",
         delays_ms.len()
     );
     drop(agent);
