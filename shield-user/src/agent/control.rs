@@ -413,7 +413,10 @@ fn allow_add(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.retain(|a| *a != net);
@@ -437,7 +440,10 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.push(net);
@@ -542,7 +548,10 @@ fn limits_set(
         .map_err(|e| bad(e.to_string()))
         .and_then(|_| {
             if persist {
-                agent.runtime.save_overrides().map_err(internal)
+                agent.runtime.save_overrides().map_err(|e| {
+                    agent.writes.refused(super::runtime::OVERRIDES_FILE, &e);
+                    internal(e)
+                })
             } else {
                 Ok(())
             }

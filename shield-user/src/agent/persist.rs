@@ -59,6 +59,19 @@ impl StateWrites {
         }
     }
 
+    /// A write that failed where the change it carried was refused as a
+    /// whole (`allow add`, `limits set --persist`): counted and remembered,
+    /// but nothing is left unsaved.
+    pub fn refused(&self, file: &str, e: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(file, "cannot write state: {e}; the change was refused");
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((format!("{file}: {e}"), clock::unix_secs()));
+    }
+
     /// Failed writes so far, retries included.
     pub fn errors_total(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
