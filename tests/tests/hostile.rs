@@ -691,6 +691,40 @@ fn feed_credentials_never_show() {
     drop(agent);
 }
 
+#[test]
+fn an_https_feed_is_never_followed_down_to_http() {
+    let lab = Lab::new();
+    let mut home = AgentHome::new();
+    home.env
+        .push(("SSL_CERT_FILE".into(), shield_tests::http::TEST_CA.into()));
+    let (x, y) = (lab.add_client_v4(3), lab.add_client_v4(4));
+    let tls = FeedServer::start_tls_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let plain = FeedServer::start_in(&lab.server_ns, format!("{y}\n").as_bytes());
+    // allow_http, so only the downgrade itself can be the reason.
+    home.write_config(&format!(
+        "{}[[feed]]\nname = \"tls\"\nurl = \"{}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"5s\"\n",
+        home.base_config(&lab),
+        tls.url()
+    ));
+    let agent = home.start(&lab, &[]);
+    wait_until("the https feed", Duration::from_secs(15), || {
+        feed_row(&home, "tls")["last_success_unix"].is_u64()
+    });
+    assert_eq!(feed_row(&home, "tls")["entries"], 1);
+
+    tls.set_redirect(Some(plain.url()));
+    let o = home.ctl(&["feeds", "refresh", "tls"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    let row = feed_row(&home, "tls");
+    let err = row["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("from https to plain http"), "{row}");
+    assert_eq!(plain.requests(), 0, "the http target was contacted");
+    assert_eq!(row["entries"], 1, "the last good entries stay: {row}");
+    let c = home.ctl_json(&["check", &x.to_string()]);
+    assert_eq!(c["data"]["reason"], "feed", "{c}");
+    drop(agent);
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
