@@ -599,11 +599,32 @@ fn a_thousand_hostile_connections_do_not_silence_shieldctl() {
 }
 
 #[test]
-fn metrics_listen_on_loopback_by_default() {
+fn metrics_listen_on_loopback_by_default_and_idle_clients_do_not_block_scrapes() {
     let lab = Lab::new();
     let home = AgentHome::new();
     home.write_config(&home.base_config(&lab));
     let _agent = home.start(&lab, &[]);
+    // Any local user can connect to it: 200 connections that never finish
+    // a request must not keep the scraper out.
+    let ns = lab.server_ns.clone();
+    let idle = thread::spawn(move || {
+        Lab::enter(&ns);
+        (0..200)
+            .filter_map(|_| {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", 9964)).ok()?;
+                c.write_all(b"GET /metr").ok()?;
+                Some(c)
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(idle.len(), 200);
+    for _ in 0..5 {
+        let text = scrape(&lab.server_ns, 9964);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    drop(idle);
     let text = scrape(&lab.server_ns, 9964);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let out = Command::new("ip")

@@ -18,11 +18,13 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::timeout,
 };
 use tracing::{debug, info, warn};
+
+use crate::evict::WaitQueue;
 
 use super::{
     frame::{
@@ -145,31 +147,6 @@ impl RequestCounters {
             self.timeout.load(Relaxed),
             self.oversized.load(Relaxed),
         )
-    }
-}
-
-/// Connections waiting for a request (their first, or the next one on a
-/// kept-open connection), oldest first. When every slot is taken, a new
-/// connection closes the oldest of them instead of being turned away: a
-/// client that holds a connection without finishing a request
-/// (slowloris) loses it to one that is ready to talk, and `shieldctl`,
-/// which writes its request right after connecting, is always the newest.
-#[derive(Default)]
-struct Waiting {
-    next: u64,
-    conns: std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>,
-}
-
-/// A connection's place among the waiting; leaves it when dropped.
-struct WaitTicket<'a> {
-    ctx: &'a Ctx,
-    id: u64,
-    evict: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for WaitTicket<'_> {
-    fn drop(&mut self) {
-        self.ctx.waiting().conns.remove(&self.id);
     }
 }
 
@@ -308,7 +285,7 @@ impl ControlSocket {
             handler,
             gid,
             config,
-            waiting: std::sync::Mutex::default(),
+            waiting: WaitQueue::default(),
         });
         let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut tasks = JoinSet::new();
@@ -318,36 +295,23 @@ impl ControlSocket {
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(permit) => {
-                            let ctx = Arc::clone(&ctx);
-                            tasks.spawn(async move {
-                                connection(stream, &ctx).await;
-                                drop(permit);
-                            });
+                    Ok((stream, _)) => {
+                        // Every slot taken: the connection that has waited
+                        // longest for a request hands its slot over
+                        // (crate::evict). Only when every slot is serving a
+                        // request is the newcomer told `busy`.
+                        let slot = crate::evict::take_slot(&slots, || ctx.evict_oldest()).await;
+                        match slot {
+                            Some(permit) => {
+                                let ctx = Arc::clone(&ctx);
+                                tasks.spawn(async move { connection(stream, permit, &ctx).await });
+                            }
+                            None => {
+                                RequestCounters::bump(&ctx.config.counters.busy);
+                                refuse_busy(&stream, ctx.config.max_connections);
+                            }
                         }
-                        Err(_) if ctx.evict_oldest() => {
-                            // The evicted connection's slot comes free as
-                            // soon as its task sees the notice.
-                            let (ctx, slots) = (Arc::clone(&ctx), Arc::clone(&slots));
-                            tasks.spawn(async move {
-                                match timeout(EVICTION_WAIT, slots.acquire_owned()).await {
-                                    Ok(Ok(permit)) => {
-                                        connection(stream, &ctx).await;
-                                        drop(permit);
-                                    }
-                                    _ => {
-                                        RequestCounters::bump(&ctx.config.counters.busy);
-                                        refuse_busy(&stream, ctx.config.max_connections);
-                                    }
-                                }
-                            });
-                        }
-                        Err(_) => {
-                            RequestCounters::bump(&ctx.config.counters.busy);
-                            refuse_busy(&stream, ctx.config.max_connections);
-                        }
-                    },
+                    }
                     Err(e) => {
                         // EMFILE and friends: the agent must keep running, so
                         // back off briefly instead of spinning or failing.
@@ -382,45 +346,22 @@ where
         .map_err(io_err("serve", path))
 }
 
-/// How long a connection admitted by evicting another waits for the slot.
-const EVICTION_WAIT: Duration = Duration::from_secs(2);
-
 struct Ctx {
     handler: Arc<dyn Handler>,
     gid: Option<u32>,
     config: ServerConfig,
-    waiting: std::sync::Mutex<Waiting>,
+    waiting: WaitQueue<OwnedSemaphorePermit>,
 }
 
 impl Ctx {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn wait_ticket(&self) -> WaitTicket<'_> {
-        let mut w = self.waiting();
-        let id = w.next;
-        w.next += 1;
-        let evict = Arc::new(tokio::sync::Notify::new());
-        w.conns.insert(id, Arc::clone(&evict));
-        WaitTicket {
-            ctx: self,
-            id,
-            evict,
+    /// Closes the connection that has waited longest for a request (see
+    /// [`crate::evict`]) and takes its slot; `None` if none waits.
+    fn evict_oldest(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.waiting.evict_oldest();
+        if slot.is_some() {
+            RequestCounters::bump(&self.config.counters.evicted);
         }
-    }
-
-    /// Tells the oldest waiting connection to close; false if none waits.
-    fn evict_oldest(&self) -> bool {
-        let Some((_, evict)) = self.waiting().conns.pop_first() else {
-            return false;
-        };
-        // notify_one keeps the notice if the task is not polling yet.
-        evict.notify_one();
-        RequestCounters::bump(&self.config.counters.evicted);
-        true
+        slot
     }
 }
 
@@ -661,7 +602,8 @@ async fn next_request(
 /// Serves one connection. Errors raised here (timeouts, bad frames,
 /// denial) are answered and end the connection; errors the handler returns
 /// are ordinary replies and the connection stays open.
-async fn connection(stream: UnixStream, ctx: &Ctx) {
+async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
+    let mut slot = Some(slot);
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -680,13 +622,15 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
     let mut reader = BufReader::new(stream);
     let mut first = true;
     loop {
-        let ticket = ctx.wait_ticket();
-        let evicted = ticket.evict.clone();
+        let Some(parked) = slot.take() else { return };
+        let ticket = ctx.waiting.wait(parked);
         let read = tokio::select! {
-            () = evicted.notified() => None,
+            () = ticket.evicted() => None,
             r = next_request(&mut reader, first, ctx, &peer) => Some(r),
         };
-        drop(ticket);
+        // Evicted just as the request completed: the slot is gone.
+        slot = ticket.done();
+        let read = read.filter(|_| slot.is_some());
         first = false;
         let stream = reader.get_mut();
         let Some(read) = read else {
