@@ -286,8 +286,30 @@ fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
             diff.changes()
         );
     }
+    // The apply itself lasts milliseconds, so kills rarely land inside
+    // it: tear one by hand, half the new prefixes written beside the old.
+    agent.kill9();
+    let before = compiled(&home.config);
+    home.write_config(&configs[(delays_ms.len() + 1) % 2]);
+    let want = compiled(&home.config);
+    {
+        let mut dp = kernel(&home.pin_dir);
+        for (net, v) in want.sources.iter().take(N as usize / 2) {
+            dp.set_source_class(*net, v).unwrap();
+        }
+    }
+    let torn = policy_in_maps(&home.pin_dir);
+    assert_ne!(PolicyDiff::between(Some(&torn), &before).changes(), 0);
+    assert_ne!(PolicyDiff::between(Some(&torn), &want).changes(), 0);
+    let agent = home.start(&lab, &[]);
+    let after = policy_in_maps(&home.pin_dir);
+    assert_eq!(
+        PolicyDiff::between(Some(&after), &want).changes(),
+        0,
+        "a torn apply survived the restart"
+    );
     println!(
-        "hostile: policy of {N} tier prefixes, {} kill -9 during reload: maps at kill old/mixed/new = {seen:?}; every restart matched the config exactly",
+        "hostile: policy of {N} tier prefixes, {} kill -9 during reload: maps at kill old/mixed/new = {seen:?}, plus one torn apply made by hand; every restart matched the config exactly",
         delays_ms.len()
     );
     drop(agent);
