@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod events;
+pub mod evict;
 pub mod feeds;
 pub mod metrics;
 pub mod net;

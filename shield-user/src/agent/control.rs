@@ -17,7 +17,7 @@ use crate::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
             AdaptiveInfo, AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo,
-            CheckProto, FeedRow, FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
+            CheckProto, FeedRow, FeedsSummary, Health, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
             OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
         units::{MAX_TTL, RateSpec},
@@ -63,7 +63,7 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
             reason,
         } => ban_add(agent, net, ttl_secs, reason),
         Request::BanDel { net } => match agent.bans.remove(&mut agent.dp, net) {
-            Ok(true) => done(format!("unbanned {net}")),
+            Ok(true) => done(format!("unbanned {net}{}", unsaved_note(agent))),
             Ok(false) => Err((ErrorKind::NotFound, format!("{net} is not banned"))),
             Err(e) => Err(internal(e)),
         },
@@ -191,6 +191,17 @@ fn status(agent: &Agent) -> StatusInfo {
         },
         totals,
         bans_active: agent.bans.len() as u64,
+        health: {
+            let w = agent.state_writes();
+            let pins = agent.pin_watch();
+            Health {
+                state_write_errors: w.errors_total(),
+                state_unsaved: w.unsaved(),
+                state_last_error: w.last_error().map(|(e, _)| e),
+                pins_missing: pins.missing.len() as u64,
+                pins_error: pins.error.clone(),
+            }
+        },
     }
 }
 
@@ -363,6 +374,7 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),
     };
+    msg.push_str(&unsaved_note(agent));
     if let Some(a) = agent
         .allow_entries()
         .into_iter()
@@ -375,6 +387,17 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         ));
     }
     done(msg)
+}
+
+/// Said after a ban change the journal could not record: it is enforced
+/// (and survives an agent restart through the pinned maps), not a reboot.
+fn unsaved_note(agent: &Agent) -> String {
+    match agent.bans.unsaved() {
+        Some(e) => format!(
+            "\nwarning: enforced, but NOT journaled ({e}); it survives an agent restart, not a reboot, until the journal can be written (retried every second)"
+        ),
+        None => String::new(),
+    }
 }
 
 fn allow_rows(agent: &Agent) -> Vec<AllowRow> {
@@ -400,7 +423,10 @@ fn allow_add(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.retain(|a| *a != net);
@@ -424,7 +450,10 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.push(net);
@@ -547,7 +576,10 @@ fn limits_set(
         .map_err(|e| bad(e.to_string()))
         .and_then(|_| {
             if persist {
-                agent.runtime.save_overrides().map_err(internal)
+                agent.runtime.save_overrides().map_err(|e| {
+                    agent.writes.refused(super::runtime::OVERRIDES_FILE, &e);
+                    internal(e)
+                })
             } else {
                 Ok(())
             }

@@ -6,7 +6,8 @@ use super::{Agent, bans::BanOrigin};
 use crate::{
     clock,
     metrics::{
-        BanTotals, BuildInfo, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
+        BanTotals, BuildInfo, FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads,
+        Snapshot, Traffic,
     },
 };
 
@@ -125,6 +126,11 @@ impl Agent {
             start_time_unix: self.started_unix,
             flood_log_suppressed_total: self.log_budget.suppressed_total,
             adaptive_level: u64::from(self.adaptive.level()),
+            health: HealthMetrics {
+                state_write_errors: self.writes.errors_total(),
+                pins_missing: self.pins.missing.len() as u64,
+                control_dropped: None,
+            },
         }
     }
 }

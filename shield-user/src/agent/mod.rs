@@ -10,10 +10,13 @@ pub mod feeds;
 mod ids;
 pub mod metrics;
 mod offences;
+pub mod persist;
+mod pinwatch;
 pub mod runtime;
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
@@ -121,6 +124,55 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Who besides root could rewrite the policy through the config file.
+/// A world-writable config lets any local user unblock themselves or
+/// black-hole the host at the next reload; group write is fine for root's
+/// group and for the control group (whose members can change the policy
+/// over the socket anyway), and a warning for any other group.
+pub fn config_file_warnings(path: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let Ok(md) = std::fs::metadata(path) else {
+        return out;
+    };
+    let mode = md.mode() & 0o7777;
+    let shown = path.display();
+    if mode & 0o002 != 0 {
+        out.push(format!(
+            "{shown} is world-writable (mode {mode:04o}): any local user can change what shield blocks and allows; run `chmod o-w {shown}`"
+        ));
+    }
+    if mode & 0o020 != 0 && md.gid() != 0 {
+        let control = crate::control::server::lookup_group(crate::control::server::CONTROL_GROUP)
+            .ok()
+            .flatten();
+        if control != Some(md.gid()) {
+            out.push(format!(
+                "{shown} is writable by group {} (mode {mode:04o}), which is neither root nor `{}`: its members can change the policy; run `chmod g-w {shown}`",
+                md.gid(),
+                crate::control::server::CONTROL_GROUP
+            ));
+        }
+    }
+    if md.uid() != 0 {
+        out.push(format!(
+            "{shown} is owned by uid {}, not root: that user can change the policy; run `chown root {shown}`",
+            md.uid()
+        ));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::metadata(dir)
+        && d.mode() & 0o002 != 0
+        && d.mode() & 0o1000 == 0
+    {
+        out.push(format!(
+            "{} (the config's directory) is world-writable: any local user can replace {shown}",
+            dir.display()
+        ));
+    }
+    out
+}
+
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -165,6 +217,13 @@ pub struct Agent {
     adaptive: Adaptive,
     /// Interfaces whose pinned link lost its interface (said once).
     lost_links: Vec<String>,
+    /// Failed writes to `state_dir`, shared with jobs that run unlocked.
+    writes: Arc<persist::StateWrites>,
+    /// policy-ids.json is behind the policy in force.
+    ids_dirty: bool,
+    /// offences.json is behind the offence history.
+    offences_dirty: bool,
+    pins: pinwatch::PinWatch,
 }
 
 impl Agent {
@@ -177,6 +236,11 @@ impl Agent {
         let tick_ns = dataplane::kernel_clock_tick_ns();
         for w in unsupported(&cfg) {
             tracing::warn!("{w}");
+        }
+        if let Some(p) = &opts.config_path {
+            for w in config_file_warnings(p) {
+                tracing::warn!("{w}");
+            }
         }
         pins::ensure_pin_dir(&cfg.pin_dir)?;
         statefile::ensure_dir(&cfg.state_dir)?;
@@ -207,7 +271,10 @@ impl Agent {
             tracing::warn!("{w}");
         }
         let in_maps = apply::snapshot(&dp)?;
-        let mut bans = BanBook::open(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        let writes = Arc::new(persist::StateWrites::default());
+        let mut bans = BanBook::open(&cfg.state_dir, writes.clone(), &mut |w| {
+            tracing::error!("{w}")
+        })?;
         let prefix_changed = in_maps.global.ipv6_prefix != policy.global.ipv6_prefix;
         let diff = PolicyDiff::between(Some(&in_maps), &policy);
         apply::apply_with_bans(&mut dp, &diff, prefix_changed, &bans)?;
@@ -217,7 +284,7 @@ impl Agent {
             port_slots = policy.ports.len(),
             "policy applied"
         );
-        ids::save(&cfg.state_dir, &policy)?;
+        let ids_dirty = !writes.outcome(ids::FILE, ids::save(&cfg.state_dir, &policy));
         let restored = bans.restore(&mut dp)?;
         tracing::info!(
             journal = restored.from_journal,
@@ -244,6 +311,10 @@ impl Agent {
             log_budget: LogBudget::default(),
             adaptive: Adaptive::default(),
             lost_links: Vec::new(),
+            writes,
+            ids_dirty,
+            offences_dirty: false,
+            pins: pinwatch::PinWatch::default(),
         };
         let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
         agent.floods.restore_offences(history);
@@ -284,6 +355,7 @@ impl Agent {
             attached.push(a);
         }
         let gone = dataplane::detach_others(&self.cfg.pin_dir, &self.cfg.interfaces);
+        self.dp.release_links(&self.cfg.interfaces);
         for g in &gone {
             tracing::info!(iface = g, "detached (no longer configured)");
         }
@@ -316,9 +388,16 @@ impl Agent {
         }
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         let prefix_changed = self.policy.global.ipv6_prefix != policy.global.ipv6_prefix;
+        let file_warnings = self
+            .opts
+            .config_path
+            .as_deref()
+            .map(config_file_warnings)
+            .unwrap_or_default();
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;
-        ids::save(&cfg.state_dir, &policy)?;
-        let warnings = policy.warnings.clone();
+        self.save_ids(&policy);
+        let mut warnings = policy.warnings.clone();
+        warnings.extend(file_warnings);
         self.policy = policy;
         self.cfg = cfg;
         self.sync_feeds().map_err(AgentError::Feeds)?;
@@ -329,6 +408,18 @@ impl Agent {
             detached,
             warnings,
         })
+    }
+
+    /// Keeps the ids of the policy now in the maps. A failed write must not
+    /// undo a policy already applied: it is reported and retried.
+    fn save_ids(&mut self, policy: &Policy) {
+        let r = ids::save(&self.cfg.state_dir, policy);
+        self.ids_dirty = !self.writes.outcome(ids::FILE, r);
+    }
+
+    /// Failed writes to `state_dir` so far.
+    pub fn state_writes(&self) -> &persist::StateWrites {
+        &self.writes
     }
 
     fn compile(&self, cfg: &Config) -> Result<Policy, AgentError> {
@@ -355,7 +446,7 @@ impl Agent {
         let policy = self.compile(&self.cfg.clone())?;
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         apply::apply_with_bans(&mut self.dp, &diff, false, &self.bans)?;
-        ids::save(&self.cfg.state_dir, &policy)?;
+        self.save_ids(&policy);
         self.policy = policy;
         Ok(diff.changes())
     }
@@ -375,6 +466,7 @@ impl Agent {
     /// `shieldctl detach`: removes links and pins; the agent then exits.
     pub fn detach_now(&mut self) -> Result<String, AgentError> {
         let removed = pins::remove_all(&self.cfg.pin_dir)?;
+        self.dp.release_links(&[]);
         self.detached = true;
         self.attached.clear();
         Ok(format!(
@@ -394,6 +486,12 @@ impl Agent {
     /// and the journal; floods get their drop rates sampled, and those that
     /// lasted long enough become bans.
     pub fn tick(&mut self) {
+        if self.ids_dirty {
+            let r = ids::save(&self.cfg.state_dir, &self.policy);
+            self.ids_dirty = !self.writes.outcome(ids::FILE, r);
+        }
+        self.retry_feed_ids();
+        self.check_pins();
         match self.bans.sweep(&mut self.dp) {
             Ok(gone) => {
                 let now = clock::monotonic_ns();
@@ -471,13 +569,20 @@ impl Agent {
         }
     }
 
+    /// The offence history follows the bans: a failed write (a full disk)
+    /// is counted with the other state writes and retried on the next tick.
+    fn save_offences(&mut self) {
+        let r = offences::save(&self.cfg.state_dir, self.floods.offences());
+        self.offences_dirty = !self.writes.outcome(offences::FILE, r);
+    }
+
     fn autoban(&mut self, now: u64) {
         if self
             .floods
             .forget_offences(clock::unix_ms(), &self.cfg.autoban)
-            && let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences())
+            || self.offences_dirty
         {
-            tracing::error!(error = %e, "saving the autoban offence history");
+            self.save_offences();
         }
         let due = self.floods.due_bans(now, &self.cfg.autoban);
         if due.is_empty() {
@@ -494,9 +599,7 @@ impl Agent {
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
             })
             .collect();
-        if let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences()) {
-            tracing::error!(error = %e, "saving the autoban offence history");
-        }
+        self.save_offences();
         match self.bans.add_many(&mut self.dp, &recs) {
             Ok(()) => {
                 for d in &due {

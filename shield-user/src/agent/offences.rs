@@ -12,7 +12,7 @@ use crate::{
     statefile::{self, StateFileError},
 };
 
-const FILE: &str = "offences.json";
+pub const FILE: &str = "offences.json";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -234,6 +234,21 @@ pub struct StatusInfo {
     pub feeds: FeedsSummary,
     pub totals: Totals,
     pub bans_active: u64,
+    /// Problems that do not stop enforcement but need an operator.
+    #[serde(default)]
+    pub health: Health,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Failed writes to `state_dir` (a full disk), retries included.
+    pub state_write_errors: u64,
+    /// State files behind what is enforced (their last write failed).
+    pub state_unsaved: Vec<String>,
+    pub state_last_error: Option<String>,
+    /// Pins missing under `pin_dir` (bpffs unmounted or cleared).
+    pub pins_missing: u64,
+    pub pins_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -820,6 +835,7 @@ pub(crate) mod tests {
                     would_drop_packets: 0,
                 },
                 bans_active: 3,
+                health: Health::default(),
             }),
             Reply::Stats(vec![StatRow {
                 verdict: Verdict::WouldDrop,

@@ -251,6 +251,27 @@ fn status(s: &StatusInfo) -> String {
         let _ = write!(packets, ", {} would drop", count(tot.would_drop_packets));
     }
     t.row(["packets".to_string(), packets]);
+    let h = &s.health;
+    if h.state_write_errors > 0 || !h.state_unsaved.is_empty() {
+        let mut state = format!("{} failed writes", count(h.state_write_errors));
+        if !h.state_unsaved.is_empty() {
+            let _ = write!(state, "; NOT SAVED: {}", h.state_unsaved.join(", "));
+        }
+        if let Some(e) = &h.state_last_error {
+            let _ = write!(state, "; last: {e}");
+        }
+        t.row(["state dir".to_string(), state]);
+    }
+    if h.pins_missing > 0 {
+        let mut pins = format!(
+            "{} MISSING (a restart now would start from empty maps)",
+            h.pins_missing
+        );
+        if let Some(e) = &h.pins_error {
+            let _ = write!(pins, "; {e}");
+        }
+        t.row(["pins".to_string(), pins]);
+    }
     t.render()
 }
 
@@ -655,6 +676,7 @@ NET             ORIGIN   EXPIRES   REASON
                 would_drop_packets: 0,
             },
             bans_active: 2,
+            health: Default::default(),
         };
         let out = render(&Reply::Status(s.clone()), 0);
         assert!(

@@ -10,6 +10,7 @@ use aya::programs::{
 };
 
 use super::{Dataplane, DataplaneError, Result, pins};
+use shield_common::maps::ALL_MAPS;
 
 /// How the program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,7 +73,7 @@ impl Dataplane {
             .into_iter()
             .find(|(i, _, _)| i == iface)
         {
-            match self.replace_on_link(&path) {
+            match self.replace_on_link(iface, &suffix, &path) {
                 Ok((link_id, program_id)) => {
                     return Ok(Attached {
                         iface: iface.to_string(),
@@ -104,16 +105,17 @@ impl Dataplane {
         Err(last.unwrap_or_else(|| DataplaneError::OutOfRange("empty mode list".into())))
     }
 
-    fn replace_on_link(&mut self, path: &Path) -> Result<(u32, u32)> {
+    fn replace_on_link(&mut self, iface: &str, suffix: &str, path: &Path) -> Result<(u32, u32)> {
         let pinned = PinnedLink::from_pin(path).map_err(DataplaneError::Link)?;
         let fd: FdLink = pinned.into();
         let link_id = fd.info().map_err(DataplaneError::Link)?.id();
         let xdp_link = XdpLink::try_from(fd).map_err(DataplaneError::Link)?;
         let prog = self.program()?;
         let id = prog.attach_to_link(xdp_link)?;
-        // Closing our fd leaves the link to its pin.
         let owned = prog.take_link(id)?;
-        drop(owned);
+        let held = FdLink::try_from(owned).map_err(DataplaneError::Link)?;
+        let mode = AttachMode::from_suffix(suffix).unwrap_or(AttachMode::Skb);
+        self.links.insert(iface.to_string(), (mode, held));
         let program_id = self.program()?.info()?.id();
         if self.link_program_id(path)? != program_id {
             return Err(DataplaneError::OutOfRange(format!(
@@ -139,11 +141,13 @@ impl Dataplane {
         let path = pin_dir
             .join("links")
             .join(pins::link_file_name(iface, mode.as_str()));
-        fd.pin(&path).map_err(|e| DataplaneError::Pin {
+        let pinned = fd.pin(&path).map_err(|e| DataplaneError::Pin {
             path: path.clone(),
             source: e,
         })?;
         pins::restrict(&path);
+        self.links
+            .insert(iface.to_string(), (mode, FdLink::from(pinned)));
         let program_id = self.program()?.info()?.id();
         Ok(Attached {
             iface: iface.to_string(),
@@ -152,6 +156,81 @@ impl Dataplane {
             program_id,
             replaced: false,
         })
+    }
+
+    /// Lets go of the links of interfaces not in `keep` (their pins are
+    /// removed separately), so they detach.
+    pub fn release_links(&mut self, keep: &[String]) {
+        self.links.retain(|iface, _| keep.contains(iface));
+    }
+
+    /// Which of our links and maps have no pin under `pin_dir` (bpffs
+    /// unmounted, remounted or cleared under a running agent).
+    pub fn missing_pins(&self, pin_dir: &Path) -> Vec<String> {
+        let mut missing: Vec<String> = self
+            .links
+            .iter()
+            .map(|(iface, (mode, _))| {
+                pin_dir
+                    .join("links")
+                    .join(pins::link_file_name(iface, mode.as_str()))
+            })
+            .chain(
+                self.ebpf
+                    .maps()
+                    .filter(|(name, _)| ALL_MAPS.contains(name))
+                    .map(|(name, _)| pin_dir.join(name)),
+            )
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        missing.sort();
+        missing
+    }
+
+    /// Pins again whatever [`Dataplane::missing_pins`] reports, so a
+    /// restarted agent adopts this state instead of starting empty.
+    /// `pin_dir` must already be on a bpffs.
+    pub fn repin(&mut self, pin_dir: &Path) -> Result<usize> {
+        let mut n = 0;
+        for (name, map) in self.ebpf.maps().filter(|(n, _)| ALL_MAPS.contains(n)) {
+            let path = pin_dir.join(name);
+            if !path.exists() {
+                map.pin(&path).map_err(|e| DataplaneError::Pin {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                pins::restrict(&path);
+                n += 1;
+            }
+        }
+        let ifaces: Vec<String> = self.links.keys().cloned().collect();
+        for iface in ifaces {
+            let Some((mode, fd)) = self.links.remove(&iface) else {
+                continue;
+            };
+            let path = pin_dir
+                .join("links")
+                .join(pins::link_file_name(&iface, mode.as_str()));
+            if path.exists() {
+                self.links.insert(iface, (mode, fd));
+                continue;
+            }
+            let id = fd.info().map_err(DataplaneError::Link)?.id();
+            self.links.insert(iface, (mode, fd));
+            // aya's FdLink::pin consumes our handle, and a failed pin would
+            // then drop the link: pin a second reference instead.
+            pins::pin_link_by_id(id, &path).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                source: aya::pin::PinError::SyscallError(aya::sys::SyscallError {
+                    call: "BPF_OBJ_PIN",
+                    io_error: e,
+                }),
+            })?;
+            pins::restrict(&path);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn link_program_id(&self, path: &Path) -> Result<u32> {

@@ -25,8 +25,8 @@ pub mod snapshot;
 pub use render::{CONTENT_TYPE, render};
 pub use server::{DEFAULT_LISTEN, MetricsError, ServerConfig, SnapshotFn, bind, serve, serve_with};
 pub use snapshot::{
-    BanTotals, BuildInfo, ControlRequests, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads,
-    Snapshot, Traffic,
+    BanTotals, BuildInfo, ControlDropped, ControlRequests, FeedMetrics, HealthMetrics,
+    InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
 };
 
 #[cfg(test)]

@@ -211,6 +211,42 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("shield_adaptive_level", &[], s.adaptive_level);
 
+    o.family(
+        "shield_state_write_errors_total",
+        "counter",
+        "Failed writes to state_dir (bans journal, allow entries, ids, feed copies), retries included; enforcement is unaffected.",
+    );
+    o.sample(
+        "shield_state_write_errors_total",
+        &[],
+        s.health.state_write_errors,
+    );
+    o.family(
+        "shield_pins_missing",
+        "gauge",
+        "Pins missing under pin_dir at the last check (bpffs unmounted or cleared); enforcement continues, a restart would not find them.",
+    );
+    o.sample("shield_pins_missing", &[], s.health.pins_missing);
+    o.family(
+        "shield_control_connections_dropped_total",
+        "counter",
+        "Control-socket connections refused or cut, by reason (busy, evicted, timeout, oversized).",
+    );
+    if let Some(d) = s.health.control_dropped {
+        for (reason, n) in [
+            ("busy", d.busy),
+            ("evicted", d.evicted),
+            ("timeout", d.timeout),
+            ("oversized", d.oversized),
+        ] {
+            o.sample(
+                "shield_control_connections_dropped_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+    }
+
     o.encode()
 }
 

@@ -10,8 +10,8 @@ use shield_common::maps::Counter;
 use shield_common::reason::{Reason, Verdict};
 
 use super::snapshot::{
-    BanTotals, BuildInfo, ControlRequests, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads,
-    Snapshot,
+    BanTotals, BuildInfo, ControlDropped, ControlRequests, FeedMetrics, HealthMetrics,
+    InterfaceMetrics, MapMetrics, Reloads, Snapshot,
 };
 use crate::dataplane::AttachMode;
 
@@ -68,6 +68,16 @@ pub(super) fn sample_snapshot() -> Snapshot {
         build: BuildInfo {
             version: "0.1.0".into(),
             commit: Some("abc123".into()),
+        },
+        health: HealthMetrics {
+            state_write_errors: 3,
+            pins_missing: 0,
+            control_dropped: Some(ControlDropped {
+                busy: 0,
+                evicted: 7,
+                timeout: 2,
+                oversized: 1,
+            }),
         },
         control_requests: Some(ControlRequests {
             ok: 10,

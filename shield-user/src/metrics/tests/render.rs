@@ -140,6 +140,18 @@ shield_flood_log_suppressed_total 42
 # HELP shield_adaptive_level Steps by which [adaptive] has tightened the default tier's limits; 0 means as configured.
 # TYPE shield_adaptive_level gauge
 shield_adaptive_level 2
+# HELP shield_state_write_errors_total Failed writes to state_dir (bans journal, allow entries, ids, feed copies), retries included; enforcement is unaffected.
+# TYPE shield_state_write_errors_total counter
+shield_state_write_errors_total 3
+# HELP shield_pins_missing Pins missing under pin_dir at the last check (bpffs unmounted or cleared); enforcement continues, a restart would not find them.
+# TYPE shield_pins_missing gauge
+shield_pins_missing 0
+# HELP shield_control_connections_dropped_total Control-socket connections refused or cut, by reason (busy, evicted, timeout, oversized).
+# TYPE shield_control_connections_dropped_total counter
+shield_control_connections_dropped_total{reason="busy"} 0
+shield_control_connections_dropped_total{reason="evicted"} 7
+shield_control_connections_dropped_total{reason="timeout"} 2
+shield_control_connections_dropped_total{reason="oversized"} 1
 "#;
 
 #[test]
@@ -152,7 +164,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 22] = [
+const FAMILIES: [(&str, &str); 25] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -175,6 +187,9 @@ const FAMILIES: [(&str, &str); 22] = [
     ("shield_feed_refresh_interval_seconds", "gauge"),
     ("shield_flood_log_suppressed_total", "counter"),
     ("shield_adaptive_level", "gauge"),
+    ("shield_state_write_errors_total", "counter"),
+    ("shield_pins_missing", "gauge"),
+    ("shield_control_connections_dropped_total", "counter"),
 ];
 
 #[test]
