@@ -39,6 +39,8 @@ pub struct AgentHome {
     pub state_dir: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// Extra environment for the agent (`SSL_CERT_FILE`, say).
+    pub env: Vec<(String, String)>,
     notify_path: PathBuf,
     notify: UnixDatagram,
 }
@@ -60,6 +62,7 @@ impl AgentHome {
             state_dir: dir.join("state"),
             config: dir.join("shield.toml"),
             socket: dir.join("shield.sock"),
+            env: Vec::new(),
             notify_path,
             notify,
             dir,
@@ -121,6 +124,7 @@ impl AgentHome {
         cmd.arg("--config").arg(&self.config).args(extra);
         run_in_netns(&mut cmd, &lab.server_ns);
         cmd.env("NOTIFY_SOCKET", &self.notify_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())

@@ -32,6 +32,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "man-db",
         "man, which renders the packaged man pages in the package test",
     ),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests packaging/prometheus/shield-alerts.yml",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
