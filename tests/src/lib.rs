@@ -8,3 +8,4 @@ pub mod http;
 pub mod lab;
 pub mod lapi;
 pub mod packet;
+pub mod raw;

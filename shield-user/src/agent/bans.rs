@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,8 @@ use crate::{
     net::Cidr,
     statefile::{self, StateFileError},
 };
+
+use super::persist::StateWrites;
 
 pub const JOURNAL_FILE: &str = "bans.json";
 
@@ -104,6 +107,9 @@ pub struct BanBook {
     path: PathBuf,
     /// Each prefix's holders: at most one record per origin, never empty.
     bans: BTreeMap<Cidr, Vec<BanRecord>>,
+    /// The journal is behind `bans` (its last write failed).
+    dirty: bool,
+    writes: Arc<StateWrites>,
 }
 
 /// What [`BanBook::restore`] did.
@@ -150,7 +156,11 @@ fn combined(holders: &[BanRecord], now_ms: u64) -> Option<&BanRecord> {
 impl BanBook {
     /// Reads the journal. A corrupt journal is moved aside and reported
     /// through `warn`; the book then starts from what the maps hold.
-    pub fn open(state_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<BanBook, BanError> {
+    pub fn open(
+        state_dir: &Path,
+        writes: Arc<StateWrites>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<BanBook, BanError> {
         let path = state_dir.join(JOURNAL_FILE);
         let journal = match statefile::read::<Journal>(&path) {
             Ok(j) => j,
@@ -163,6 +173,8 @@ impl BanBook {
         let mut book = BanBook {
             path,
             bans: BTreeMap::new(),
+            dirty: false,
+            writes,
         };
         for b in journal.map(|j| j.bans).unwrap_or_default() {
             book.put(b);
@@ -217,31 +229,46 @@ impl BanBook {
                 r.adopted_from_maps += 1;
             }
         }
-        r.expired = self.drop_expired(dp, now_ms)?;
+        r.expired = self.drop_expired(dp, now_ms)?.len();
         let nets: Vec<Cidr> = self.bans.keys().copied().collect();
         for net in nets {
             self.enforce_net(dp, net)?;
             r.from_journal += 1;
         }
         r.from_journal -= r.adopted_from_maps;
-        self.save()?;
+        self.save();
         Ok(r)
     }
 
-    /// Journals, then enforces: a crash in between leaves a ban the next
-    /// start enforces, never an enforced ban nobody remembers. Replaces the
-    /// same origin's earlier hold on the prefix; other origins' stay.
+    /// Enforces, then journals. A crash in between leaves the ban in the
+    /// pinned maps, where the next start finds and journals it. A journal
+    /// that cannot be written (a full disk) does not stop the ban: it is
+    /// reported, and the next write catches up. Replaces the same origin's
+    /// earlier hold on the prefix; other origins' stay.
     pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
-        let net = rec.net;
-        let prev = self.put(rec.clone());
-        if let Err(e) = self.save() {
-            self.release(net, rec.origin);
+        let (net, origin) = (rec.net, rec.origin);
+        let prev = self.put(rec);
+        if let Err(e) = self.enforce_net(dp, net) {
+            self.release(net, origin);
             if let Some(p) = prev {
                 self.put(p);
             }
             return Err(e);
         }
-        self.enforce_net(dp, net)
+        self.save();
+        Ok(())
+    }
+
+    /// Several bans with one journal write: a distributed flood can bring
+    /// thousands of autobans in one tick, and rewriting the journal for
+    /// each would cost quadratic I/O. Enforced first, as with `add`.
+    pub fn add_many(&mut self, dp: &mut Dataplane, recs: &[BanRecord]) -> Result<(), BanError> {
+        for rec in recs {
+            self.put(rec.clone());
+            self.enforce_net(dp, rec.net)?;
+        }
+        self.save();
+        Ok(())
     }
 
     /// Drops `origin`'s hold on `net` from the book only.
@@ -271,14 +298,11 @@ impl BanBook {
         if local.is_empty() {
             return Ok(false);
         }
-        let old: Vec<BanRecord> = local.iter().filter_map(|o| self.release(net, *o)).collect();
-        if let Err(e) = self.save() {
-            for o in old {
-                self.put(o);
-            }
-            return Err(e);
+        for o in &local {
+            self.release(net, *o);
         }
         self.enforce_net(dp, net)?;
+        self.save();
         Ok(true)
     }
 
@@ -356,9 +380,6 @@ impl BanBook {
         if !out.changed() {
             return Ok(out);
         }
-        // Journal first, as for `add`: a crash after this re-enforces at
-        // start-up; the kernel writes below cannot be half-remembered.
-        self.save()?;
         let now_mono = clock::monotonic_ns();
         let mut writes = Vec::with_capacity(touched.len());
         for net in touched {
@@ -368,41 +389,57 @@ impl BanBook {
             }
         }
         dp.set_bans(&writes)?;
+        self.save();
         Ok(out)
     }
 
     /// Removes expired bans from the maps and the journal. The kernel stops
     /// matching them by itself; this reclaims their slots.
-    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<usize, BanError> {
-        let n = self.drop_expired(dp, clock::unix_ms())?;
-        if n > 0 {
-            self.save()?;
+    /// Returns the holds that went (a prefix held twice may show twice).
+    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<Vec<BanRecord>, BanError> {
+        let before = self.list().count();
+        let gone = self.drop_expired(dp, clock::unix_ms())?;
+        if !gone.is_empty() || self.dirty || self.list().count() != before {
+            self.save();
         }
-        Ok(n)
+        Ok(gone)
+    }
+
+    /// Why the journal is behind the bans in force, when it is.
+    pub fn unsaved(&self) -> Option<String> {
+        if !self.dirty {
+            return None;
+        }
+        self.writes
+            .last_error()
+            .map(|(e, _)| e)
+            .or_else(|| Some(format!("{} is not up to date", self.path.display())))
     }
 
     /// Forgets holds expired at `now_ms`; a prefix left with no holder
-    /// leaves the maps. Returns how many prefixes went.
-    fn drop_expired(&mut self, dp: &mut Dataplane, now_ms: u64) -> Result<usize, BanError> {
-        let mut gone = Vec::new();
-        let mut shrunk = false;
+    /// leaves the maps. Returns the expired holds.
+    fn drop_expired(
+        &mut self,
+        dp: &mut Dataplane,
+        now_ms: u64,
+    ) -> Result<Vec<BanRecord>, BanError> {
+        let mut expired = Vec::new();
+        let mut empty = Vec::new();
         for (net, holders) in &mut self.bans {
-            let before = holders.len();
-            holders.retain(|b| !b.expired(now_ms));
-            shrunk |= holders.len() != before;
+            let (gone, kept): (Vec<BanRecord>, Vec<BanRecord>) = std::mem::take(holders)
+                .into_iter()
+                .partition(|b| b.expired(now_ms));
+            *holders = kept;
+            expired.extend(gone);
             if holders.is_empty() {
-                gone.push(*net);
+                empty.push(*net);
             }
         }
-        for net in &gone {
+        for net in &empty {
             self.bans.remove(net);
             dp.remove_ban(*net)?;
         }
-        if shrunk && gone.is_empty() {
-            // Only some holders expired: the journal should forget them too.
-            self.save()?;
-        }
-        Ok(gone.len())
+        Ok(expired)
     }
 
     /// Every v6 prefix banned, for re-placing after `ipv6_prefix` changed:
@@ -435,6 +472,13 @@ impl BanBook {
         self.bans.values().flatten()
     }
 
+    /// The longest-lasting hold on exactly `net`.
+    pub fn get(&self, net: &Cidr) -> Option<&BanRecord> {
+        self.bans
+            .get(net)
+            .and_then(|h| combined(h, clock::unix_ms()))
+    }
+
     /// Prefixes banned.
     pub fn len(&self) -> usize {
         self.bans.len()
@@ -444,7 +488,8 @@ impl BanBook {
         self.bans.is_empty()
     }
 
-    fn save(&self) -> Result<(), BanError> {
+    /// Writes the journal; a failure marks it dirty and is reported.
+    fn save(&mut self) {
         // Borrowed, not cloned: with 100k CrowdSec decisions the journal is
         // written after every change, and copying it first doubled the cost.
         #[derive(Serialize)]
@@ -456,8 +501,10 @@ impl BanBook {
             version: 1,
             bans: self.list().collect(),
         };
-        statefile::write(&self.path, &j)?;
-        Ok(())
+        let ok = self
+            .writes
+            .outcome(JOURNAL_FILE, statefile::write(&self.path, &j));
+        self.dirty = !ok;
     }
 }
 
