@@ -23,9 +23,10 @@ pub const MAP_PORTS: &str = "PORTS";
 pub const MAP_LIMITS: &str = "LIMITS";
 pub const MAP_BUCKETS: &str = "BUCKETS";
 pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_BUCKETS_CREATED: &str = "BUCKETS_CREATED";
 
 /// Every map the program declares, in a stable order.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 18] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_SRC_V4,
@@ -43,6 +44,7 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_LIMITS,
     MAP_BUCKETS,
     MAP_EVENTS,
+    MAP_BUCKETS_CREATED,
 ];
 
 /// The XDP program's name in the object file.
@@ -231,7 +233,7 @@ pub const fn limits_slot(tier: u16, class: u16) -> u32 {
 
 // ---- BUCKETS ----
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
     /// IPv4-mapped for v4; masked at `ipv6_prefix` for v6.
     pub addr: [u8; 16],
@@ -256,6 +258,11 @@ pub struct Bucket {
     pub drops: u64,
 }
 const _: () = assert!(core::mem::size_of::<Bucket>() == 32);
+
+/// `BUCKETS_CREATED`: a per-CPU count of buckets the program created. The
+/// agent never deletes buckets, so once `BUCKETS` is full every creation
+/// evicts the least recently used one: evictions = created − live entries.
+pub const BUCKETS_CREATED_SLOTS: u32 = 1;
 
 /// Minimum spacing of flood events per bucket.
 pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;

@@ -359,6 +359,26 @@ impl Dataplane {
         m.insert(key, b, 0).map_err(map_err(MAP_BUCKETS))
     }
 
+    /// Buckets the program has created since the map was made, summed over
+    /// CPUs. Buckets are only ever removed by LRU eviction, so
+    /// `buckets_created() - bucket_keys().len()` is the number evicted.
+    pub fn buckets_created(&self) -> Result<u64> {
+        let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(MAP_BUCKETS_CREATED)?)
+            .map_err(map_err(MAP_BUCKETS_CREATED))?;
+        Ok(a.get(&0, 0)
+            .map_err(map_err(MAP_BUCKETS_CREATED))?
+            .iter()
+            .sum())
+    }
+
+    /// Every live bucket's key: one syscall per entry, so for tests and
+    /// diagnostics, not for every scrape.
+    pub fn bucket_keys(&self) -> Result<Vec<BucketKey>> {
+        let m: HashMap<&MapData, BucketKey, Bucket> =
+            HashMap::try_from(self.map(MAP_BUCKETS)?).map_err(map_err(MAP_BUCKETS))?;
+        m.keys().map(|k| k.map_err(map_err(MAP_BUCKETS))).collect()
+    }
+
     /// The bucket key the kernel uses for `src` and `class`.
     pub fn bucket_key(&self, src: IpAddr, class: u16) -> Result<BucketKey> {
         let cfg = self.config()?;
