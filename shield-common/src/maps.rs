@@ -145,16 +145,37 @@ pub struct Ban {
     pub expires_ns: u64,
     /// `BAN_ORIGIN_*`; the kernel ignores it, the agent reads it back on adopt.
     pub origin: u8,
-    pub _pad: [u8; 7],
+    /// In the CIDR tries: the entry's own prefix length, so that when the
+    /// longest match has expired the program can look again below it
+    /// rather than let an expired narrow ban hide an active broader one.
+    /// 0 in the exact maps (and in entries written before it existed,
+    /// which then behave as they did: no second lookup).
+    pub prefix_len: u8,
+    pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<Ban>() == 16);
+
+/// Trie lookups the program makes at most for one source: the first, then
+/// one more below each expired match. Nested CIDR bans deeper than this
+/// whose inner ones have all expired hide the outer ones until the agent
+/// sweeps the expired ones (within a second while it runs).
+pub const BAN_TRIE_LOOKUPS: usize = 8;
 
 impl Ban {
     pub const fn new(expires_ns: u64, origin: u8) -> Self {
         Ban {
             expires_ns,
             origin,
-            _pad: [0; 7],
+            prefix_len: 0,
+            _pad: [0; 6],
+        }
+    }
+
+    /// This ban as a CIDR-trie entry for a prefix of `len` bits.
+    pub const fn in_trie(self, len: u8) -> Self {
+        Ban {
+            prefix_len: len,
+            ..self
         }
     }
 

@@ -201,7 +201,12 @@ impl Dataplane {
         match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_insert(MAP_BAN_V4, k, ban),
             Placement::ExactV6(k) => self.hash_insert(MAP_BAN_V6, k, ban),
-            Placement::Trie => self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net, ban),
+            Placement::Trie => self.trie_insert(
+                MAP_BAN_NET_V4,
+                MAP_BAN_NET_V6,
+                net,
+                &ban.in_trie(net.prefix_len()),
+            ),
         }
     }
 

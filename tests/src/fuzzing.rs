@@ -212,6 +212,18 @@ fn port(rng: &mut Rng) -> u16 {
     }
 }
 
+/// The model's form of a prefix.
+pub fn net(c: &Cidr) -> Net {
+    match c.addr() {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            Net::new(false, b, c.prefix_len())
+        }
+        IpAddr::V6(a) => Net::new(true, a.octets(), c.prefix_len()),
+    }
+}
+
 pub fn cidr(n: &Net) -> Cidr {
     let ip = if n.v6 {
         IpAddr::V6(Ipv6Addr::from(n.addr))

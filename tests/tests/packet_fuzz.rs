@@ -17,7 +17,7 @@
 use std::{collections::BTreeSet, time::Instant};
 
 use shield_common::{
-    maps::BucketKey,
+    maps::{BAN_FOREVER, BucketKey},
     model::{Model, frame},
     reason::{Reason, Verdict},
 };
@@ -231,6 +231,7 @@ fn the_program_agrees_with_the_model() {
 /// as fixed cases: each must get the model's answer, through both.
 #[test]
 fn regressions() {
+    shadowed_bans();
     let mut h = Harness::new();
     let mut m = Model::new(
         shield_common::model::Policy {
@@ -281,4 +282,36 @@ fn regressions() {
         let (_, kv, kr) = h.judge(&f);
         assert_eq!((kv, kr), (v, r), "program: {what}");
     }
+}
+
+/// An expired CIDR ban must not hide an active broader one: the trie
+/// answers with the longest match only, and that one has expired.
+fn shadowed_bans() {
+    let mut h = Harness::new();
+    let mut p = shield_common::model::Policy {
+        ipv6_prefix: 64,
+        ..Default::default()
+    };
+    let bans = [
+        ("203.0.113.0/24", BAN_FOREVER),
+        ("203.0.113.0/26", 1),
+        ("203.0.113.0/28", 1),
+        ("2001:db8:aa00::/40", BAN_FOREVER),
+        ("2001:db8:aa00::/48", 1),
+    ];
+    for (net, expires) in bans {
+        h.ban(net, expires);
+        let c = shield_tests::harness::cidr(net);
+        p.bans.insert(shield_tests::fuzzing::net(&c), expires);
+    }
+    let mut m = Model::new(p, monotonic_ns());
+    for src in ["203.0.113.1", "203.0.113.100", "2001:db8:aa00::1"] {
+        let f = Pkt::udp(src, 53).build();
+        assert_eq!(m.judge(&f).1, Reason::Banned, "model: {src}");
+        assert_eq!(h.judge(&f).2, Reason::Banned, "program: {src}");
+    }
+    assert_eq!(
+        h.judge(&Pkt::udp("203.0.114.1", 53).build()).2,
+        Reason::Clean
+    );
 }
