@@ -169,6 +169,20 @@ pub fn policy(rng: &mut Rng, pool: &Pool) -> Policy {
         let key = p.ban_key(net);
         p.bans.insert(key, expires);
     }
+    if rng.chance(1, 3) {
+        // Nested CIDR bans, the inner ones expired: the trie's longest match
+        // has expired, the outer ban has not.
+        let v6 = rng.chance(1, 2);
+        let (outer, step) = if v6 { (40u8, 8u8) } else { (20, 2) };
+        let addr = pool.source(rng, v6);
+        let depth = 1 + rng.below(3) as u8;
+        p.bans.insert(Net::new(v6, addr, outer), BAN_FOREVER);
+        for d in 1..=depth {
+            let net = Net::new(v6, addr, outer + d * step);
+            let key = p.ban_key(net);
+            p.bans.insert(key, 1);
+        }
+    }
     for _ in 0..rng.upto(6) {
         let v6 = rng.chance(1, 2);
         let net = pool.net(rng, v6, if v6 { 16 } else { 8 }, true);

@@ -212,7 +212,11 @@ fn the_program_agrees_with_the_model() {
     for ((v, r), n) in &tally.by_reason {
         eprintln!("  {:<10} {:<10} {n}", v.name(), r.name());
     }
-    // A fuzzer whose frames never reach a step tests nothing there.
+    // A fuzzer whose frames never reach a step tests nothing there. Small
+    // budgets (a few policies) may miss the rarer ones by chance.
+    if total < 200_000 {
+        return;
+    }
     for r in Reason::ALL {
         let seen: u64 = tally
             .by_reason
