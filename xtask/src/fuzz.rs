@@ -59,7 +59,6 @@ const FEED_FORMATS: u8 = 5;
 
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     setup::run()?;
-    cargo_fuzz()?;
     let root = cmd::root();
     let all = targets(&root.join("fuzz"))?;
     let chosen = match args.target.as_deref() {
@@ -72,6 +71,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         ),
     };
     if !chosen.is_empty() {
+        cargo_fuzz()?;
         fuzz_targets(&chosen, args.seconds)?;
     }
     let packets = matches!(args.target.as_deref(), None | Some("packets"));
