@@ -331,6 +331,19 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_narrow_ban_does_not_hide_a_broad_one() {
+        let mut p = Policy {
+            ipv6_prefix: 64,
+            ..Policy::default()
+        };
+        p.bans.insert(v4([203, 0, 113, 0], 24), BAN_FOREVER);
+        p.bans.insert(v4([203, 0, 113, 0], 28), 10);
+        let mut m = Model::new(p, 1000);
+        assert_eq!(m.judge(&udp4([203, 0, 113, 1], 53)).1, Reason::Banned);
+        assert_eq!(m.judge(&udp4([203, 0, 114, 1], 53)).1, Reason::Clean);
+    }
+
+    #[test]
     fn burst_then_limited_then_dry_run() {
         let src = [203, 0, 113, 9];
         let mut p = Policy {
