@@ -28,7 +28,7 @@ mod attach;
 pub mod pins;
 mod read;
 
-pub use attach::{AttachMode, Attached, detach_others, pinned_link_ids};
+pub use attach::{AttachMode, Attached, detach_others, link_live, pinned_link_ids};
 
 /// The XDP object this build of shield carries.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));

@@ -1,6 +1,7 @@
 //! shield's userspace library: everything the agent and shieldctl do, kept
 //! out of the binaries so it can be tested.
 
+pub mod adaptive;
 pub mod agent;
 pub mod clock;
 pub mod config;

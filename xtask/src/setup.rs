@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "util-linux",
         "nsenter, which runs the demo's agent in a network namespace",
     ),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests packaging/prometheus/shield-alerts.yml",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {

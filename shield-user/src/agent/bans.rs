@@ -147,7 +147,7 @@ impl BanBook {
                 r.adopted_from_maps += 1;
             }
         }
-        r.expired = self.drop_expired(dp, now_ms)?;
+        r.expired = self.drop_expired(dp, now_ms)?.len();
         for b in self.bans.values() {
             dp.set_ban(b.net, &kernel_ban(b, now_ms, now_mono))?;
             r.from_journal += 1;
@@ -175,6 +175,30 @@ impl BanBook {
         Ok(())
     }
 
+    /// Several bans with one journal write: a distributed flood can bring
+    /// thousands of autobans in one tick, and rewriting the journal for
+    /// each would cost quadratic I/O.
+    pub fn add_many(&mut self, dp: &mut Dataplane, recs: &[BanRecord]) -> Result<(), BanError> {
+        let mut prev = Vec::with_capacity(recs.len());
+        for rec in recs {
+            prev.push((rec.net, self.bans.insert(rec.net, rec.clone())));
+        }
+        if let Err(e) = self.save() {
+            for (net, p) in prev.into_iter().rev() {
+                match p {
+                    Some(p) => self.bans.insert(net, p),
+                    None => self.bans.remove(&net),
+                };
+            }
+            return Err(e);
+        }
+        let (now_ms, now_mono) = (clock::unix_ms(), clock::monotonic_ns());
+        for rec in recs {
+            dp.set_ban(rec.net, &kernel_ban(rec, now_ms, now_mono))?;
+        }
+        Ok(())
+    }
+
     /// Lifts a ban; `Ok(false)` when there was none.
     pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
         let Some(old) = self.bans.remove(&net) else {
@@ -190,27 +214,33 @@ impl BanBook {
 
     /// Removes expired bans from the maps and the journal. The kernel stops
     /// matching them by itself; this reclaims their slots.
-    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<usize, BanError> {
-        let n = self.drop_expired(dp, clock::unix_ms())?;
-        if n > 0 {
+    /// Returns the bans that went.
+    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<Vec<BanRecord>, BanError> {
+        let gone = self.drop_expired(dp, clock::unix_ms())?;
+        if !gone.is_empty() {
             self.save()?;
         }
-        Ok(n)
+        Ok(gone)
     }
 
     /// Forgets bans expired at `now_ms` and removes them from the maps.
-    fn drop_expired(&mut self, dp: &mut Dataplane, now_ms: u64) -> Result<usize, BanError> {
+    fn drop_expired(
+        &mut self,
+        dp: &mut Dataplane,
+        now_ms: u64,
+    ) -> Result<Vec<BanRecord>, BanError> {
         let expired: Vec<Cidr> = self
             .bans
             .values()
             .filter(|b| b.expired(now_ms))
             .map(|b| b.net)
             .collect();
+        let mut gone = Vec::with_capacity(expired.len());
         for net in &expired {
-            self.bans.remove(net);
+            gone.extend(self.bans.remove(net));
             dp.remove_ban(*net)?;
         }
-        Ok(expired.len())
+        Ok(gone)
     }
 
     /// Re-places every v6 ban after `ipv6_prefix` changed: exact v6 bans are

@@ -16,9 +16,9 @@ use crate::{
     control::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
-            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, FeedRow,
-            FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow,
-            StatusInfo, TopRow, Totals, Verdict, XdpMode,
+            AdaptiveInfo, AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo,
+            CheckProto, FeedRow, FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
+            OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
         units::{MAX_TTL, RateSpec},
     },
@@ -260,33 +260,43 @@ fn name_of(names: &[String], id: u16) -> String {
 fn top(agent: &Agent, n: usize) -> Vec<TopRow> {
     let now = clock::monotonic_ns();
     let now_ms = clock::unix_ms();
-    let mut rows: Vec<TopRow> = agent
+    let mut rows: Vec<(Cidr, TopRow)> = agent
         .floods
         .all()
-        .map(|f| TopRow {
-            source: f.source.to_string(),
-            class: name_of(&agent.policy.classes, f.class),
-            tier: name_of(&agent.policy.tiers, f.tier),
-            pps: f.drop_rate,
-            drops: f.sample.map_or(0, |(d, _)| d),
-            over_limit: now.saturating_sub(f.last_ns) <= crate::events::FLOOD_GAP_NS,
-            banned_for_secs: agent
-                .bans
-                .covering(f.source.addr(), agent.cfg.ipv6_prefix)
-                .map(|b| {
-                    b.expires_unix_ms
-                        .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
-                }),
+        .map(|f| {
+            let row = TopRow {
+                source: f.source.to_string(),
+                class: name_of(&agent.policy.classes, f.class),
+                tier: name_of(&agent.policy.tiers, f.tier),
+                pps: f.drop_rate,
+                drops: f.sample.map_or(0, |(d, _)| d),
+                over_limit: now.saturating_sub(f.last_ns) <= crate::events::FLOOD_GAP_NS,
+                banned_for_secs: None,
+            };
+            (f.source, row)
         })
         .collect();
-    rows.sort_by(|a, b| {
+    rows.sort_by(|(_, a), (_, b)| {
         b.over_limit
             .cmp(&a.over_limit)
             .then(b.pps.total_cmp(&a.pps))
             .then(b.drops.cmp(&a.drops))
     });
     rows.truncate(n);
-    rows
+    // Only for the rows shown: finding the covering ban walks every ban,
+    // and a distributed flood brings thousands of both.
+    rows.into_iter()
+        .map(|(net, mut r)| {
+            r.banned_for_secs = agent
+                .bans
+                .covering(net.addr(), agent.cfg.ipv6_prefix)
+                .map(|b| {
+                    b.expires_unix_ms
+                        .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
+                });
+            r
+        })
+        .collect()
 }
 
 fn ban_row(b: &super::bans::BanRecord, now_ms: u64) -> BanRow {
@@ -465,7 +475,25 @@ fn limits(agent: &Agent) -> LimitsInfo {
                 persisted: o.persisted,
             })
             .collect(),
+        adaptive: adaptive_info(agent),
     }
+}
+
+fn adaptive_info(agent: &Agent) -> Option<AdaptiveInfo> {
+    let cfg = &agent.cfg.adaptive;
+    let a = agent.adaptive();
+    if !cfg.enabled && a.level() == 0 {
+        return None;
+    }
+    Some(AdaptiveInfo {
+        level: a.level(),
+        max_level: cfg.max_level,
+        divisor: a.divisor(cfg),
+        drop_rate: a.drop_rate.round() as u64,
+        pass_rate: a.pass_rate.round() as u64,
+        drop_threshold: cfg.drop_rate.map(|r| rate_spec(Some(r))),
+        pass_threshold: cfg.pass_rate.map(|r| rate_spec(Some(r))),
+    })
 }
 
 fn limits_set(

@@ -9,6 +9,7 @@ pub mod control;
 pub mod feeds;
 mod ids;
 pub mod metrics;
+mod offences;
 pub mod runtime;
 
 use std::{
@@ -26,7 +27,11 @@ use crate::{
 use bans::{BanBook, BanError, BanOrigin, BanRecord};
 use shield_common::event::FloodEvent;
 
-use crate::{clock, events::FloodTracker};
+use crate::{
+    adaptive::Adaptive,
+    clock,
+    events::{FloodTracker, LogBudget},
+};
 
 /// What the operator asked for on the command line.
 #[derive(Clone, Debug, Default)]
@@ -156,6 +161,10 @@ pub struct Agent {
     feeds: feeds::Feeds,
     tallies: metrics::Tallies,
     started_unix: u64,
+    log_budget: LogBudget,
+    adaptive: Adaptive,
+    /// Interfaces whose pinned link lost its interface (said once).
+    lost_links: Vec<String>,
 }
 
 impl Agent {
@@ -191,6 +200,7 @@ impl Agent {
                 overrides: &overrides,
                 previous: previous.as_ref(),
                 tick_ns,
+                adaptive_divisor: 1,
             },
         )?;
         for w in &policy.warnings {
@@ -231,7 +241,12 @@ impl Agent {
             feeds: feeds::Feeds::default(),
             tallies: metrics::Tallies::default(),
             started_unix: clock::unix_secs(),
+            log_budget: LogBudget::default(),
+            adaptive: Adaptive::default(),
+            lost_links: Vec::new(),
         };
+        let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        agent.floods.restore_offences(history);
         agent.sync_feeds().map_err(AgentError::Feeds)?;
         match agent.reconcile_feed_maps() {
             Ok(0) => {}
@@ -329,6 +344,7 @@ impl Agent {
                 overrides: &overrides,
                 previous: Some(&self.policy),
                 tick_ns: self.tick_ns,
+                adaptive_divisor: self.adaptive.divisor(&cfg.adaptive),
             },
         )?)
     }
@@ -379,8 +395,21 @@ impl Agent {
     /// lasted long enough become bans.
     pub fn tick(&mut self) {
         match self.bans.sweep(&mut self.dp) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "bans expired"),
+            Ok(gone) => {
+                let now = clock::monotonic_ns();
+                for b in &gone {
+                    if self.log_budget.allow(now) {
+                        tracing::info!(
+                            source = %b.net,
+                            origin = b.origin.as_str(),
+                            "ban expired"
+                        );
+                    }
+                }
+                if gone.len() > 1 {
+                    tracing::info!(expired = gone.len(), "bans expired");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
         }
         if self.runtime.expire(clock::unix_ms()) {
@@ -390,29 +419,151 @@ impl Agent {
             }
         }
         let now = clock::monotonic_ns();
-        self.floods.expire(now);
         self.sample_flood_rates(now);
-        for d in self.floods.due_bans(now, &self.cfg.autoban) {
-            let now_ms = clock::unix_ms();
-            let rec = BanRecord {
+        for f in self.floods.take_ended(now) {
+            if self.log_budget.allow(now) {
+                tracing::info!(
+                    source = %f.source,
+                    class = self.policy.classes.get(f.class as usize).map_or("?", String::as_str),
+                    secs = (f.last_ns - f.first_ns) / 1_000_000_000,
+                    events = f.events,
+                    drop_rate = f.drop_rate.round(),
+                    banned = f.banned,
+                    "flood ended"
+                );
+            }
+        }
+        self.floods.expire(now);
+        self.autoban(now);
+        let suppressed = self.log_budget.take_suppressed();
+        if suppressed > 0 {
+            tracing::warn!(
+                suppressed,
+                flooding = self.floods.active(now).count(),
+                "per-source flood and autoban log lines held back (at most {} a second); shieldctl top and ban list show them all",
+                crate::events::LOG_LINES_PER_SEC
+            );
+        }
+        self.adapt(now);
+        self.check_links();
+    }
+
+    /// Says so when an XDP link stops holding its interface (deleted, or
+    /// detached behind the agent's back), and when it holds one again.
+    fn check_links(&mut self) {
+        if self.detached {
+            return;
+        }
+        for a in &self.attached {
+            let live = dataplane::link_live(&self.cfg.pin_dir, &a.iface);
+            let known_lost = self.lost_links.contains(&a.iface);
+            if !live && !known_lost {
+                tracing::error!(
+                    iface = a.iface,
+                    mode = a.mode.as_str(),
+                    "XDP link no longer attached: traffic on this interface is NOT filtered; reload or restart shield-agent to attach again"
+                );
+                self.lost_links.push(a.iface.clone());
+            } else if live && known_lost {
+                tracing::info!(iface = a.iface, "XDP link attached again");
+                self.lost_links.retain(|i| i != &a.iface);
+            }
+        }
+    }
+
+    fn autoban(&mut self, now: u64) {
+        if self
+            .floods
+            .forget_offences(clock::unix_ms(), &self.cfg.autoban)
+            && let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences())
+        {
+            tracing::error!(error = %e, "saving the autoban offence history");
+        }
+        let due = self.floods.due_bans(now, &self.cfg.autoban);
+        if due.is_empty() {
+            return;
+        }
+        let now_ms = clock::unix_ms();
+        let recs: Vec<BanRecord> = due
+            .iter()
+            .map(|d| BanRecord {
                 net: d.net,
                 origin: BanOrigin::Autoban,
                 reason: Some(d.reason.clone()),
                 created_unix_ms: now_ms,
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
-            };
-            match self.bans.add(&mut self.dp, rec) {
-                Ok(()) => {
+            })
+            .collect();
+        if let Err(e) = offences::save(&self.cfg.state_dir, self.floods.offences()) {
+            tracing::error!(error = %e, "saving the autoban offence history");
+        }
+        match self.bans.add_many(&mut self.dp, &recs) {
+            Ok(()) => {
+                for d in &due {
                     self.tallies.ban_added(BanOrigin::Autoban);
-                    tracing::warn!(
-                    source = %d.net,
-                    ttl = ?d.ttl,
-                    reason = d.reason,
-                    "autoban"
-                    );
+                    if self.log_budget.allow(now) {
+                        tracing::warn!(
+                            source = %d.net,
+                            ttl = ?d.ttl,
+                            reason = d.reason,
+                            "autoban"
+                        );
+                    }
                 }
-                Err(e) => tracing::error!(source = %d.net, error = %e, "autoban failed"),
             }
+            Err(e) => tracing::error!(bans = due.len(), error = %e, "autoban failed"),
+        }
+    }
+
+    /// `[adaptive]`: one sample of the total counters; a level change
+    /// recompiles the policy (LIMITS slots only, so buckets keep their state).
+    fn adapt(&mut self, now: u64) {
+        if !self.cfg.adaptive.enabled && self.adaptive.level() == 0 {
+            return;
+        }
+        let Ok(counters) = self.dp.counters() else {
+            return;
+        };
+        let (mut drops, mut passes) = (0u64, 0u64);
+        for (v, _, c) in counters.iter() {
+            match v {
+                shield_common::reason::Verdict::Pass => passes += c.packets,
+                _ => drops += c.packets,
+            }
+        }
+        let sample = crate::adaptive::Sample {
+            drops,
+            passes,
+            at_ns: now,
+        };
+        let Some(step) = self.adaptive.observe(&self.cfg.adaptive, sample) else {
+            return;
+        };
+        let divisor = self.adaptive.divisor(&self.cfg.adaptive);
+        let (drop_rate, pass_rate) = (
+            self.adaptive.drop_rate.round(),
+            self.adaptive.pass_rate.round(),
+        );
+        match self.recompute() {
+            Ok(changes) if step.tightened() => tracing::warn!(
+                level = step.to,
+                from = step.from,
+                divisor,
+                drop_rate,
+                pass_rate,
+                changes,
+                "adaptive limits tightened: the default tier's limits are divided by {divisor}"
+            ),
+            Ok(changes) => tracing::info!(
+                level = step.to,
+                from = step.from,
+                divisor,
+                drop_rate,
+                pass_rate,
+                changes,
+                "adaptive limits relaxed"
+            ),
+            Err(e) => tracing::error!(level = step.to, error = %e, "applying adaptive limits"),
         }
     }
 
@@ -445,7 +596,9 @@ impl Agent {
         }
         // SAFETY: FloodEvent is plain old data and the buffer holds enough bytes.
         let ev: FloodEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        if let Some(source) = self.floods.on_event(&ev, self.cfg.ipv6_prefix) {
+        if let Some(source) = self.floods.on_event(&ev, self.cfg.ipv6_prefix)
+            && self.log_budget.allow(clock::monotonic_ns())
+        {
             tracing::info!(
                 source = %source,
                 class = self.policy.classes.get(ev.class as usize).map_or("?", String::as_str),
@@ -454,6 +607,11 @@ impl Agent {
                 "flood started"
             );
         }
+    }
+
+    /// `[adaptive]` now: its level and the rates it last measured.
+    pub fn adaptive(&self) -> &Adaptive {
+        &self.adaptive
     }
 
     pub fn floods(&self) -> &FloodTracker {

@@ -183,3 +183,64 @@ pub fn pinned_link_ids(pin_dir: &Path, iface: &str) -> Option<(u32, u32)> {
     let info = fd.info().ok()?;
     Some((info.id(), info.program_id()))
 }
+
+/// Whether the pinned link for `iface` still holds the program on that
+/// interface. A link stays pinned when its interface is deleted or someone
+/// detaches it (`bpftool link detach`), but the kernel then reports it on
+/// no interface (ifindex 0): the interface is unfiltered.
+pub fn link_live(pin_dir: &Path, iface: &str) -> bool {
+    let Some((_, _, path)) = pins::pinned_links(pin_dir)
+        .into_iter()
+        .find(|(i, _, _)| i == iface)
+    else {
+        return false;
+    };
+    xdp_link_ifindex(&path).is_some_and(|i| i != 0)
+}
+
+/// The ifindex an XDP link is attached to, from the kernel's link info.
+fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).ok()?;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    let mut get = [0u64; 2];
+    get[0] = path.as_ptr() as u64;
+    // SAFETY: the attr points at a live NUL-terminated path; the size is
+    // what the kernel reads for this command.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            get.as_mut_ptr(),
+            std::mem::size_of_val(&get),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as libc::c_int;
+    // struct bpf_link_info: type, id, prog_id, then (8-aligned, at byte 16)
+    // a union whose xdp member starts with ifindex. Zeroed room for the
+    // rest of the union, as the kernel requires.
+    let mut info = [0u32; 32];
+    // union bpf_attr for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info.
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(fd as u32) | (u64::try_from(std::mem::size_of_val(&info)).ok()? << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: attr points at a buffer of the length it states.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    (rc == 0 && info[0] == BPF_LINK_TYPE_XDP).then_some(info[4])
+}

@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics: a [`Snapshot`] the agent fills once per
-//! scrape, [`render()`] to turn it into the text exposition format, and
+//! scrape, [`render()`] to turn it into the text exposition format (through
+//! the `prometheus-client` crate's encoder), and
 //! [`serve`] for the small HTTP endpoint (`127.0.0.1:9964/metrics` by
 //! default). What each metric means is in `docs/metrics.md`.
 //!

@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub reloads: Reloads,
     /// When this agent process started, in Unix seconds.
     pub start_time_unix: u64,
+    /// Per-source flood and autoban log lines held back by the log budget.
+    pub flood_log_suppressed_total: u64,
+    /// `[adaptive]` steps the default tier's limits are tightened by now.
+    pub adaptive_level: u64,
 }
 
 /// The data plane's counters, one per (verdict, reason), laid out like the
@@ -105,6 +109,8 @@ pub struct FeedMetrics {
     pub held: bool,
     /// Lines the last parse rejected as garbage.
     pub rejected_lines: u64,
+    /// The configured `refresh`, in seconds: staleness is measured against it.
+    pub refresh_interval_secs: u64,
 }
 
 /// Bans added since the agent started, by who added them.

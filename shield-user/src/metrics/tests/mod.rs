@@ -27,6 +27,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
                 errors_total: 2,
                 held: false,
                 rejected_lines: 3,
+                refresh_interval_secs: 3600,
             },
             FeedMetrics {
                 name: "blocklist-de".into(),
@@ -36,6 +37,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
                 errors_total: 5,
                 held: true,
                 rejected_lines: 0,
+                refresh_interval_secs: 600,
             },
         ],
         bans_active: 7,
@@ -75,6 +77,8 @@ pub(super) fn sample_snapshot() -> Snapshot {
         }),
         reloads: Reloads { ok: 2, error: 1 },
         start_time_unix: 1_699_999_000,
+        flood_log_suppressed_total: 42,
+        adaptive_level: 2,
         ..Snapshot::default()
     };
     s.traffic.set(

@@ -133,6 +133,16 @@ shield_reloads_total{result="error"} 1
 # HELP shield_start_time_seconds When the agent process started (Unix time).
 # TYPE shield_start_time_seconds gauge
 shield_start_time_seconds 1699999000
+# HELP shield_feed_refresh_interval_seconds A threat feed's configured refresh interval; a feed is stale when its last success is much older.
+# TYPE shield_feed_refresh_interval_seconds gauge
+shield_feed_refresh_interval_seconds{feed="blocklist-de"} 600
+shield_feed_refresh_interval_seconds{feed="spamhaus-drop"} 3600
+# HELP shield_flood_log_suppressed_total Per-source flood and autoban log lines held back by the log rate limit.
+# TYPE shield_flood_log_suppressed_total counter
+shield_flood_log_suppressed_total 42
+# HELP shield_adaptive_level Steps by which [adaptive] has tightened the default tier's limits; 0 means as configured.
+# TYPE shield_adaptive_level gauge
+shield_adaptive_level 2
 "#;
 
 #[test]
@@ -145,7 +155,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -166,6 +176,9 @@ const FAMILIES: [(&str, &str); 20] = [
     ("shield_control_requests_total", "counter"),
     ("shield_reloads_total", "counter"),
     ("shield_start_time_seconds", "gauge"),
+    ("shield_feed_refresh_interval_seconds", "gauge"),
+    ("shield_flood_log_suppressed_total", "counter"),
+    ("shield_adaptive_level", "gauge"),
 ];
 
 #[test]
