@@ -7,11 +7,16 @@
 //! other.
 #![no_std]
 
+#[cfg(any(feature = "model", test))]
+extern crate alloc;
+
 pub mod addr;
 pub mod decide;
 pub mod event;
 pub mod gcra;
 pub mod maps;
+#[cfg(any(feature = "model", test))]
+pub mod model;
 pub mod reason;
 
 #[cfg(feature = "user")]

@@ -23,9 +23,10 @@ pub const MAP_PORTS: &str = "PORTS";
 pub const MAP_LIMITS: &str = "LIMITS";
 pub const MAP_BUCKETS: &str = "BUCKETS";
 pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_BUCKETS_CREATED: &str = "BUCKETS_CREATED";
 
 /// Every map the program declares, in a stable order.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 18] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_SRC_V4,
@@ -43,6 +44,7 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_LIMITS,
     MAP_BUCKETS,
     MAP_EVENTS,
+    MAP_BUCKETS_CREATED,
 ];
 
 /// The XDP program's name in the object file.
@@ -144,16 +146,37 @@ pub struct Ban {
     pub expires_ns: u64,
     /// `BAN_ORIGIN_*`; the kernel ignores it, the agent reads it back on adopt.
     pub origin: u8,
-    pub _pad: [u8; 7],
+    /// In the CIDR tries: the entry's own prefix length, so that when the
+    /// longest match has expired the program can look again below it
+    /// rather than let an expired narrow ban hide an active broader one.
+    /// 0 in the exact maps (and in entries written before it existed,
+    /// which then behave as they did: no second lookup).
+    pub prefix_len: u8,
+    pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<Ban>() == 16);
+
+/// Trie lookups the program makes at most for one source: the first, then
+/// one more below each expired match. Nested CIDR bans deeper than this
+/// whose inner ones have all expired hide the outer ones until the agent
+/// sweeps the expired ones (within a second while it runs).
+pub const BAN_TRIE_LOOKUPS: usize = 8;
 
 impl Ban {
     pub const fn new(expires_ns: u64, origin: u8) -> Self {
         Ban {
             expires_ns,
             origin,
-            _pad: [0; 7],
+            prefix_len: 0,
+            _pad: [0; 6],
+        }
+    }
+
+    /// This ban as a CIDR-trie entry for a prefix of `len` bits.
+    pub const fn in_trie(self, len: u8) -> Self {
+        Ban {
+            prefix_len: len,
+            ..self
         }
     }
 
@@ -232,7 +255,7 @@ pub const fn limits_slot(tier: u16, class: u16) -> u32 {
 
 // ---- BUCKETS ----
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
     /// IPv4-mapped for v4; masked at `ipv6_prefix` for v6.
     pub addr: [u8; 16],
@@ -257,6 +280,11 @@ pub struct Bucket {
     pub drops: u64,
 }
 const _: () = assert!(core::mem::size_of::<Bucket>() == 32);
+
+/// `BUCKETS_CREATED`: a per-CPU count of buckets the program created. The
+/// agent never deletes buckets, so once `BUCKETS` is full every creation
+/// evicts the least recently used one: evictions = created − live entries.
+pub const BUCKETS_CREATED_SLOTS: u32 = 1;
 
 /// Minimum spacing of flood events per bucket.
 pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;

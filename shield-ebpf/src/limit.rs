@@ -12,7 +12,7 @@ use shield_common::{
 };
 
 use crate::{
-    maps::{BUCKETS, EVENTS},
+    maps::{BUCKETS, BUCKETS_CREATED, EVENTS},
     parse::Packet,
 };
 
@@ -48,7 +48,13 @@ pub fn check(
         Some(b) => b,
         None => {
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
-            let _ = BUCKETS.insert(key, Bucket::default(), 1);
+            // Counted so the agent can tell evictions from live buckets.
+            if BUCKETS.insert(key, Bucket::default(), 1).is_ok()
+                && let Some(n) = BUCKETS_CREATED.get_ptr_mut(0)
+            {
+                // SAFETY: per-CPU slot, so no other writer.
+                unsafe { *n += 1 };
+            }
             BUCKETS.get_ptr_mut(key)?
         }
     };

@@ -1,8 +1,11 @@
 //! Source lookups: the classification trie (allowlist, tier, ACL sets),
 //! bans and feeds.
 
-use aya_ebpf::maps::lpm_trie::Key;
-use shield_common::{addr::apply_mask, maps::SourceClass};
+use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
+use shield_common::{
+    addr::apply_mask,
+    maps::{BAN_TRIE_LOOKUPS, Ban, SourceClass},
+};
 
 use crate::{
     maps::{
@@ -37,15 +40,31 @@ pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> bool {
         {
             return true;
         }
-        matches!(BAN_NET_V6.get(Key::new(128, p.src6)), Some(b) if b.active(now))
+        cidr_banned(&BAN_NET_V6, p.src6, now)
     } else {
         if let Some(b) = unsafe { BAN_V4.get(p.src4) }
             && b.active(now)
         {
             return true;
         }
-        matches!(BAN_NET_V4.get(Key::new(32, p.src4)), Some(b) if b.active(now))
+        cidr_banned(&BAN_NET_V4, p.src4, now)
     }
+}
+
+/// An unexpired CIDR ban covers `addr`. The trie answers with the longest
+/// match only; when that one has expired, a shorter one may still be in
+/// force, so look again below it.
+#[inline(always)]
+fn cidr_banned<const N: usize>(trie: &LpmTrie<[u8; N], Ban>, addr: [u8; N], now: u64) -> bool {
+    let mut len = (N * 8) as u32;
+    for _ in 0..BAN_TRIE_LOOKUPS {
+        match trie.get(Key::new(len, addr)) {
+            Some(b) if b.active(now) => return true,
+            Some(b) if b.prefix_len > 0 => len = u32::from(b.prefix_len) - 1,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Listed by a feed: exact host entries first (flat cost at any feed size),

@@ -56,5 +56,9 @@ pub static LIMITS: Array<Limits> = Array::with_max_entries(LIMIT_SLOTS, 0);
 pub static BUCKETS: LruHashMap<BucketKey, Bucket> =
     LruHashMap::with_max_entries(BUCKET_CAPACITY, 0);
 
+#[map(name = "BUCKETS_CREATED")]
+pub static BUCKETS_CREATED: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(BUCKETS_CREATED_SLOTS, 0);
+
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

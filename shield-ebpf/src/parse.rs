@@ -155,12 +155,17 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
     let mut cur = off + IPV6_HLEN;
     let mut found = false;
     // One more turn than the bound: the last can only find the L4 header.
-    for _ in 0..=MAX_EXT_HEADERS {
+    for walked in 0..=MAX_EXT_HEADERS {
         if cur > MAX_L4_OFFSET {
             return Parsed::Malformed;
         }
         if !is_ext(next) {
             found = true;
+            break;
+        }
+        if walked == MAX_EXT_HEADERS {
+            // Not even a fragment header past the bound is walked: it
+            // would otherwise end the walk as a valid non-first fragment.
             break;
         }
         match next {
@@ -184,6 +189,11 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
                 };
                 next = h[0];
                 cur += 8;
+                if cur > end {
+                    // Read from the frame's trailing bytes, not from the
+                    // packet: no header at all.
+                    return Parsed::Malformed;
+                }
                 if be16([h[2], h[3]]) & 0xfff8 != 0 {
                     // Non-first fragment: source checks only.
                     p.proto = next;

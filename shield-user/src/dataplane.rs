@@ -208,7 +208,12 @@ impl Dataplane {
         match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_insert(MAP_BAN_V4, k, ban),
             Placement::ExactV6(k) => self.hash_insert(MAP_BAN_V6, k, ban),
-            Placement::Trie => self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net, ban),
+            Placement::Trie => self.trie_insert(
+                MAP_BAN_NET_V4,
+                MAP_BAN_NET_V6,
+                net,
+                &ban.in_trie(net.prefix_len()),
+            ),
         }
     }
 
@@ -389,6 +394,26 @@ impl Dataplane {
         let mut m: HashMap<&mut MapData, BucketKey, Bucket> =
             HashMap::try_from(self.map_mut(MAP_BUCKETS)?).map_err(map_err(MAP_BUCKETS))?;
         m.insert(key, b, 0).map_err(map_err(MAP_BUCKETS))
+    }
+
+    /// Buckets the program has created since the map was made, summed over
+    /// CPUs. Buckets are only ever removed by LRU eviction, so
+    /// `buckets_created() - bucket_keys().len()` is the number evicted.
+    pub fn buckets_created(&self) -> Result<u64> {
+        let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(MAP_BUCKETS_CREATED)?)
+            .map_err(map_err(MAP_BUCKETS_CREATED))?;
+        Ok(a.get(&0, 0)
+            .map_err(map_err(MAP_BUCKETS_CREATED))?
+            .iter()
+            .sum())
+    }
+
+    /// Every live bucket's key: one syscall per entry, so for tests and
+    /// diagnostics, not for every scrape.
+    pub fn bucket_keys(&self) -> Result<Vec<BucketKey>> {
+        let m: HashMap<&MapData, BucketKey, Bucket> =
+            HashMap::try_from(self.map(MAP_BUCKETS)?).map_err(map_err(MAP_BUCKETS))?;
+        m.keys().map(|k| k.map_err(map_err(MAP_BUCKETS))).collect()
     }
 
     /// The bucket key the kernel uses for `src` and `class`.

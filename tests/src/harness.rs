@@ -29,7 +29,12 @@ impl Default for Harness {
 impl Harness {
     /// A freshly loaded program with private, empty maps.
     pub fn new() -> Harness {
-        let dp = Dataplane::load(&LoadOptions::default()).expect("load the XDP program");
+        Harness::with_options(&LoadOptions::default())
+    }
+
+    /// As [`Harness::new`], with map capacities overridden.
+    pub fn with_options(opts: &LoadOptions) -> Harness {
+        let dp = Dataplane::load(opts).expect("load the XDP program");
         Harness { dp }
     }
 

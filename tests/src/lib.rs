@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod flow;
+pub mod fuzzing;
 pub mod harness;
 pub mod http;
 pub mod lab;

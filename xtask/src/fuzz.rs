@@ -4,6 +4,10 @@
 //! Corpora live in `fuzz/corpus/<target>/` and are kept between runs, so each
 //! run starts where the last one stopped; crashes land in
 //! `fuzz/artifacts/<target>/`. Neither is in git.
+//!
+//! Then the packet fuzzer (`tests/tests/packet_fuzz.rs`): frames through the
+//! real XDP program and the host reference model, by the million.
+//! `cargo xtask test` runs a short round of both ([`smoke`]).
 
 use std::{
     collections::BTreeSet,
@@ -23,10 +27,23 @@ pub struct FuzzArgs {
     /// How long to fuzz each target, in seconds (not counting the build).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
-    /// Fuzz only this target (one of `fuzz/fuzz_targets/*.rs`); default: all.
+    /// Fuzz only this target (one of `fuzz/fuzz_targets/*.rs`, or `packets`
+    /// for the packet fuzzer alone); default: all.
     #[arg(long, value_name = "NAME")]
     target: Option<String>,
+    /// Frames for the packet fuzzer (through BPF_PROG_TEST_RUN and the
+    /// reference model); 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    packets: u64,
+    /// The packet fuzzer's seed; default: a new one each run (printed, so
+    /// a failure can be replayed).
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
 }
+
+/// Seconds per target in `cargo xtask test`: six targets stay around a
+/// minute and a half, plus the build.
+const SMOKE_SECONDS: u64 = 15;
 
 /// Where the feed fixtures live; they are the feed target's seeds, copied at
 /// run time so there is one copy in git.
@@ -42,25 +59,92 @@ const FEED_FORMATS: u8 = 5;
 
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     setup::run()?;
-    cargo_fuzz()?;
     let root = cmd::root();
-    let fuzz_dir = root.join("fuzz");
-    let all = targets(&fuzz_dir)?;
-    let chosen = match &args.target {
+    let all = targets(&root.join("fuzz"))?;
+    let chosen = match args.target.as_deref() {
         None => all,
-        Some(t) if all.contains(t) => vec![t.clone()],
+        Some("packets") => Vec::new(),
+        Some(t) if all.iter().any(|a| a == t) => vec![t.to_string()],
         Some(t) => bail!(
-            "there is no fuzz target `{t}`; the targets are: {}",
+            "there is no fuzz target `{t}`; the targets are: {}, packets",
             all.join(", ")
         ),
     };
+    if !chosen.is_empty() {
+        cargo_fuzz()?;
+        fuzz_targets(&chosen, args.seconds)?;
+    }
+    let packets = matches!(args.target.as_deref(), None | Some("packets"));
+    if packets && args.packets > 0 {
+        let seed = args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+        packet_fuzzer(args.packets, seed)?;
+    }
+    Ok(())
+}
 
+/// The short run `cargo xtask test` makes: every target for a few seconds
+/// when nightly and cargo-fuzz are there (setup installs cargo-fuzz). The
+/// packet fuzzer is an ordinary suite there, at its own bounded budget.
+pub fn smoke() -> anyhow::Result<()> {
+    let nightly = cmd::succeeds(Command::new("cargo").args(["+nightly", "--version"]));
+    if !nightly || !setup::has_cargo_fuzz() {
+        eprintln!(
+            "xtask test: SKIPPING the cargo-fuzz targets: {} (`cargo xtask setup` installs \
+             cargo-fuzz {})",
+            if nightly {
+                "cargo-fuzz is not installed"
+            } else {
+                "there is no nightly toolchain"
+            },
+            setup::CARGO_FUZZ_VERSION
+        );
+        return Ok(());
+    }
+    let all = targets(&cmd::root().join("fuzz"))?;
+    fuzz_targets(&all, SMOKE_SECONDS)
+}
+
+/// The packet fuzzer suite with a budget of `frames` frames.
+fn packet_fuzzer(frames: u64, seed: u64) -> anyhow::Result<()> {
+    eprintln!("xtask fuzz: packet fuzzer, {frames} frames, seed {seed}");
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "test",
+                "--package",
+                "shield-tests",
+                "--test",
+                "packet_fuzz",
+                "--",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("SHIELD_PACKET_FUZZ_FRAMES", frames.to_string())
+            .env("SHIELD_PACKET_FUZZ_SEED", seed.to_string())
+            .current_dir(cmd::root()),
+    )
+    .with_context(|| {
+        format!(
+            "the packet fuzzer failed; replay: SHIELD_PACKET_FUZZ_FRAMES={frames} \
+             SHIELD_PACKET_FUZZ_SEED={seed} cargo test -p shield-tests --test packet_fuzz"
+        )
+    })
+}
+
+/// Builds `chosen` and fuzzes each for `seconds`.
+fn fuzz_targets(chosen: &[String], seconds: u64) -> anyhow::Result<()> {
+    let root = cmd::root();
+    let fuzz_dir = root.join("fuzz");
     // One build for all of them: a compile error shows before any time is
     // spent fuzzing.
     let mut build = nightly_fuzz(&root);
     build.arg("build");
-    if let Some(t) = &args.target {
-        build.arg(t);
+    if let [one] = chosen {
+        build.arg(one);
     }
     eprintln!("xtask: {}", shown(&build));
     let status = build
@@ -71,13 +155,13 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     }
 
     let mut results = Vec::new();
-    for target in &chosen {
+    for target in chosen {
         let corpus = fuzz_dir.join("corpus").join(target);
         seed(&root, target, &corpus)?;
-        results.push(fuzz_one(&root, &fuzz_dir, target, args.seconds)?);
+        results.push(fuzz_one(&root, &fuzz_dir, target, seconds)?);
     }
 
-    eprintln!("\nxtask fuzz: {} s per target", args.seconds);
+    eprintln!("\nxtask fuzz: {seconds} s per target");
     eprintln!(
         "{:<18} {:>12} {:>10} {:>8}  result",
         "target", "executions", "exec/s", "corpus"
@@ -105,14 +189,16 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs cargo-fuzz unless `cargo fuzz` already runs.
+/// cargo-fuzz must be there to fuzz: setup's install is best effort.
 fn cargo_fuzz() -> anyhow::Result<()> {
-    if cmd::succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
-        return Ok(());
+    setup::cargo_fuzz();
+    if !setup::has_cargo_fuzz() {
+        bail!(
+            "cargo-fuzz is not installed: `cargo install cargo-fuzz --version {} --locked`",
+            setup::CARGO_FUZZ_VERSION
+        );
     }
-    eprintln!("xtask fuzz: installing cargo-fuzz (a minute or two, once)");
-    cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
-        .context("installing cargo-fuzz")
+    Ok(())
 }
 
 /// `cargo +nightly fuzz` in the workspace root: libFuzzer's instrumentation
@@ -213,6 +299,22 @@ fn seed(root: &Path, target: &str, corpus: &Path) -> anyhow::Result<()> {
                 )?;
             }
         }
+        // The generator reads its choices from the input: a few long
+        // pseudo-random inputs start it on configs with every section.
+        "policy_compile" => {
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for n in 0..8 {
+                let bytes: Vec<u8> = (0..1024)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                write(&format!("random-{n}"), &bytes)?;
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -244,6 +346,9 @@ fn extra_flags(target: &str) -> Vec<String> {
         // libFuzzer's default input cap (4 KiB for small seeds) would keep
         // every line under the parser's 4 KiB line cap; allow a few over it.
         "feed_parse" => vec![format!("-max_len={}", 3 * FEED_MAX_LINE)],
+        // Every choice the config generator makes takes input bytes; short
+        // inputs only make tiny configs.
+        "policy_compile" => vec!["-max_len=2048".to_string()],
         _ => Vec::new(),
     }
 }

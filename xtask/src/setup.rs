@@ -54,8 +54,37 @@ pub fn run() -> anyhow::Result<()> {
     crowdsec_package()?;
     bpffs()?;
     kernel()?;
+    cargo_fuzz();
     eprintln!("xtask setup: everything is in place");
     Ok(())
+}
+
+/// The cargo-fuzz release the fuzz targets are run with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// True when `cargo fuzz` runs.
+pub fn has_cargo_fuzz() -> bool {
+    crate::cmd::succeeds(Command::new("cargo").args(["fuzz", "--version"]))
+}
+
+/// Installs cargo-fuzz for `cargo xtask fuzz` and the short fuzz run in
+/// `cargo xtask test`. Not fatal: without it the test run says it skipped
+/// fuzzing, and everything else still works.
+pub fn cargo_fuzz() {
+    if has_cargo_fuzz() {
+        return;
+    }
+    eprintln!("xtask setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (a minute or two, once)");
+    let installed = crate::cmd::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]));
+    if let Err(e) = installed {
+        eprintln!("xtask setup: could not install cargo-fuzz ({e:#}); fuzzing will be skipped");
+    }
 }
 
 fn check_root() -> anyhow::Result<()> {

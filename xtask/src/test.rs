@@ -4,7 +4,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::{cmd, setup};
+use crate::{cmd, fuzz, setup};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -54,6 +54,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "--exclude",
         "shield-tests",
     ])?;
+    // A short fuzz of every cargo-fuzz target, when the toolchain allows.
+    fuzz::smoke()?;
     // Integration suites drive the real binaries; build them first.
     cmd::cargo(&["build", "--package", "shield-user", "--bins"])?;
     // Root tests share kernel state (netns names, the NIC under test): one at

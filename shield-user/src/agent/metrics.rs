@@ -111,6 +111,7 @@ impl Agent {
             flood_events_total: self.floods.events_total,
             flood_sources: self.floods.active(now).count() as u64,
             maps,
+            buckets_created_total: self.dp.buckets_created().unwrap_or(0),
             interfaces: self
                 .attached
                 .iter()

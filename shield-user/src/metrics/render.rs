@@ -142,6 +142,12 @@ pub fn render(s: &Snapshot) -> String {
     for m in &maps {
         o.sample("shield_map_capacity", &[("map", &m.name)], m.capacity);
     }
+    o.family(
+        "shield_buckets_created_total",
+        "counter",
+        "Rate-limit buckets created by the data plane; beyond map_capacity{map=\"BUCKETS\"} each one evicts the least recently used bucket.",
+    );
+    o.sample("shield_buckets_created_total", &[], s.buckets_created_total);
 
     let ifaces = unique_sorted(&s.interfaces, |i: &InterfaceMetrics| &i.iface);
     o.family(

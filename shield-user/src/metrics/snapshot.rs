@@ -28,6 +28,10 @@ pub struct Snapshot {
     /// Sources over a limit now.
     pub flood_sources: u64,
     pub maps: Vec<MapMetrics>,
+    /// Rate-limit buckets the data plane has created (`BUCKETS_CREATED`).
+    /// Buckets leave `BUCKETS` only by LRU eviction, so past the map's
+    /// capacity every creation is an eviction.
+    pub buckets_created_total: u64,
     pub interfaces: Vec<InterfaceMetrics>,
     pub build: BuildInfo,
     /// `None` when the agent does not count control requests: the family

@@ -48,6 +48,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
             crowdsec: 4,
         },
         flood_events_total: 99,
+        buckets_created_total: 300_000,
         flood_sources: 3,
         maps: vec![
             MapMetrics {

@@ -113,6 +113,9 @@ shield_map_entries{map="BAN_V4"} 6
 # TYPE shield_map_capacity gauge
 shield_map_capacity{map="BAN_V4"} 262144
 shield_map_capacity{map="BUCKETS"} 262144
+# HELP shield_buckets_created_total Rate-limit buckets created by the data plane; beyond map_capacity{map="BUCKETS"} each one evicts the least recently used bucket.
+# TYPE shield_buckets_created_total counter
+shield_buckets_created_total 300000
 # HELP shield_xdp_attached 1 when the XDP program is attached to the interface in this mode.
 # TYPE shield_xdp_attached gauge
 shield_xdp_attached{iface="eth0",mode="native"} 1
@@ -178,7 +181,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 29] = [
+const FAMILIES: [(&str, &str); 30] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -193,6 +196,7 @@ const FAMILIES: [(&str, &str); 29] = [
     ("shield_flood_sources", "gauge"),
     ("shield_map_entries", "gauge"),
     ("shield_map_capacity", "gauge"),
+    ("shield_buckets_created_total", "counter"),
     ("shield_xdp_attached", "gauge"),
     ("shield_build_info", "gauge"),
     ("shield_control_requests_total", "counter"),
