@@ -15,7 +15,7 @@ pub const GREEN: RGBColor = RGBColor(44, 160, 44);
 const W: i32 = 720;
 const H: i32 = 420;
 const LEFT: i32 = 60;
-const RIGHT: i32 = 20;
+const RIGHT: i32 = 30;
 const TOP: i32 = 20;
 const BOTTOM: i32 = 40;
 
