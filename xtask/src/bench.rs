@@ -225,8 +225,7 @@ fn bench_bin(bin: &str, args: &[String]) -> anyhow::Result<()> {
     cmd::run(&mut c)
 }
 
-/// Every part's results, in the summary's order, then whatever else the
-/// parts reported.
+/// Every part's results under the names, in the summary's order.
 fn merge(files: &[PathBuf]) -> anyhow::Result<Vec<Row>> {
     let mut all = Vec::new();
     for f in files {
