@@ -642,3 +642,32 @@ fn run(a: &Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the generator does to a frame: source low bits `s`, id
+    /// `ID_PLUS_SRC - s`.
+    fn as_generated(mut f: Vec<u8>, s: u16) -> Vec<u8> {
+        f[14 + 14..14 + 16].copy_from_slice(&s.to_be_bytes());
+        f[14 + 4..14 + 6].copy_from_slice(&(ID_PLUS_SRC - s).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn the_generators_rewrite_keeps_the_header_checksum_valid() {
+        let f = frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        assert_eq!(f.len(), 64);
+        // A valid header sums (with its checksum) to 0xffff: csum gives 0.
+        assert_eq!(csum(&f[14..34]), 0);
+        for s in [0u16, 1, 513, (SOURCES - 1) as u16] {
+            let g = as_generated(f.clone(), s);
+            assert_eq!(csum(&g[14..34]), 0, "source low bits {s}");
+        }
+        // A rewrite that breaks the invariant is caught.
+        let mut bad = as_generated(f, 7);
+        bad[14 + 4] ^= 1;
+        assert_ne!(csum(&bad[14..34]), 0);
+    }
+}
