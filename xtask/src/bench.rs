@@ -73,7 +73,7 @@ const SUMMARY: [(&str, &str); 19] = [
     ("xdp.pass_ns", "≤ empty + 100, ≤ xdp_filter"),
     ("xdp.feed_drop_ns@1k", ""),
     ("xdp.feed_drop_ns@100k", ""),
-    ("xdp.feed_drop_ns@1m", "≤ 1.2 × @1k"),
+    ("xdp.feed_drop_ns@1m", "≤ 1.2 × @1k (prefix hits)"),
     ("xdp.ratelimit_drop_ns", ""),
     ("xdp.xdp_filter_ns", "the peer"),
     ("rate.accuracy_1cpu", "1 ± 0.05"),
