@@ -253,6 +253,27 @@ impl Lab {
     }
 }
 
+/// Deletes the namespaces of earlier runs that were killed before their
+/// guard ran (`shpb-<pid>-g`/`-r` whose process is gone).
+fn sweep_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = name
+            .strip_prefix("shpb-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("removing namespace {name} left by an interrupted run");
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in [&self.gen_ns, &self.rx_ns] {
@@ -427,6 +448,7 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let seconds = a.seconds.unwrap_or(if a.quick { 2.0 } else { 4.0 });
     let rounds = a.rounds.unwrap_or(if a.quick { 3 } else { 5 });
+    sweep_stale();
     let lab = Lab::create()?;
     let gen_link = lab.link(&lab.gen_ns, &lab.gen_if)?;
     let rx_link = lab.link(&lab.rx_ns, &lab.rx_if)?;
