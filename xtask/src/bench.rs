@@ -13,8 +13,8 @@
 //!   (`feed-bench`).
 //!
 //! It prints a summary table, writes docs/BENCHMARKS.md (each part its
-//! marked section, plus the summary with the machine, kernel and command;
-//! `--no-write` leaves the file alone) and with `--json FILE` writes
+//! marked section, plus, when every part ran, the summary with the
+//! machine, kernel and command; `--no-write` leaves the file alone) and with `--json FILE` writes
 //! `{"results": [{"name", "value", "unit"}...]}`.
 
 use std::{
@@ -182,7 +182,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         write_json(path, &rows)?;
         eprintln!("wrote {}", path.display());
     }
-    if !args.no_write {
+    // The summary stands for one run of every part: a run of some parts
+    // rewrites their own sections only.
+    if !args.no_write && args.only.is_empty() {
         let meta = format!(
             "Measured by `{command}` on {}, kernel {}, {} (took {:.1} min; load average at the end {}). \
              Other developers' builds and tests shared the machine while this ran.\n\n{table}",
