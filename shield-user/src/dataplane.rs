@@ -28,7 +28,7 @@ mod attach;
 pub mod pins;
 mod read;
 
-pub use attach::{AttachMode, Attached, detach_others, pinned_link_ids};
+pub use attach::{AttachMode, Attached, detach_others, link_live, pinned_link_ids};
 
 /// The XDP object this build of shield carries.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shield"));
@@ -83,6 +83,10 @@ pub struct LoadOptions {
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// Our own reference to each interface's XDP link, besides its pin:
+    /// if the pins go (bpffs unmounted or remounted under us), the links,
+    /// and so enforcement, live on as long as this process does.
+    links: std::collections::BTreeMap<String, (AttachMode, aya::programs::links::FdLink)>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -118,7 +122,10 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()?;
         prog.load()?;
-        let mut dp = Dataplane { ebpf };
+        let mut dp = Dataplane {
+            ebpf,
+            links: Default::default(),
+        };
         // A fresh CONFIG array reads as all zeroes; make it a valid config.
         if dp.config()?.ipv6_prefix == 0 {
             dp.set_config(&GlobalConfig::default())?;

@@ -32,6 +32,8 @@ pub struct Flood {
     /// The bucket's drop counter at the last sample, and when.
     pub(crate) sample: Option<(u64, u64)>,
     pub banned: bool,
+    /// Its end has been reported (it may start again after that).
+    pub(crate) end_reported: bool,
 }
 
 /// A ban the tracker wants.
@@ -42,11 +44,21 @@ pub struct AutobanDecision {
     pub reason: String,
 }
 
+/// A source's autoban history: the agent keeps it in `state_dir`, so a
+/// repeat offence is recognised across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offence {
+    /// Autobans so far.
+    pub count: u32,
+    /// When the last one ends (Unix ms).
+    pub until_unix_ms: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct FloodTracker {
     floods: HashMap<(Cidr, u16), Flood>,
     /// Autobans so far per source: each repeat lasts `factor` times longer.
-    repeats: HashMap<Cidr, u32>,
+    repeats: HashMap<Cidr, Offence>,
     pub events_total: u64,
 }
 
@@ -80,6 +92,7 @@ impl FloodTracker {
                 drop_rate: 0.0,
                 sample: None,
                 banned: false,
+                end_reported: false,
             }
         });
         if ev.ts_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
@@ -87,6 +100,7 @@ impl FloodTracker {
             f.first_ns = ev.ts_ns;
             f.events = 0;
             f.banned = false;
+            f.end_reported = false;
             started = true;
         }
         f.last_ns = f.last_ns.max(ev.ts_ns);
@@ -99,6 +113,20 @@ impl FloodTracker {
     pub fn expire(&mut self, now_ns: u64) {
         self.floods
             .retain(|_, f| now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS * 4);
+    }
+
+    /// Floods that ended since the last call (no event for
+    /// [`FLOOD_GAP_NS`]), each returned once, before [`Self::expire`]
+    /// forgets them.
+    pub fn take_ended(&mut self, now_ns: u64) -> Vec<Flood> {
+        let mut out = Vec::new();
+        for f in self.floods.values_mut() {
+            if !f.end_reported && now_ns.saturating_sub(f.last_ns) > FLOOD_GAP_NS {
+                f.end_reported = true;
+                out.push(f.clone());
+            }
+        }
+        out
     }
 
     /// Floods still going at `now_ns`.
@@ -120,6 +148,16 @@ impl FloodTracker {
     /// Floods that have lasted `cfg.after` and are not banned yet become
     /// bans, each repeat `factor` times longer, capped at `max_ttl`.
     pub fn due_bans(&mut self, now_ns: u64, cfg: &AutobanConfig) -> Vec<AutobanDecision> {
+        self.due_bans_at(now_ns, crate::clock::unix_ms(), cfg)
+    }
+
+    /// [`Self::due_bans`] with the wall clock given (for the offence history).
+    pub fn due_bans_at(
+        &mut self,
+        now_ns: u64,
+        now_unix_ms: u64,
+        cfg: &AutobanConfig,
+    ) -> Vec<AutobanDecision> {
         if !cfg.enabled {
             return Vec::new();
         }
@@ -131,9 +169,13 @@ impl FloodTracker {
                 continue;
             }
             f.banned = true;
-            let n = self.repeats.entry(f.source).or_insert(0);
-            let ttl = scaled_ttl(cfg, *n);
-            *n += 1;
+            let o = self.repeats.entry(f.source).or_insert(Offence {
+                count: 0,
+                until_unix_ms: 0,
+            });
+            let ttl = scaled_ttl(cfg, o.count);
+            o.count += 1;
+            o.until_unix_ms = now_unix_ms.saturating_add(ttl.as_millis() as u64);
             out.push(AutobanDecision {
                 net: f.source,
                 ttl,
@@ -147,6 +189,88 @@ impl FloodTracker {
         out.sort_by_key(|d| d.net);
         out.dedup_by_key(|d| d.net);
         out
+    }
+}
+
+/// A budget for per-source log lines (flood start and end, autobans): at
+/// most `per_window` lines per window, so ten thousand flooding sources
+/// cost the journal a few lines a second and a summary, not ten thousand
+/// lines. What does not fit is counted.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_window: u32,
+    window_ns: u64,
+    window_start: u64,
+    used: u32,
+    /// Held back in the current window, not yet summarised.
+    pending: u64,
+    /// Held back since the agent started.
+    pub suppressed_total: u64,
+}
+
+/// Per-source lines the agent logs per second at most.
+pub const LOG_LINES_PER_SEC: u32 = 20;
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget::new(LOG_LINES_PER_SEC, 1_000_000_000)
+    }
+}
+
+impl LogBudget {
+    pub fn new(per_window: u32, window_ns: u64) -> LogBudget {
+        LogBudget {
+            per_window,
+            window_ns,
+            window_start: 0,
+            used: 0,
+            pending: 0,
+            suppressed_total: 0,
+        }
+    }
+
+    /// Whether one more line may be logged at `now_ns`; if not, it is
+    /// counted as suppressed.
+    pub fn allow(&mut self, now_ns: u64) -> bool {
+        if now_ns.saturating_sub(self.window_start) >= self.window_ns {
+            self.window_start = now_ns;
+            self.used = 0;
+        }
+        if self.used < self.per_window {
+            self.used += 1;
+            true
+        } else {
+            self.pending += 1;
+            self.suppressed_total += 1;
+            false
+        }
+    }
+
+    /// Lines held back since the last call, for one summary line.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl FloodTracker {
+    /// The autoban history, for the agent to save.
+    pub fn offences(&self) -> impl Iterator<Item = (&Cidr, &Offence)> {
+        self.repeats.iter()
+    }
+
+    /// Takes a saved history in (at start-up).
+    pub fn restore_offences(&mut self, saved: impl IntoIterator<Item = (Cidr, Offence)>) {
+        self.repeats.extend(saved);
+    }
+
+    /// Forgets sources that stayed out of trouble for `max_ttl` after their
+    /// last autoban ended, so the history stays bounded; true if any went.
+    pub fn forget_offences(&mut self, now_unix_ms: u64, cfg: &AutobanConfig) -> bool {
+        let grace = cfg.max_ttl.as_millis() as u64;
+        let before = self.repeats.len();
+        self.repeats
+            .retain(|_, o| now_unix_ms <= o.until_unix_ms.saturating_add(grace));
+        self.repeats.len() != before
     }
 }
 
@@ -234,6 +358,43 @@ mod tests {
     }
 
     #[test]
+    fn the_offence_history_round_trips_and_is_forgotten_after_max_ttl() {
+        let c = cfg();
+        let mut t = FloodTracker::default();
+        for s in 0..=5 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        let now_ms = 1_000_000;
+        assert_eq!(t.due_bans_at(5 * S, now_ms, &c).len(), 1);
+        let saved: Vec<(Cidr, Offence)> = t.offences().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(
+            saved,
+            vec![(
+                "192.0.2.1".parse().unwrap(),
+                Offence {
+                    count: 1,
+                    until_unix_ms: now_ms + 600_000
+                }
+            )]
+        );
+        // A restarted agent remembers: the next ban is a repeat.
+        let mut back = FloodTracker::default();
+        back.restore_offences(saved);
+        for s in 0..=5 {
+            back.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        assert_eq!(
+            back.due_bans_at(5 * S, now_ms + 700_000, &c)[0].ttl,
+            Duration::from_secs(1200)
+        );
+        // Forgotten max_ttl (30 min) after the last ban ended, not before.
+        let ends = now_ms + 700_000 + 1_200_000;
+        assert!(!back.forget_offences(ends + 1_800_000, &c));
+        assert!(back.forget_offences(ends + 1_800_001, &c));
+        assert_eq!(back.offences().count(), 0);
+    }
+
+    #[test]
     fn disabled_autoban_bans_nothing_and_ended_floods_expire() {
         let mut t = FloodTracker::default();
         for s in 0..=10 {
@@ -246,6 +407,39 @@ mod tests {
         assert_eq!(t.active(20 * S).count(), 0);
         t.expire(100 * S);
         assert_eq!(t.all().count(), 0);
+    }
+
+    #[test]
+    fn each_ended_flood_is_reported_once_and_again_after_a_restart() {
+        let mut t = FloodTracker::default();
+        for s in 0..=3 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+        }
+        t.on_event(&ev([192, 0, 2, 2], 5 * S), 64);
+        assert!(t.take_ended(4 * S).is_empty(), "both still going");
+        let ended = t.take_ended(6 * S);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].source, "192.0.2.1".parse().unwrap());
+        assert_eq!(ended[0].events, 4);
+        assert!(t.take_ended(6 * S).is_empty(), "once");
+        assert_eq!(t.take_ended(8 * S).len(), 1, "the other one");
+        assert_eq!(
+            t.on_event(&ev([192, 0, 2, 1], 9 * S), 64),
+            Some("192.0.2.1".parse().unwrap()),
+            "a new flood"
+        );
+        assert_eq!(t.take_ended(12 * S).len(), 1);
+    }
+
+    #[test]
+    fn the_log_budget_lets_a_few_lines_through_per_window_and_counts_the_rest() {
+        let mut b = LogBudget::new(3, S);
+        let allowed = (0..10_000).filter(|i| b.allow(10 * S + i)).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(b.take_suppressed(), 9_997);
+        assert_eq!(b.take_suppressed(), 0, "summarised once");
+        assert!(b.allow(11 * S), "a new window");
+        assert_eq!(b.suppressed_total, 9_997);
     }
 
     #[test]

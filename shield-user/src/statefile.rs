@@ -4,7 +4,7 @@
 use std::{
     fs::{self, File},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -23,16 +23,28 @@ pub enum StateFileError {
 }
 
 /// Creates `dir` (mode 0700: bans and allow entries are nobody else's
-/// business) if it does not exist.
+/// business) if it does not exist, and takes group and world access away
+/// from one that does.
 pub fn ensure_dir(dir: &Path) -> Result<(), StateFileError> {
+    let io_err = |source| StateFileError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| StateFileError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(io_err)?;
+    let mode = fs::metadata(dir).map_err(io_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            "state_dir had mode {:04o}; restricted to 0700",
+            mode & 0o7777
+        );
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700)).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// Reads `path`; `Ok(None)` when it does not exist. A file that does not
@@ -81,6 +93,9 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError>
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
+        .map_err(io_err)?;
+    // A tmp file left by an older process keeps its mode through `open`.
+    f.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(io_err)?;
     f.write_all(&body).map_err(io_err)?;
     f.write_all(b"\n").map_err(io_err)?;

@@ -37,6 +37,7 @@ fn status_reply(peer: Peer) -> Reply {
         feeds: FeedsSummary::default(),
         totals: Totals::default(),
         bans_active: 0,
+        health: Default::default(),
     })
 }
 
@@ -363,37 +364,64 @@ fn bad_frames_get_typed_errors_then_the_connection_closes() {
 }
 
 #[test]
-fn over_the_connection_cap_clients_get_busy_and_later_get_in() {
+fn over_the_cap_idle_connections_make_room_and_only_serving_ones_mean_busy() {
     let srv = TestServer::start(ServerConfig {
         max_connections: 2,
         request_timeout: Duration::from_secs(30),
         ..ServerConfig::default()
     });
+    // Both slots held by connections that never send a request: a client
+    // with a request gets in, and the oldest idle one is closed.
     let mut holders: Vec<UnixStream> = (0..2)
         .map(|_| UnixStream::connect(&srv.path).unwrap())
         .collect();
-    // Prove both are accepted and hold their slots: a third is refused.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        assert!(matches!(
+            srv.client().request(&Request::Status).unwrap(),
+            Response::Ok(_)
+        ));
+    }
+    holders[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = holders[0].read_to_end(&mut got);
+    assert!(
+        String::from_utf8_lossy(&got).contains("make room"),
+        "the oldest idle connection is told why: {got:?}"
+    );
+    drop(holders);
+
+    // Both slots serving requests: nobody to evict, so `busy`.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let c = srv.client();
+                thread::spawn(move || {
+                    let mut c = c;
+                    c.request(&Request::Reload).unwrap()
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(60));
         let resp = srv.client().request(&Request::Status).unwrap();
+        for t in slow {
+            let _ = t.join();
+        }
         if let Response::Err(e) = &resp {
             assert_eq!(e.kind, ErrorKind::Busy);
             assert!(e.message.contains("retry"), "{}", e.message);
             break;
         }
-        assert!(Instant::now() < deadline, "never refused");
-        thread::sleep(Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "never busy");
     }
-    // Freeing a slot lets the next client in.
-    drop(holders.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Response::Ok(_) = srv.client().request(&Request::Status).unwrap() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot never freed");
-        thread::sleep(Duration::from_millis(20));
-    }
+    // And once they are done, the next client is served.
+    assert!(matches!(
+        srv.client().request(&Request::Status).unwrap(),
+        Response::Ok(_)
+    ));
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct AgentHome {
     pub state_dir: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// Extra environment for the agent (`SSL_CERT_FILE`, say).
+    pub env: Vec<(String, String)>,
     notify_path: PathBuf,
     notify: UnixDatagram,
 }
@@ -60,6 +62,7 @@ impl AgentHome {
             state_dir: dir.join("state"),
             config: dir.join("shield.toml"),
             socket: dir.join("shield.sock"),
+            env: Vec::new(),
             notify_path,
             notify,
             dir,
@@ -89,17 +92,39 @@ impl AgentHome {
         agent.wait_ready(self, Duration::from_secs(30))
     }
 
+    /// Starts the agent through `wrapper` (see `spawn_wrapped`) and waits
+    /// for READY=1.
+    pub fn start_wrapped(&self, lab: &Lab, wrapper: &[String], extra: &[&str]) -> Agent {
+        let agent = self.spawn_wrapped(lab, wrapper, extra);
+        agent.wait_ready(self, Duration::from_secs(30))
+    }
+
     /// Starts the agent without waiting.
     pub fn spawn(&self, lab: &Lab, extra: &[&str]) -> Agent {
+        self.spawn_wrapped(lab, &[], extra)
+    }
+
+    /// Starts the agent through `wrapper` (a command that execs the rest of
+    /// its arguments, such as `setpriv ...`), without waiting.
+    pub fn spawn_wrapped(&self, lab: &Lab, wrapper: &[String], extra: &[&str]) -> Agent {
         self.drain_notify();
         let log = self.dir.join(format!(
             "agent-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut cmd = Command::new(binary("shield-agent"));
+        let agent = binary("shield-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
         cmd.arg("--config").arg(&self.config).args(extra);
         run_in_netns(&mut cmd, &lab.server_ns);
         cmd.env("NOTIFY_SOCKET", &self.notify_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())

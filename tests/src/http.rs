@@ -1,10 +1,12 @@
 //! A small HTTP server for feed tests, listening on 127.0.0.1 inside a
 //! lab's namespace (where the agent runs). It serves one body with an ETag,
-//! answers conditional requests with 304, and can stall or go away.
+//! answers conditional requests with 304, can redirect, stall or go away,
+//! and can speak HTTPS with the test CA's certificate for 127.0.0.1
+//! ([`TEST_CA`], for the agent's `SSL_CERT_FILE`).
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -15,17 +17,42 @@ use std::{
 
 use crate::lab::Lab;
 
+/// The CA that signed the HTTPS server's certificate (for 127.0.0.1).
+pub const TEST_CA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shield-user/src/feeds/testdata/tls/ca.pem"
+);
+const CERT: &[u8] = include_bytes!("../../shield-user/src/feeds/testdata/tls/server.pem");
+const KEY: &[u8] = include_bytes!("../../shield-user/src/feeds/testdata/tls/server.key");
+
+fn tls_config() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(CERT).expect("test cert")],
+            PrivateKeyDer::from_pem_slice(KEY).expect("test key"),
+        )
+        .unwrap();
+    Arc::new(cfg)
+}
+
 #[derive(Default)]
 struct State {
     body: Vec<u8>,
     version: u32,
     stall: bool,
+    redirect: Option<String>,
     requests: u32,
     not_modified: u32,
 }
 
 pub struct FeedServer {
     addr: SocketAddr,
+    tls: bool,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -34,6 +61,16 @@ pub struct FeedServer {
 impl FeedServer {
     /// Starts serving `body` in `ns`.
     pub fn start_in(ns: &str, body: &[u8]) -> FeedServer {
+        FeedServer::start(ns, body, None)
+    }
+
+    /// As [`FeedServer::start_in`], over HTTPS.
+    pub fn start_tls_in(ns: &str, body: &[u8]) -> FeedServer {
+        FeedServer::start(ns, body, Some(tls_config()))
+    }
+
+    fn start(ns: &str, body: &[u8], tls: Option<Arc<rustls::ServerConfig>>) -> FeedServer {
+        let is_tls = tls.is_some();
         let state = Arc::new(Mutex::new(State {
             body: body.to_vec(),
             version: 1,
@@ -52,8 +89,18 @@ impl FeedServer {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match l.accept() {
                         Ok((s, _)) => {
-                            let (state, stop) = (state.clone(), stop.clone());
-                            thread::spawn(move || serve(s, &state, &stop));
+                            let (state, stop, tls) = (state.clone(), stop.clone(), tls.clone());
+                            thread::spawn(move || {
+                                s.set_nonblocking(false).unwrap();
+                                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                                match tls {
+                                    None => serve(s, &state, &stop),
+                                    Some(cfg) => {
+                                        let conn = rustls::ServerConnection::new(cfg).unwrap();
+                                        serve(rustls::StreamOwned::new(conn, s), &state, &stop);
+                                    }
+                                }
+                            });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(10)),
                     }
@@ -63,6 +110,7 @@ impl FeedServer {
         let addr = rx.recv().unwrap();
         FeedServer {
             addr,
+            tls: is_tls,
             state,
             stop,
             handle: Some(handle),
@@ -70,7 +118,14 @@ impl FeedServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/feed.txt", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/feed.txt", self.addr)
+    }
+
+    /// Answers every request with `302 Found` to `location` from now on
+    /// (`None`: serve the body again).
+    pub fn set_redirect(&self, location: Option<String>) {
+        self.state.lock().unwrap().redirect = location;
     }
 
     /// Serves `body` from now on, under a new ETag.
@@ -108,8 +163,7 @@ impl Drop for FeedServer {
     }
 }
 
-fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+fn serve<S: Read + Write>(mut s: S, state: &Mutex<State>, stop: &AtomicBool) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -119,11 +173,24 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         }
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let (body, etag, stall) = {
+    let (body, etag, stall, redirect) = {
         let mut st = state.lock().unwrap();
         st.requests += 1;
-        (st.body.clone(), format!("\"v{}\"", st.version), st.stall)
+        (
+            st.body.clone(),
+            format!("\"v{}\"", st.version),
+            st.stall,
+            st.redirect.clone(),
+        )
     };
+    if let Some(to) = redirect {
+        let _ = write!(
+            s,
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = s.flush();
+        return;
+    }
     if stall {
         let until = Instant::now() + Duration::from_secs(60);
         while !stop.load(Ordering::Relaxed) && Instant::now() < until {
@@ -140,6 +207,7 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             s,
             "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
         );
+        let _ = s.flush();
         return;
     }
     let _ = write!(
@@ -148,4 +216,5 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         body.len()
     );
     let _ = s.write_all(&body);
+    let _ = s.flush();
 }

@@ -9,3 +9,4 @@ pub mod harness;
 pub mod http;
 pub mod lab;
 pub mod packet;
+pub mod raw;

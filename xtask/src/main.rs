@@ -7,6 +7,9 @@ mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod install;
+mod layout;
+mod package;
 mod setup;
 mod test;
 
@@ -32,14 +35,18 @@ enum Command {
     Setup,
     /// Build the XDP object and the userspace crates (release).
     Build,
-    /// Start the shield on a lab network of its own, flood it, show what was dropped and why, clean up.
-    Demo,
+    /// Start the shield on a lab network of its own, attack it, show live what is dropped and why, clean up.
+    Demo(demo::DemoArgs),
     /// Run every test: fmt, clippy, host unit tests, program tests, netns integration tests.
     Test(test::TestArgs),
     /// Measure shield against an empty program, xdp-filter and nftables: per packet, rate accuracy, scaling, veth throughput, feeds, control plane; writes docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Fuzz the feed parsers, the config, the control protocol and CIDRs with cargo-fuzz (nightly).
     Fuzz(fuzz::FuzzArgs),
+    /// Build a .deb (cargo-deb): binaries, systemd unit, default config, man pages, completions, dashboards.
+    Package(package::PackageArgs),
+    /// Install from source with the .deb's layout (`--prefix`, `--destdir`).
+    Install(install::InstallArgs),
     /// Generate man pages and bash/zsh/fish completions for shield-agent and shieldctl.
     Docs {
         /// Where to write `man/` and `completions/`.
@@ -63,9 +70,11 @@ fn main() -> anyhow::Result<()> {
             ])
         }
         Command::Test(args) => test::run(&args),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Package(args) => package::run(&args),
+        Command::Install(args) => install::run(&args),
         Command::Docs { out } => {
             setup::run()?;
             let out = cmd::root().join(out);

@@ -25,7 +25,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("netsniff-ng", "trafgen, a line-rate packet generator"),
     (
         "util-linux",
-        "nsenter, which runs the demo's agent in a network namespace",
+        "nsenter, which runs the demo's agent in a network namespace; setpriv and unshare for the unit and package tests",
+    ),
+    ("systemd", "systemd-analyze, which checks the systemd unit"),
+    (
+        "man-db",
+        "man, which renders the packaged man pages in the package test",
+    ),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests packaging/prometheus/shield-alerts.yml",
     ),
 ];
 

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,8 @@ use crate::{
     net::Cidr,
     statefile::{self, StateFileError},
 };
+
+use super::persist::StateWrites;
 
 pub const JOURNAL_FILE: &str = "bans.json";
 
@@ -93,6 +96,9 @@ pub enum BanError {
 pub struct BanBook {
     path: PathBuf,
     bans: BTreeMap<Cidr, BanRecord>,
+    /// The journal is behind `bans` (its last write failed).
+    dirty: bool,
+    writes: Arc<StateWrites>,
 }
 
 /// What [`BanBook::restore`] did.
@@ -106,7 +112,11 @@ pub struct Restored {
 impl BanBook {
     /// Reads the journal. A corrupt journal is moved aside and reported
     /// through `warn`; the book then starts from what the maps hold.
-    pub fn open(state_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<BanBook, BanError> {
+    pub fn open(
+        state_dir: &Path,
+        writes: Arc<StateWrites>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<BanBook, BanError> {
         let path = state_dir.join(JOURNAL_FILE);
         let journal = match statefile::read::<Journal>(&path) {
             Ok(j) => j,
@@ -119,7 +129,12 @@ impl BanBook {
         let bans = journal
             .map(|j| j.bans.into_iter().map(|b| (b.net, b)).collect())
             .unwrap_or_default();
-        Ok(BanBook { path, bans })
+        Ok(BanBook {
+            path,
+            bans,
+            dirty: false,
+            writes,
+        })
     }
 
     /// Makes the maps and the journal agree: journal bans still running are
@@ -147,70 +162,95 @@ impl BanBook {
                 r.adopted_from_maps += 1;
             }
         }
-        r.expired = self.drop_expired(dp, now_ms)?;
+        r.expired = self.drop_expired(dp, now_ms)?.len();
         for b in self.bans.values() {
             dp.set_ban(b.net, &kernel_ban(b, now_ms, now_mono))?;
             r.from_journal += 1;
         }
         r.from_journal -= r.adopted_from_maps;
-        self.save()?;
+        self.save();
         Ok(r)
     }
 
-    /// Journals, then enforces: a crash in between leaves a ban the next
-    /// start enforces, never an enforced ban nobody remembers.
+    /// Enforces, then journals. A crash in between leaves the ban in the
+    /// pinned maps, where the next start finds and journals it. A journal
+    /// that cannot be written (a full disk) does not stop the ban: it is
+    /// reported, and [`BanBook::flush`] writes it later.
     pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
-        let prev = self.bans.insert(rec.net, rec.clone());
-        if let Err(e) = self.save() {
-            match prev {
-                Some(p) => self.bans.insert(rec.net, p),
-                None => self.bans.remove(&rec.net),
-            };
-            return Err(e);
-        }
         dp.set_ban(
             rec.net,
             &kernel_ban(&rec, clock::unix_ms(), clock::monotonic_ns()),
         )?;
+        self.bans.insert(rec.net, rec);
+        self.save();
         Ok(())
     }
 
-    /// Lifts a ban; `Ok(false)` when there was none.
-    pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
-        let Some(old) = self.bans.remove(&net) else {
-            return Ok(false);
-        };
-        dp.remove_ban(net)?;
-        if let Err(e) = self.save() {
-            self.bans.insert(net, old);
-            return Err(e);
+    /// Several bans with one journal write: a distributed flood can bring
+    /// thousands of autobans in one tick, and rewriting the journal for
+    /// each would cost quadratic I/O. Enforced first, as with `add`.
+    pub fn add_many(&mut self, dp: &mut Dataplane, recs: &[BanRecord]) -> Result<(), BanError> {
+        let (now_ms, now_mono) = (clock::unix_ms(), clock::monotonic_ns());
+        for rec in recs {
+            dp.set_ban(rec.net, &kernel_ban(rec, now_ms, now_mono))?;
+            self.bans.insert(rec.net, rec.clone());
         }
+        self.save();
+        Ok(())
+    }
+
+    /// Lifts a ban; `Ok(false)` when there was none. As with `add`, the
+    /// maps and memory change even when the journal cannot be written.
+    pub fn remove(&mut self, dp: &mut Dataplane, net: Cidr) -> Result<bool, BanError> {
+        if !self.bans.contains_key(&net) {
+            return Ok(false);
+        }
+        dp.remove_ban(net)?;
+        self.bans.remove(&net);
+        self.save();
         Ok(true)
     }
 
     /// Removes expired bans from the maps and the journal. The kernel stops
     /// matching them by itself; this reclaims their slots.
-    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<usize, BanError> {
-        let n = self.drop_expired(dp, clock::unix_ms())?;
-        if n > 0 {
-            self.save()?;
+    /// Returns the bans that went.
+    pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<Vec<BanRecord>, BanError> {
+        let gone = self.drop_expired(dp, clock::unix_ms())?;
+        if !gone.is_empty() || self.dirty {
+            self.save();
         }
-        Ok(n)
+        Ok(gone)
+    }
+
+    /// Why the journal is behind the bans in force, when it is.
+    pub fn unsaved(&self) -> Option<String> {
+        if !self.dirty {
+            return None;
+        }
+        self.writes
+            .last_error()
+            .map(|(e, _)| e)
+            .or_else(|| Some(format!("{} is not up to date", self.path.display())))
     }
 
     /// Forgets bans expired at `now_ms` and removes them from the maps.
-    fn drop_expired(&mut self, dp: &mut Dataplane, now_ms: u64) -> Result<usize, BanError> {
+    fn drop_expired(
+        &mut self,
+        dp: &mut Dataplane,
+        now_ms: u64,
+    ) -> Result<Vec<BanRecord>, BanError> {
         let expired: Vec<Cidr> = self
             .bans
             .values()
             .filter(|b| b.expired(now_ms))
             .map(|b| b.net)
             .collect();
+        let mut gone = Vec::with_capacity(expired.len());
         for net in &expired {
-            self.bans.remove(net);
+            gone.extend(self.bans.remove(net));
             dp.remove_ban(*net)?;
         }
-        Ok(expired.len())
+        Ok(gone)
     }
 
     /// Re-places every v6 ban after `ipv6_prefix` changed: exact v6 bans are
@@ -261,13 +301,16 @@ impl BanBook {
         self.bans.is_empty()
     }
 
-    fn save(&self) -> Result<(), BanError> {
+    /// Writes the journal; a failure marks it dirty and is reported.
+    fn save(&mut self) {
         let j = Journal {
             version: 1,
             bans: self.bans.values().cloned().collect(),
         };
-        statefile::write(&self.path, &j)?;
-        Ok(())
+        let ok = self
+            .writes
+            .outcome(JOURNAL_FILE, statefile::write(&self.path, &j));
+        self.dirty = !ok;
     }
 }
 

@@ -16,9 +16,9 @@ use crate::{
     control::{
         ErrorKind, Peer, Reply, Request, Response,
         protocol::{
-            AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo, CheckProto, FeedRow,
-            FeedsSummary, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N, OverrideRow, StatRow,
-            StatusInfo, TopRow, Totals, Verdict, XdpMode,
+            AdaptiveInfo, AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo,
+            CheckProto, FeedRow, FeedsSummary, Health, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
+            OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict, XdpMode,
         },
         units::{MAX_TTL, RateSpec},
     },
@@ -63,7 +63,7 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
             reason,
         } => ban_add(agent, net, ttl_secs, reason),
         Request::BanDel { net } => match agent.bans.remove(&mut agent.dp, net) {
-            Ok(true) => done(format!("unbanned {net}")),
+            Ok(true) => done(format!("unbanned {net}{}", unsaved_note(agent))),
             Ok(false) => Err((ErrorKind::NotFound, format!("{net} is not banned"))),
             Err(e) => Err(internal(e)),
         },
@@ -191,6 +191,17 @@ fn status(agent: &Agent) -> StatusInfo {
         },
         totals,
         bans_active: agent.bans.len() as u64,
+        health: {
+            let w = agent.state_writes();
+            let pins = agent.pin_watch();
+            Health {
+                state_write_errors: w.errors_total(),
+                state_unsaved: w.unsaved(),
+                state_last_error: w.last_error().map(|(e, _)| e),
+                pins_missing: pins.missing.len() as u64,
+                pins_error: pins.error.clone(),
+            }
+        },
     }
 }
 
@@ -260,33 +271,43 @@ fn name_of(names: &[String], id: u16) -> String {
 fn top(agent: &Agent, n: usize) -> Vec<TopRow> {
     let now = clock::monotonic_ns();
     let now_ms = clock::unix_ms();
-    let mut rows: Vec<TopRow> = agent
+    let mut rows: Vec<(Cidr, TopRow)> = agent
         .floods
         .all()
-        .map(|f| TopRow {
-            source: f.source.to_string(),
-            class: name_of(&agent.policy.classes, f.class),
-            tier: name_of(&agent.policy.tiers, f.tier),
-            pps: f.drop_rate,
-            drops: f.sample.map_or(0, |(d, _)| d),
-            over_limit: now.saturating_sub(f.last_ns) <= crate::events::FLOOD_GAP_NS,
-            banned_for_secs: agent
-                .bans
-                .covering(f.source.addr(), agent.cfg.ipv6_prefix)
-                .map(|b| {
-                    b.expires_unix_ms
-                        .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
-                }),
+        .map(|f| {
+            let row = TopRow {
+                source: f.source.to_string(),
+                class: name_of(&agent.policy.classes, f.class),
+                tier: name_of(&agent.policy.tiers, f.tier),
+                pps: f.drop_rate,
+                drops: f.sample.map_or(0, |(d, _)| d),
+                over_limit: now.saturating_sub(f.last_ns) <= crate::events::FLOOD_GAP_NS,
+                banned_for_secs: None,
+            };
+            (f.source, row)
         })
         .collect();
-    rows.sort_by(|a, b| {
+    rows.sort_by(|(_, a), (_, b)| {
         b.over_limit
             .cmp(&a.over_limit)
             .then(b.pps.total_cmp(&a.pps))
             .then(b.drops.cmp(&a.drops))
     });
     rows.truncate(n);
-    rows
+    // Only for the rows shown: finding the covering ban walks every ban,
+    // and a distributed flood brings thousands of both.
+    rows.into_iter()
+        .map(|(net, mut r)| {
+            r.banned_for_secs = agent
+                .bans
+                .covering(net.addr(), agent.cfg.ipv6_prefix)
+                .map(|b| {
+                    b.expires_unix_ms
+                        .map_or(u64::MAX, |e| e.saturating_sub(now_ms) / 1000)
+                });
+            r
+        })
+        .collect()
 }
 
 fn ban_row(b: &super::bans::BanRecord, now_ms: u64) -> BanRow {
@@ -353,6 +374,7 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),
     };
+    msg.push_str(&unsaved_note(agent));
     if let Some(a) = agent
         .allow_entries()
         .into_iter()
@@ -365,6 +387,17 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         ));
     }
     done(msg)
+}
+
+/// Said after a ban change the journal could not record: it is enforced
+/// (and survives an agent restart through the pinned maps), not a reboot.
+fn unsaved_note(agent: &Agent) -> String {
+    match agent.bans.unsaved() {
+        Some(e) => format!(
+            "\nwarning: enforced, but NOT journaled ({e}); it survives an agent restart, not a reboot, until the journal can be written (retried every second)"
+        ),
+        None => String::new(),
+    }
 }
 
 fn allow_rows(agent: &Agent) -> Vec<AllowRow> {
@@ -390,7 +423,10 @@ fn allow_add(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.retain(|a| *a != net);
@@ -414,7 +450,10 @@ fn allow_del(agent: &mut Agent, net: Cidr) -> Answer {
     if let Err(e) = agent
         .runtime
         .save_allow()
-        .map_err(internal)
+        .map_err(|e| {
+            agent.writes.refused(super::runtime::ALLOW_FILE, &e);
+            internal(e)
+        })
         .and_then(|()| agent.recompute().map_err(internal))
     {
         agent.runtime.allow.push(net);
@@ -465,7 +504,25 @@ fn limits(agent: &Agent) -> LimitsInfo {
                 persisted: o.persisted,
             })
             .collect(),
+        adaptive: adaptive_info(agent),
     }
+}
+
+fn adaptive_info(agent: &Agent) -> Option<AdaptiveInfo> {
+    let cfg = &agent.cfg.adaptive;
+    let a = agent.adaptive();
+    if !cfg.enabled && a.level() == 0 {
+        return None;
+    }
+    Some(AdaptiveInfo {
+        level: a.level(),
+        max_level: cfg.max_level,
+        divisor: a.divisor(cfg),
+        drop_rate: a.drop_rate.round() as u64,
+        pass_rate: a.pass_rate.round() as u64,
+        drop_threshold: cfg.drop_rate.map(|r| rate_spec(Some(r))),
+        pass_threshold: cfg.pass_rate.map(|r| rate_spec(Some(r))),
+    })
 }
 
 fn limits_set(
@@ -519,7 +576,10 @@ fn limits_set(
         .map_err(|e| bad(e.to_string()))
         .and_then(|_| {
             if persist {
-                agent.runtime.save_overrides().map_err(internal)
+                agent.runtime.save_overrides().map_err(|e| {
+                    agent.writes.refused(super::runtime::OVERRIDES_FILE, &e);
+                    internal(e)
+                })
             } else {
                 Ok(())
             }

@@ -27,6 +27,8 @@ use crate::{
     statefile,
 };
 
+use super::persist::StateWrites;
+
 const IDS_FILE: &str = "feed-ids.json";
 
 /// What the agent knows about one feed.
@@ -65,7 +67,14 @@ struct Ids {
 
 /// Feed ids by name, stable across restarts (hit counters in the kernel are
 /// indexed by id). New names take the lowest free id in 1..MAX_FEEDS.
-fn assign_ids(state_dir: &Path, names: &[&str]) -> Result<BTreeMap<String, u32>, String> {
+/// A failed write of the id file is reported through `writes` and does
+/// not stop the feeds: the ids hold in memory, and ids already on disk stay
+/// valid for the names they list.
+fn assign_ids(
+    state_dir: &Path,
+    names: &[&str],
+    writes: &StateWrites,
+) -> Result<BTreeMap<String, u32>, String> {
     let path = state_dir.join(IDS_FILE);
     let mut ids = statefile::read::<Ids>(&path)
         .unwrap_or_else(|e| {
@@ -84,8 +93,26 @@ fn assign_ids(state_dir: &Path, names: &[&str]) -> Result<BTreeMap<String, u32>,
             .ok_or("no free feed id (at most 255 feeds)")?;
         ids.insert((*n).to_string(), free);
     }
-    statefile::write(&path, &Ids { ids: ids.clone() }).map_err(|e| e.to_string())?;
+    writes.outcome(IDS_FILE, statefile::write(&path, &Ids { ids: ids.clone() }));
     Ok(ids)
+}
+
+impl Agent {
+    /// Writes the feed ids in use again (after a failed write).
+    pub(super) fn retry_feed_ids(&self) {
+        if !self.writes.unsaved().iter().any(|f| f == IDS_FILE) {
+            return;
+        }
+        let ids = self
+            .feeds
+            .states
+            .iter()
+            .map(|s| (s.cfg.name.clone(), s.id))
+            .collect();
+        let path = self.cfg.state_dir.join(IDS_FILE);
+        self.writes
+            .outcome(IDS_FILE, statefile::write(&path, &Ids { ids }));
+    }
 }
 
 fn parse_options(cfg: &FeedConfig) -> ParseOptions {
@@ -124,7 +151,7 @@ impl Agent {
     /// Every feed is then due for a fetch.
     pub(super) fn sync_feeds(&mut self) -> Result<(), String> {
         let names: Vec<&str> = self.cfg.feeds.iter().map(|f| f.name.as_str()).collect();
-        let ids = assign_ids(&self.cfg.state_dir, &names)?;
+        let ids = assign_ids(&self.cfg.state_dir, &names, &self.writes)?;
         // Feeds gone from the config (or whose source changed): out.
         let mut keep = Vec::new();
         for st in std::mem::take(&mut self.feeds.states) {
@@ -356,6 +383,7 @@ impl Agent {
                         Ok(()) => {
                             let st = &mut self.feeds.states[i];
                             job = Some(CacheJob {
+                                writes: self.writes.clone(),
                                 state_dir: self.cfg.state_dir.clone(),
                                 name: name.to_string(),
                                 source: st.cfg.source.clone(),
@@ -420,6 +448,7 @@ type Download = (ParsedFeed, FeedSet, Vec<u8>, Validators);
 
 /// Keeping a body as the feed's last good copy.
 pub struct CacheJob {
+    writes: Arc<StateWrites>,
     state_dir: std::path::PathBuf,
     name: String,
     source: FeedSource,
@@ -429,15 +458,15 @@ pub struct CacheJob {
 
 impl CacheJob {
     fn run(self) {
-        if let Err(e) = cache::store(
+        let r = cache::store(
             &self.state_dir,
             &self.name,
             &self.source,
             &self.bytes,
             &self.validators,
-        ) {
-            tracing::warn!(feed = self.name, "keeping the last good copy failed: {e}");
-        }
+        );
+        self.writes
+            .outcome(&format!("feeds/{} (last good copy)", self.name), r);
     }
 }
 
@@ -508,6 +537,6 @@ pub async fn refresh(
 pub fn source_text(s: &FeedSource) -> String {
     match s {
         FeedSource::Path(p) => p.display().to_string(),
-        FeedSource::Url(u) => u.clone(),
+        FeedSource::Url(u) => crate::feeds::redact_url(u),
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     statefile::{self, StateFileError},
 };
 
-const FILE: &str = "policy-ids.json";
+pub(super) const FILE: &str = "policy-ids.json";
 
 #[derive(Serialize, Deserialize)]
 struct Ids {

@@ -6,7 +6,8 @@ use super::{Agent, bans::BanOrigin};
 use crate::{
     clock,
     metrics::{
-        BanTotals, BuildInfo, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
+        BanTotals, BuildInfo, FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads,
+        Snapshot, Traffic,
     },
 };
 
@@ -28,6 +29,27 @@ impl Tallies {
 }
 
 impl Agent {
+    /// Entries of BAN_V4, BAN_V6, BAN_NET_V4 and BAN_NET_V6, from the ban
+    /// book placed as the kernel keys them (v6 bans in one prefix share
+    /// one exact entry).
+    fn ban_map_entries(&self) -> [u64; 4] {
+        let prefix = u32::from(self.cfg.ipv6_prefix);
+        let mut v6_keys = std::collections::HashSet::new();
+        let mut n = [0u64; 4];
+        for b in self.bans.list() {
+            match crate::dataplane::ban_placement(b.net, prefix) {
+                crate::dataplane::Placement::ExactV4(_) => n[0] += 1,
+                crate::dataplane::Placement::ExactV6(k) => {
+                    v6_keys.insert(k);
+                }
+                crate::dataplane::Placement::Trie if b.net.is_v4() => n[2] += 1,
+                crate::dataplane::Placement::Trie => n[3] += 1,
+            }
+        }
+        n[1] = v6_keys.len() as u64;
+        n
+    }
+
     pub fn metrics_snapshot(&self) -> Snapshot {
         let now = clock::monotonic_ns();
         let traffic = self
@@ -47,24 +69,30 @@ impl Agent {
                 errors_total: st.errors_total,
                 held: st.held.is_some(),
                 rejected_lines: st.rejected,
+                refresh_interval_secs: st.cfg.refresh.as_secs(),
             })
             .collect();
+        let [ban_v4, ban_v6, ban_net_v4, ban_net_v6] = self.ban_map_entries();
+        let [feed_v4, feed_net_v4, feed_v6, feed_net_v6] =
+            self.feeds.index.enforced_by_map().map(|n| n as u64);
         let src_v4 = self.policy.sources.keys().filter(|c| c.is_v4()).count() as u64;
         let src_v6 = self.policy.sources.len() as u64 - src_v4;
-        // Entry counts the agent knows without walking a map (the source
-        // tries are the compiled policy); walking the big hash maps on
-        // every scrape is not free, so those report capacity only.
+        // Entry counts the agent knows without walking a map: the source
+        // tries are the compiled policy, the ban maps the ban book, the
+        // feed maps the feed index. BUCKETS is an LRU the kernel fills and
+        // evicts by itself; walking it per scrape is not free, so it
+        // reports capacity only.
         let maps = [
             (MAP_SRC_V4, Some(src_v4), SRC_CAPACITY),
             (MAP_SRC_V6, Some(src_v6), SRC_CAPACITY),
-            (MAP_BAN_V4, None, BAN_CAPACITY),
-            (MAP_BAN_V6, None, BAN_CAPACITY),
-            (MAP_BAN_NET_V4, None, BAN_NET_CAPACITY),
-            (MAP_BAN_NET_V6, None, BAN_NET_CAPACITY),
-            (MAP_FEED_V4, None, FEED_CAPACITY),
-            (MAP_FEED_V6, None, FEED_CAPACITY),
-            (MAP_FEED_NET_V4, None, FEED_NET_CAPACITY),
-            (MAP_FEED_NET_V6, None, FEED_NET_CAPACITY),
+            (MAP_BAN_V4, Some(ban_v4), BAN_CAPACITY),
+            (MAP_BAN_V6, Some(ban_v6), BAN_CAPACITY),
+            (MAP_BAN_NET_V4, Some(ban_net_v4), BAN_NET_CAPACITY),
+            (MAP_BAN_NET_V6, Some(ban_net_v6), BAN_NET_CAPACITY),
+            (MAP_FEED_V4, Some(feed_v4), FEED_CAPACITY),
+            (MAP_FEED_V6, Some(feed_v6), FEED_CAPACITY),
+            (MAP_FEED_NET_V4, Some(feed_net_v4), FEED_NET_CAPACITY),
+            (MAP_FEED_NET_V6, Some(feed_net_v6), FEED_NET_CAPACITY),
             (MAP_BUCKETS, None, BUCKET_CAPACITY),
         ]
         .into_iter()
@@ -88,13 +116,21 @@ impl Agent {
                 .map(|a| InterfaceMetrics {
                     iface: a.iface.clone(),
                     mode: a.mode,
-                    attached: !self.detached,
+                    attached: !self.detached
+                        && crate::dataplane::link_live(&self.cfg.pin_dir, &a.iface),
                 })
                 .collect(),
             build: BuildInfo::current(),
             control_requests: None,
             reloads: self.tallies.reloads,
             start_time_unix: self.started_unix,
+            flood_log_suppressed_total: self.log_budget.suppressed_total,
+            adaptive_level: u64::from(self.adaptive.level()),
+            health: HealthMetrics {
+                state_write_errors: self.writes.errors_total(),
+                pins_missing: self.pins.missing.len() as u64,
+                control_dropped: None,
+            },
         }
     }
 }

@@ -9,10 +9,14 @@ pub mod control;
 pub mod feeds;
 mod ids;
 pub mod metrics;
+mod offences;
+pub mod persist;
+mod pinwatch;
 pub mod runtime;
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
@@ -26,7 +30,11 @@ use crate::{
 use bans::{BanBook, BanError, BanOrigin, BanRecord};
 use shield_common::event::FloodEvent;
 
-use crate::{clock, events::FloodTracker};
+use crate::{
+    adaptive::Adaptive,
+    clock,
+    events::{FloodTracker, LogBudget},
+};
 
 /// What the operator asked for on the command line.
 #[derive(Clone, Debug, Default)]
@@ -116,6 +124,55 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Who besides root could rewrite the policy through the config file.
+/// A world-writable config lets any local user unblock themselves or
+/// black-hole the host at the next reload; group write is fine for root's
+/// group and for the control group (whose members can change the policy
+/// over the socket anyway), and a warning for any other group.
+pub fn config_file_warnings(path: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let Ok(md) = std::fs::metadata(path) else {
+        return out;
+    };
+    let mode = md.mode() & 0o7777;
+    let shown = path.display();
+    if mode & 0o002 != 0 {
+        out.push(format!(
+            "{shown} is world-writable (mode {mode:04o}): any local user can change what shield blocks and allows; run `chmod o-w {shown}`"
+        ));
+    }
+    if mode & 0o020 != 0 && md.gid() != 0 {
+        let control = crate::control::server::lookup_group(crate::control::server::CONTROL_GROUP)
+            .ok()
+            .flatten();
+        if control != Some(md.gid()) {
+            out.push(format!(
+                "{shown} is writable by group {} (mode {mode:04o}), which is neither root nor `{}`: its members can change the policy; run `chmod g-w {shown}`",
+                md.gid(),
+                crate::control::server::CONTROL_GROUP
+            ));
+        }
+    }
+    if md.uid() != 0 {
+        out.push(format!(
+            "{shown} is owned by uid {}, not root: that user can change the policy; run `chown root {shown}`",
+            md.uid()
+        ));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::metadata(dir)
+        && d.mode() & 0o002 != 0
+        && d.mode() & 0o1000 == 0
+    {
+        out.push(format!(
+            "{} (the config's directory) is world-writable: any local user can replace {shown}",
+            dir.display()
+        ));
+    }
+    out
+}
+
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -156,6 +213,17 @@ pub struct Agent {
     feeds: feeds::Feeds,
     tallies: metrics::Tallies,
     started_unix: u64,
+    log_budget: LogBudget,
+    adaptive: Adaptive,
+    /// Interfaces whose pinned link lost its interface (said once).
+    lost_links: Vec<String>,
+    /// Failed writes to `state_dir`, shared with jobs that run unlocked.
+    writes: Arc<persist::StateWrites>,
+    /// policy-ids.json is behind the policy in force.
+    ids_dirty: bool,
+    /// offences.json is behind the offence history.
+    offences_dirty: bool,
+    pins: pinwatch::PinWatch,
 }
 
 impl Agent {
@@ -168,6 +236,11 @@ impl Agent {
         let tick_ns = dataplane::kernel_clock_tick_ns();
         for w in unsupported(&cfg) {
             tracing::warn!("{w}");
+        }
+        if let Some(p) = &opts.config_path {
+            for w in config_file_warnings(p) {
+                tracing::warn!("{w}");
+            }
         }
         pins::ensure_pin_dir(&cfg.pin_dir)?;
         statefile::ensure_dir(&cfg.state_dir)?;
@@ -191,13 +264,17 @@ impl Agent {
                 overrides: &overrides,
                 previous: previous.as_ref(),
                 tick_ns,
+                adaptive_divisor: 1,
             },
         )?;
         for w in &policy.warnings {
             tracing::warn!("{w}");
         }
         let in_maps = apply::snapshot(&dp)?;
-        let mut bans = BanBook::open(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        let writes = Arc::new(persist::StateWrites::default());
+        let mut bans = BanBook::open(&cfg.state_dir, writes.clone(), &mut |w| {
+            tracing::error!("{w}")
+        })?;
         let prefix_changed = in_maps.global.ipv6_prefix != policy.global.ipv6_prefix;
         let diff = PolicyDiff::between(Some(&in_maps), &policy);
         apply::apply_with_bans(&mut dp, &diff, prefix_changed, &bans)?;
@@ -207,7 +284,7 @@ impl Agent {
             port_slots = policy.ports.len(),
             "policy applied"
         );
-        ids::save(&cfg.state_dir, &policy)?;
+        let ids_dirty = !writes.outcome(ids::FILE, ids::save(&cfg.state_dir, &policy));
         let restored = bans.restore(&mut dp)?;
         tracing::info!(
             journal = restored.from_journal,
@@ -231,7 +308,16 @@ impl Agent {
             feeds: feeds::Feeds::default(),
             tallies: metrics::Tallies::default(),
             started_unix: clock::unix_secs(),
+            log_budget: LogBudget::default(),
+            adaptive: Adaptive::default(),
+            lost_links: Vec::new(),
+            writes,
+            ids_dirty,
+            offences_dirty: false,
+            pins: pinwatch::PinWatch::default(),
         };
+        let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
+        agent.floods.restore_offences(history);
         agent.sync_feeds().map_err(AgentError::Feeds)?;
         match agent.reconcile_feed_maps() {
             Ok(0) => {}
@@ -269,6 +355,7 @@ impl Agent {
             attached.push(a);
         }
         let gone = dataplane::detach_others(&self.cfg.pin_dir, &self.cfg.interfaces);
+        self.dp.release_links(&self.cfg.interfaces);
         for g in &gone {
             tracing::info!(iface = g, "detached (no longer configured)");
         }
@@ -301,9 +388,16 @@ impl Agent {
         }
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         let prefix_changed = self.policy.global.ipv6_prefix != policy.global.ipv6_prefix;
+        let file_warnings = self
+            .opts
+            .config_path
+            .as_deref()
+            .map(config_file_warnings)
+            .unwrap_or_default();
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;
-        ids::save(&cfg.state_dir, &policy)?;
-        let warnings = policy.warnings.clone();
+        self.save_ids(&policy);
+        let mut warnings = policy.warnings.clone();
+        warnings.extend(file_warnings);
         self.policy = policy;
         self.cfg = cfg;
         self.sync_feeds().map_err(AgentError::Feeds)?;
@@ -314,6 +408,18 @@ impl Agent {
             detached,
             warnings,
         })
+    }
+
+    /// Keeps the ids of the policy now in the maps. A failed write must not
+    /// undo a policy already applied: it is reported and retried.
+    fn save_ids(&mut self, policy: &Policy) {
+        let r = ids::save(&self.cfg.state_dir, policy);
+        self.ids_dirty = !self.writes.outcome(ids::FILE, r);
+    }
+
+    /// Failed writes to `state_dir` so far.
+    pub fn state_writes(&self) -> &persist::StateWrites {
+        &self.writes
     }
 
     fn compile(&self, cfg: &Config) -> Result<Policy, AgentError> {
@@ -329,6 +435,7 @@ impl Agent {
                 overrides: &overrides,
                 previous: Some(&self.policy),
                 tick_ns: self.tick_ns,
+                adaptive_divisor: self.adaptive.divisor(&cfg.adaptive),
             },
         )?)
     }
@@ -339,7 +446,7 @@ impl Agent {
         let policy = self.compile(&self.cfg.clone())?;
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         apply::apply_with_bans(&mut self.dp, &diff, false, &self.bans)?;
-        ids::save(&self.cfg.state_dir, &policy)?;
+        self.save_ids(&policy);
         self.policy = policy;
         Ok(diff.changes())
     }
@@ -359,6 +466,7 @@ impl Agent {
     /// `shieldctl detach`: removes links and pins; the agent then exits.
     pub fn detach_now(&mut self) -> Result<String, AgentError> {
         let removed = pins::remove_all(&self.cfg.pin_dir)?;
+        self.dp.release_links(&[]);
         self.detached = true;
         self.attached.clear();
         Ok(format!(
@@ -378,9 +486,28 @@ impl Agent {
     /// and the journal; floods get their drop rates sampled, and those that
     /// lasted long enough become bans.
     pub fn tick(&mut self) {
+        if self.ids_dirty {
+            let r = ids::save(&self.cfg.state_dir, &self.policy);
+            self.ids_dirty = !self.writes.outcome(ids::FILE, r);
+        }
+        self.retry_feed_ids();
+        self.check_pins();
         match self.bans.sweep(&mut self.dp) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "bans expired"),
+            Ok(gone) => {
+                let now = clock::monotonic_ns();
+                for b in &gone {
+                    if self.log_budget.allow(now) {
+                        tracing::info!(
+                            source = %b.net,
+                            origin = b.origin.as_str(),
+                            "ban expired"
+                        );
+                    }
+                }
+                if gone.len() > 1 {
+                    tracing::info!(expired = gone.len(), "bans expired");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "sweeping expired bans"),
         }
         if self.runtime.expire(clock::unix_ms()) {
@@ -390,29 +517,156 @@ impl Agent {
             }
         }
         let now = clock::monotonic_ns();
-        self.floods.expire(now);
         self.sample_flood_rates(now);
-        for d in self.floods.due_bans(now, &self.cfg.autoban) {
-            let now_ms = clock::unix_ms();
-            let rec = BanRecord {
+        for f in self.floods.take_ended(now) {
+            if self.log_budget.allow(now) {
+                tracing::info!(
+                    source = %f.source,
+                    class = self.policy.classes.get(f.class as usize).map_or("?", String::as_str),
+                    secs = (f.last_ns - f.first_ns) / 1_000_000_000,
+                    events = f.events,
+                    drop_rate = f.drop_rate.round(),
+                    banned = f.banned,
+                    "flood ended"
+                );
+            }
+        }
+        self.floods.expire(now);
+        self.autoban(now);
+        let suppressed = self.log_budget.take_suppressed();
+        if suppressed > 0 {
+            tracing::warn!(
+                suppressed,
+                flooding = self.floods.active(now).count(),
+                "per-source flood and autoban log lines held back (at most {} a second); shieldctl top and ban list show them all",
+                crate::events::LOG_LINES_PER_SEC
+            );
+        }
+        self.adapt(now);
+        self.check_links();
+    }
+
+    /// Says so when an XDP link stops holding its interface (deleted, or
+    /// detached behind the agent's back), and when it holds one again.
+    fn check_links(&mut self) {
+        if self.detached {
+            return;
+        }
+        for a in &self.attached {
+            let live = dataplane::link_live(&self.cfg.pin_dir, &a.iface);
+            let known_lost = self.lost_links.contains(&a.iface);
+            if !live && !known_lost {
+                tracing::error!(
+                    iface = a.iface,
+                    mode = a.mode.as_str(),
+                    "XDP link no longer attached: traffic on this interface is NOT filtered; reload or restart shield-agent to attach again"
+                );
+                self.lost_links.push(a.iface.clone());
+            } else if live && known_lost {
+                tracing::info!(iface = a.iface, "XDP link attached again");
+                self.lost_links.retain(|i| i != &a.iface);
+            }
+        }
+    }
+
+    /// The offence history follows the bans: a failed write (a full disk)
+    /// is counted with the other state writes and retried on the next tick.
+    fn save_offences(&mut self) {
+        let r = offences::save(&self.cfg.state_dir, self.floods.offences());
+        self.offences_dirty = !self.writes.outcome(offences::FILE, r);
+    }
+
+    fn autoban(&mut self, now: u64) {
+        if self
+            .floods
+            .forget_offences(clock::unix_ms(), &self.cfg.autoban)
+            || self.offences_dirty
+        {
+            self.save_offences();
+        }
+        let due = self.floods.due_bans(now, &self.cfg.autoban);
+        if due.is_empty() {
+            return;
+        }
+        let now_ms = clock::unix_ms();
+        let recs: Vec<BanRecord> = due
+            .iter()
+            .map(|d| BanRecord {
                 net: d.net,
                 origin: BanOrigin::Autoban,
                 reason: Some(d.reason.clone()),
                 created_unix_ms: now_ms,
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
-            };
-            match self.bans.add(&mut self.dp, rec) {
-                Ok(()) => {
+            })
+            .collect();
+        self.save_offences();
+        match self.bans.add_many(&mut self.dp, &recs) {
+            Ok(()) => {
+                for d in &due {
                     self.tallies.ban_added(BanOrigin::Autoban);
-                    tracing::warn!(
-                    source = %d.net,
-                    ttl = ?d.ttl,
-                    reason = d.reason,
-                    "autoban"
-                    );
+                    if self.log_budget.allow(now) {
+                        tracing::warn!(
+                            source = %d.net,
+                            ttl = ?d.ttl,
+                            reason = d.reason,
+                            "autoban"
+                        );
+                    }
                 }
-                Err(e) => tracing::error!(source = %d.net, error = %e, "autoban failed"),
             }
+            Err(e) => tracing::error!(bans = due.len(), error = %e, "autoban failed"),
+        }
+    }
+
+    /// `[adaptive]`: one sample of the total counters; a level change
+    /// recompiles the policy (LIMITS slots only, so buckets keep their state).
+    fn adapt(&mut self, now: u64) {
+        if !self.cfg.adaptive.enabled && self.adaptive.level() == 0 {
+            return;
+        }
+        let Ok(counters) = self.dp.counters() else {
+            return;
+        };
+        let (mut drops, mut passes) = (0u64, 0u64);
+        for (v, _, c) in counters.iter() {
+            match v {
+                shield_common::reason::Verdict::Pass => passes += c.packets,
+                _ => drops += c.packets,
+            }
+        }
+        let sample = crate::adaptive::Sample {
+            drops,
+            passes,
+            at_ns: now,
+        };
+        let Some(step) = self.adaptive.observe(&self.cfg.adaptive, sample) else {
+            return;
+        };
+        let divisor = self.adaptive.divisor(&self.cfg.adaptive);
+        let (drop_rate, pass_rate) = (
+            self.adaptive.drop_rate.round(),
+            self.adaptive.pass_rate.round(),
+        );
+        match self.recompute() {
+            Ok(changes) if step.tightened() => tracing::warn!(
+                level = step.to,
+                from = step.from,
+                divisor,
+                drop_rate,
+                pass_rate,
+                changes,
+                "adaptive limits tightened: the default tier's limits are divided by {divisor}"
+            ),
+            Ok(changes) => tracing::info!(
+                level = step.to,
+                from = step.from,
+                divisor,
+                drop_rate,
+                pass_rate,
+                changes,
+                "adaptive limits relaxed"
+            ),
+            Err(e) => tracing::error!(level = step.to, error = %e, "applying adaptive limits"),
         }
     }
 
@@ -445,7 +699,9 @@ impl Agent {
         }
         // SAFETY: FloodEvent is plain old data and the buffer holds enough bytes.
         let ev: FloodEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        if let Some(source) = self.floods.on_event(&ev, self.cfg.ipv6_prefix) {
+        if let Some(source) = self.floods.on_event(&ev, self.cfg.ipv6_prefix)
+            && self.log_budget.allow(clock::monotonic_ns())
+        {
             tracing::info!(
                 source = %source,
                 class = self.policy.classes.get(ev.class as usize).map_or("?", String::as_str),
@@ -454,6 +710,11 @@ impl Agent {
                 "flood started"
             );
         }
+    }
+
+    /// `[adaptive]` now: its level and the rates it last measured.
+    pub fn adaptive(&self) -> &Adaptive {
+        &self.adaptive
     }
 
     pub fn floods(&self) -> &FloodTracker {

@@ -14,8 +14,8 @@ use crate::{
     statefile::{self, StateFileError},
 };
 
-const ALLOW_FILE: &str = "allow.json";
-const OVERRIDES_FILE: &str = "limit-overrides.json";
+pub const ALLOW_FILE: &str = "allow.json";
+pub const OVERRIDES_FILE: &str = "limit-overrides.json";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

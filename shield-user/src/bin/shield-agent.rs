@@ -99,6 +99,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     })?;
     let metrics_listener =
         shield_user::metrics::bind(cfg.metrics_listen).map_err(|e| Failure(2, e.to_string()))?;
+    raise_fd_limit();
     let agent = Agent::start(opts, cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,11 +112,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
     result
 }
 
+/// Lifts the soft open-file limit to the hard one: every control or
+/// metrics connection costs an fd, and the 1024 a shell hands out is
+/// little next to the map fds and the connection caps.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("cannot raise RLIMIT_NOFILE");
+            }
+        }
+    }
+}
+
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
     let tick = dataplane::kernel_clock_tick_ns();
     match config::load(file, tick) {
         Ok(cfg) => {
             for w in agent::unsupported(&cfg) {
+                println!("{}: warning: {w}", file.display());
+            }
+            for w in agent::config_file_warnings(file) {
                 println!("{}: warning: {w}", file.display());
             }
             println!("{}: ok", file.display());
@@ -209,6 +232,13 @@ async fn main_loop(
             let mut s = lock(&agent).metrics_snapshot();
             let (ok, error, denied) = requests.read();
             s.control_requests = Some(shield_user::metrics::ControlRequests { ok, error, denied });
+            let (busy, evicted, timeout, oversized) = requests.read_dropped();
+            s.health.control_dropped = Some(shield_user::metrics::ControlDropped {
+                busy,
+                evicted,
+                timeout,
+                oversized,
+            });
             s
         });
         tokio::spawn(shield_user::metrics::serve(

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use super::model::{AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting};
+use super::model::{
+    AdaptiveConfig, AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting,
+};
 
 pub(super) const IPV6_PREFIX: u8 = 64;
 pub(super) const CONTROL_SOCKET: &str = "/run/shield/shield.sock";
@@ -47,6 +49,20 @@ pub(super) const AUTOBAN: AutobanConfig = AutobanConfig {
     max_ttl: Duration::from_secs(24 * 3600),
 };
 
+/// Off unless asked for: tightening limits on a guess is the operator's call.
+pub(super) const ADAPTIVE: AdaptiveConfig = AdaptiveConfig {
+    enabled: false,
+    drop_rate: Some(Rate {
+        count: 100_000,
+        per: Duration::from_secs(1),
+    }),
+    pass_rate: None,
+    factor: 2,
+    max_level: 3,
+    step: Duration::from_secs(10),
+    relax_after: Duration::from_secs(60),
+};
+
 /// The configuration of an empty file.
 pub(super) fn config() -> Config {
     Config {
@@ -66,5 +82,6 @@ pub(super) fn config() -> Config {
         feeds: Vec::new(),
         crowdsec: None,
         autoban: AUTOBAN,
+        adaptive: ADAPTIVE,
     }
 }

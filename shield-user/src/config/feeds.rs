@@ -151,7 +151,8 @@ fn format_name(f: FeedFormat) -> &'static str {
 /// path, and a rewritten blocklist is a way to cut the host off: https
 /// unless the operator says otherwise in so many words.
 fn check_feed_url(u: &str, allow_http: bool, span: &Span, r: &mut Report<'_>) {
-    let shown = clip(&format!("{u:?}"));
+    // Errors end up in logs: never with the URL's credentials.
+    let shown = clip(&format!("{:?}", crate::feeds::redact_url(u)));
     let lower = u.to_ascii_lowercase();
     let rest = if let Some(rest) = lower.strip_prefix("https://") {
         rest
@@ -209,7 +210,7 @@ pub(super) fn crowdsec(sec: &Section<'_, '_>, r: &mut Report<'_>) -> CrowdsecCon
     sec.check_keys(CROWDSEC_KEYS, |_| None, r);
     let lapi_url = match sec.string("lapi_url", "\"http://127.0.0.1:8080\"", r) {
         Some((u, span)) => {
-            let shown = clip(&format!("{u:?}"));
+            let shown = clip(&format!("{:?}", crate::feeds::redact_url(u)));
             let lower = u.to_ascii_lowercase();
             // The LAPI usually listens on the host or a private network,
             // where plain http is the norm; both schemes are fine.

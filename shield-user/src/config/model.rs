@@ -115,6 +115,24 @@ pub struct AutobanConfig {
     pub max_ttl: Duration,
 }
 
+/// `[adaptive]`: tighten the default tier's limits while the host is under
+/// a flood (see `crate::adaptive` for the state machine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdaptiveConfig {
+    pub enabled: bool,
+    /// Total drops (all sources, all reasons) that mean "under a flood".
+    pub drop_rate: Option<Rate>,
+    /// Total passes that mean "under a flood".
+    pub pass_rate: Option<Rate>,
+    /// Each level divides the default tier's rates and bursts by this.
+    pub factor: u32,
+    pub max_level: u32,
+    /// At most one level up per `step`.
+    pub step: Duration,
+    /// Calm this long relaxes one level.
+    pub relax_after: Duration,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// May be empty in a file; the agent then needs `--iface`.
@@ -135,4 +153,5 @@ pub struct Config {
     pub feeds: Vec<FeedConfig>,
     pub crowdsec: Option<CrowdsecConfig>,
     pub autoban: AutobanConfig,
+    pub adaptive: AdaptiveConfig,
 }

@@ -10,7 +10,9 @@ use super::{
     defaults,
     error::{Report, Span},
     feeds,
-    model::{AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting},
+    model::{
+        AdaptiveConfig, AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting,
+    },
     reader::{Section, clip},
     rules, suggest,
     units::{format_duration, parse_duration, parse_rate},
@@ -60,6 +62,7 @@ const TOP_KEYS: &[&str] = &[
     "feed",
     "crowdsec",
     "autoban",
+    "adaptive",
 ];
 
 pub(super) fn document(root: &Section<'_, '_>, r: &mut Report<'_>) -> Parsed {
@@ -180,6 +183,9 @@ pub(super) fn document(root: &Section<'_, '_>, r: &mut Report<'_>) -> Parsed {
     }
     if let Some(ab) = root.table("autoban", r) {
         c.autoban = autoban(&ab, r);
+    }
+    if let Some(ad) = root.table("adaptive", r) {
+        c.adaptive = adaptive(&ad, r);
     }
     Parsed { config: c, sites }
 }
@@ -478,6 +484,67 @@ fn autoban(sec: &Section<'_, '_>, r: &mut Report<'_>) -> AutobanConfig {
             (None, None) => (sec.span.clone(), "`ttl` is longer than `max_ttl`".into()),
         };
         r.at(&span, msg);
+    }
+    a
+}
+
+const ADAPTIVE_KEYS: &[&str] = &[
+    "enabled",
+    "drop_rate",
+    "pass_rate",
+    "factor",
+    "max_level",
+    "step",
+    "relax_after",
+];
+
+fn adaptive(sec: &Section<'_, '_>, r: &mut Report<'_>) -> AdaptiveConfig {
+    sec.check_keys(ADAPTIVE_KEYS, |_| None, r);
+    let mut a = defaults::ADAPTIVE;
+    if let Some(b) = sec.boolean("enabled", r) {
+        a.enabled = b;
+    }
+    // "off" turns one threshold off; a rate of zero would mean "always".
+    let threshold = |key: &str, r: &mut Report<'_>| -> Option<Option<Rate>> {
+        if let Some(v) = sec.get(key)
+            && let DeValue::String(s) = v.get_ref()
+            && s == "off"
+        {
+            return Some(None);
+        }
+        let (rate, span) = rate(sec, key, r)?;
+        if rate.count == 0 {
+            r.at(
+                &span,
+                format!("`{key}`: a threshold must be above zero; write \"off\" to use only the other one"),
+            );
+            return None;
+        }
+        Some(Some(rate))
+    };
+    if let Some(t) = threshold("drop_rate", r) {
+        a.drop_rate = t;
+    }
+    if let Some(t) = threshold("pass_rate", r) {
+        a.pass_rate = t;
+    }
+    if let Some(n) = bounded(sec, "factor", "2", 2..=10, r) {
+        a.factor = n as u32;
+    }
+    if let Some(n) = bounded(sec, "max_level", "3", 1..=8, r) {
+        a.max_level = n as u32;
+    }
+    if let Some((d, _)) = positive_duration(sec, "step", r) {
+        a.step = d;
+    }
+    if let Some((d, _)) = positive_duration(sec, "relax_after", r) {
+        a.relax_after = d;
+    }
+    if a.enabled && a.drop_rate.is_none() && a.pass_rate.is_none() {
+        r.at(
+            &sec.span,
+            "[adaptive] is enabled with both `drop_rate` and `pass_rate` off: set at least one threshold",
+        );
     }
     a
 }

@@ -234,6 +234,21 @@ pub struct StatusInfo {
     pub feeds: FeedsSummary,
     pub totals: Totals,
     pub bans_active: u64,
+    /// Problems that do not stop enforcement but need an operator.
+    #[serde(default)]
+    pub health: Health,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Failed writes to `state_dir` (a full disk), retries included.
+    pub state_write_errors: u64,
+    /// State files behind what is enforced (their last write failed).
+    pub state_unsaved: Vec<String>,
+    pub state_last_error: Option<String>,
+    /// Pins missing under `pin_dir` (bpffs unmounted or cleared).
+    pub pins_missing: u64,
+    pub pins_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,9 +375,29 @@ pub struct FeedRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsInfo {
-    /// Effective limits, overrides applied, one row per (tier, class).
+    /// Effective limits, overrides and `[adaptive]` tightening applied, one
+    /// row per (tier, class).
     pub rows: Vec<LimitRow>,
     pub overrides: Vec<OverrideRow>,
+    /// `[adaptive]`, when it is enabled (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveInfo>,
+}
+
+/// Where `[adaptive]` stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdaptiveInfo {
+    /// 0: the configured limits; N: the default tier's divided by `divisor`.
+    pub level: u32,
+    pub max_level: u32,
+    /// `factor^level`.
+    pub divisor: u64,
+    /// Total drops and passes per second, as last measured.
+    pub drop_rate: u64,
+    pub pass_rate: u64,
+    /// The thresholds; `None`: that one is off.
+    pub drop_threshold: Option<RateSpec>,
+    pub pass_threshold: Option<RateSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -800,6 +835,7 @@ pub(crate) mod tests {
                     would_drop_packets: 0,
                 },
                 bans_active: 3,
+                health: Health::default(),
             }),
             Reply::Stats(vec![StatRow {
                 verdict: Verdict::WouldDrop,
@@ -846,6 +882,15 @@ pub(crate) mod tests {
                     expires_in_secs: Some(60),
                     persisted: false,
                 }],
+                adaptive: Some(AdaptiveInfo {
+                    level: 1,
+                    max_level: 3,
+                    divisor: 2,
+                    drop_rate: 150_000,
+                    pass_rate: 900,
+                    drop_threshold: Some("100000/s".parse().unwrap()),
+                    pass_threshold: None,
+                }),
             }),
             Reply::Check(Box::new(CheckInfo {
                 addr: "203.0.113.9".parse().unwrap(),

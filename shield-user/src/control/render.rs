@@ -8,7 +8,7 @@ use super::{
         AllowOrigin, BanOrigin, BanRow, CheckInfo, ErrorKind, ErrorReply, FeedRow, LimitsInfo,
         OverrideRow, Reply, StatRow, StatusInfo, TopRow, Verdict, XdpMode,
     },
-    units::{format_bytes, format_count, format_duration, format_rate},
+    units::{RateSpec, format_bytes, format_count, format_duration, format_rate},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +251,27 @@ fn status(s: &StatusInfo) -> String {
         let _ = write!(packets, ", {} would drop", count(tot.would_drop_packets));
     }
     t.row(["packets".to_string(), packets]);
+    let h = &s.health;
+    if h.state_write_errors > 0 || !h.state_unsaved.is_empty() {
+        let mut state = format!("{} failed writes", count(h.state_write_errors));
+        if !h.state_unsaved.is_empty() {
+            let _ = write!(state, "; NOT SAVED: {}", h.state_unsaved.join(", "));
+        }
+        if let Some(e) = &h.state_last_error {
+            let _ = write!(state, "; last: {e}");
+        }
+        t.row(["state dir".to_string(), state]);
+    }
+    if h.pins_missing > 0 {
+        let mut pins = format!(
+            "{} MISSING (a restart now would start from empty maps)",
+            h.pins_missing
+        );
+        if let Some(e) = &h.pins_error {
+            let _ = write!(pins, "; {e}");
+        }
+        t.row(["pins".to_string(), pins]);
+    }
     t.render()
 }
 
@@ -415,6 +436,25 @@ fn limits(info: &LimitsInfo) -> String {
     } else {
         t.render()
     };
+    if let Some(a) = &info.adaptive {
+        let threshold =
+            |t: &Option<RateSpec>| t.as_ref().map_or("off".to_string(), ToString::to_string);
+        let state = if a.level == 0 {
+            "as configured".to_string()
+        } else {
+            format!("default tier's limits divided by {}", a.divisor)
+        };
+        let _ = writeln!(
+            out,
+            "\nadaptive: level {}/{} ({state}); now {} drops/s (threshold {}), {} passes/s (threshold {})",
+            a.level,
+            a.max_level,
+            a.drop_rate,
+            threshold(&a.drop_threshold),
+            a.pass_rate,
+            threshold(&a.pass_threshold),
+        );
+    }
     if !info.overrides.is_empty() {
         let mut o = Table::new(&["OVERRIDE", "CHANGES", "EXPIRES", "PERSISTED"]);
         for r in &info.overrides {
@@ -636,6 +676,7 @@ NET             ORIGIN   EXPIRES   REASON
                 would_drop_packets: 0,
             },
             bans_active: 2,
+            health: Default::default(),
         };
         let out = render(&Reply::Status(s.clone()), 0);
         assert!(
@@ -703,8 +744,21 @@ NET             ORIGIN   EXPIRES   REASON
                 expires_in_secs: Some(1800),
                 persisted: true,
             }],
+            adaptive: Some(crate::control::protocol::AdaptiveInfo {
+                level: 2,
+                max_level: 3,
+                divisor: 4,
+                drop_rate: 150_000,
+                pass_rate: 900,
+                drop_threshold: Some("100000/s".parse().unwrap()),
+                pass_threshold: None,
+            }),
         };
         let out = render(&Reply::Limits(info), 0);
+        assert!(
+            out.contains("adaptive: level 2/3 (default tier's limits divided by 4); now 150000 drops/s (threshold 100000/s), 900 passes/s (threshold off)"),
+            "{out}"
+        );
         assert!(
             out.contains("default  default   1000/s   2000    unlimited    100"),
             "{out}"

@@ -18,11 +18,13 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::timeout,
 };
 use tracing::{debug, info, warn};
+
+use crate::evict::WaitQueue;
 
 use super::{
     frame::{
@@ -104,12 +106,21 @@ pub struct ServerConfig {
 }
 
 /// Requests by outcome: `ok`, `error` (answered with an error, including
-/// malformed requests), `denied` (the peer may not use the socket).
+/// malformed requests), `denied` (the peer may not use the socket); and
+/// connections refused or cut before a request was served.
 #[derive(Debug, Default)]
 pub struct RequestCounters {
     pub ok: std::sync::atomic::AtomicU64,
     pub error: std::sync::atomic::AtomicU64,
     pub denied: std::sync::atomic::AtomicU64,
+    /// Over the cap with no waiting connection to evict.
+    pub busy: std::sync::atomic::AtomicU64,
+    /// Closed to make room for a new connection.
+    pub evicted: std::sync::atomic::AtomicU64,
+    /// No complete request in time.
+    pub timeout: std::sync::atomic::AtomicU64,
+    /// A request frame over the size limit.
+    pub oversized: std::sync::atomic::AtomicU64,
 }
 
 impl RequestCounters {
@@ -124,6 +135,17 @@ impl RequestCounters {
             self.ok.load(Relaxed),
             self.error.load(Relaxed),
             self.denied.load(Relaxed),
+        )
+    }
+
+    /// (busy, evicted, timeout, oversized) now.
+    pub fn read_dropped(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.busy.load(Relaxed),
+            self.evicted.load(Relaxed),
+            self.timeout.load(Relaxed),
+            self.oversized.load(Relaxed),
         )
     }
 }
@@ -263,6 +285,7 @@ impl ControlSocket {
             handler,
             gid,
             config,
+            waiting: WaitQueue::default(),
         });
         let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
         let mut tasks = JoinSet::new();
@@ -272,16 +295,23 @@ impl ControlSocket {
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(permit) => {
-                            let ctx = Arc::clone(&ctx);
-                            tasks.spawn(async move {
-                                connection(stream, &ctx).await;
-                                drop(permit);
-                            });
+                    Ok((stream, _)) => {
+                        // Every slot taken: the connection that has waited
+                        // longest for a request hands its slot over
+                        // (crate::evict). Only when every slot is serving a
+                        // request is the newcomer told `busy`.
+                        let slot = crate::evict::take_slot(&slots, || ctx.evict_oldest()).await;
+                        match slot {
+                            Some(permit) => {
+                                let ctx = Arc::clone(&ctx);
+                                tasks.spawn(async move { connection(stream, permit, &ctx).await });
+                            }
+                            None => {
+                                RequestCounters::bump(&ctx.config.counters.busy);
+                                refuse_busy(&stream, ctx.config.max_connections);
+                            }
                         }
-                        Err(_) => refuse_busy(&stream, ctx.config.max_connections),
-                    },
+                    }
                     Err(e) => {
                         // EMFILE and friends: the agent must keep running, so
                         // back off briefly instead of spinning or failing.
@@ -320,6 +350,19 @@ struct Ctx {
     handler: Arc<dyn Handler>,
     gid: Option<u32>,
     config: ServerConfig,
+    waiting: WaitQueue<OwnedSemaphorePermit>,
+}
+
+impl Ctx {
+    /// Closes the connection that has waited longest for a request (see
+    /// [`crate::evict`]) and takes its slot; `None` if none waits.
+    fn evict_oldest(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.waiting.evict_oldest();
+        if slot.is_some() {
+            RequestCounters::bump(&self.config.counters.evicted);
+        }
+        slot
+    }
 }
 
 /// Removes a leftover socket file, but only when nothing answers on it: a
@@ -482,15 +525,18 @@ fn fallback(kind: ErrorKind, message: &str) -> Vec<u8> {
 /// A fresh socket's send buffer has room for a small frame, so a
 /// non-blocking write either goes through whole or not at all.
 fn refuse_busy(stream: &UnixStream, cap: usize) {
-    warn!("control socket: {cap} connections already open; refusing one");
-    let body = fallback(
-        ErrorKind::Busy,
-        &format!("shield-agent is serving {cap} control connections already; retry shortly"),
-    );
+    debug!("control socket: {cap} connections busy with requests; refusing one");
+    let _ = stream.try_write(&busy_frame(&format!(
+        "shield-agent is serving {cap} control requests already; retry shortly"
+    )));
+}
+
+fn busy_frame(message: &str) -> Vec<u8> {
+    let body = fallback(ErrorKind::Busy, message);
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
     frame.extend_from_slice(&body);
-    let _ = stream.try_write(&frame);
+    frame
 }
 
 async fn send(stream: &mut UnixStream, resp: &Response, ctx: &Ctx) -> bool {
@@ -505,10 +551,59 @@ async fn send(stream: &mut UnixStream, resp: &Response, ctx: &Ctx) -> bool {
     )
 }
 
+/// What waiting for the next request on a connection brought.
+enum Next {
+    Body(Vec<u8>),
+    /// Closed, idle too long, or a broken frame: end quietly.
+    Done,
+    TooLarge {
+        len: u64,
+        max: usize,
+    },
+    TimedOut,
+}
+
+/// Waits for the next request: for a first request, the request timeout
+/// runs from accept; for later ones, the idle limit runs until the first
+/// byte and the request timeout from there.
+async fn next_request(
+    reader: &mut BufReader<UnixStream>,
+    first: bool,
+    ctx: &Ctx,
+    peer: &Peer,
+) -> Next {
+    if !first {
+        match timeout(ctx.config.idle_timeout, reader.fill_buf()).await {
+            Ok(Ok(buf)) if !buf.is_empty() => {}
+            Ok(_) => return Next::Done,
+            Err(_) => {
+                debug!("control client {peer} idle; closing");
+                return Next::Done;
+            }
+        }
+    }
+    match timeout(
+        ctx.config.request_timeout,
+        read_frame_async(reader, MAX_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => Next::Body(body),
+        Ok(Err(FrameError::TooLarge { len, max })) => Next::TooLarge { len, max },
+        Ok(Err(FrameError::Closed)) => Next::Done,
+        Ok(Err(e)) => {
+            debug!("control client {peer}: {e}");
+            Next::Done
+        }
+        Err(_) => Next::TimedOut,
+    }
+}
+
 /// Serves one connection. Errors raised here (timeouts, bad frames,
 /// denial) are answered and end the connection; errors the handler returns
 /// are ordinary replies and the connection stays open.
-async fn connection(stream: UnixStream, ctx: &Ctx) {
+async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
+    let mut slot = Some(slot);
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -527,37 +622,35 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
     let mut reader = BufReader::new(stream);
     let mut first = true;
     loop {
-        if !first {
-            match timeout(ctx.config.idle_timeout, reader.fill_buf()).await {
-                Ok(Ok(buf)) if !buf.is_empty() => {}
-                Ok(_) => return,
-                Err(_) => {
-                    debug!("control client {peer} idle; closing");
-                    return;
-                }
-            }
-        }
+        let Some(parked) = slot.take() else { return };
+        let ticket = ctx.waiting.wait(parked);
+        let read = tokio::select! {
+            () = ticket.evicted() => None,
+            r = next_request(&mut reader, first, ctx, &peer) => Some(r),
+        };
+        // Evicted just as the request completed: the slot is gone.
+        slot = ticket.done();
+        let read = read.filter(|_| slot.is_some());
         first = false;
-        let read = timeout(
-            ctx.config.request_timeout,
-            read_frame_async(&mut reader, MAX_REQUEST_BYTES),
-        )
-        .await;
         let stream = reader.get_mut();
+        let Some(read) = read else {
+            debug!("control client {peer} evicted to make room");
+            let msg = "closed to make room for another client: no complete request yet";
+            let _ = stream.try_write(&busy_frame(msg));
+            return;
+        };
         let body = match read {
-            Ok(Ok(body)) => body,
-            Ok(Err(FrameError::Closed)) => return,
-            Ok(Err(FrameError::TooLarge { len, max })) => {
-                warn!("control client {peer} sent a {len}-byte frame; closing");
+            Next::Body(body) => body,
+            Next::Done => return,
+            Next::TooLarge { len, max } => {
+                RequestCounters::bump(&ctx.config.counters.oversized);
+                debug!("control client {peer} sent a {len}-byte frame; closing");
                 let msg = format!("request frame of {len} bytes exceeds the {max}-byte limit");
                 send(stream, &Response::error(ErrorKind::TooLarge, msg), ctx).await;
                 return;
             }
-            Ok(Err(e)) => {
-                debug!("control client {peer}: {e}");
-                return;
-            }
-            Err(_) => {
+            Next::TimedOut => {
+                RequestCounters::bump(&ctx.config.counters.timeout);
                 debug!("control client {peer} sent no complete request in time; closing");
                 let msg = format!(
                     "no complete request within {}s; closing",

@@ -182,6 +182,67 @@ pub(super) fn restrict(path: &Path) {
     let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
 }
 
+/// Pins the link with kernel id `id` at `path` through a fresh fd of its
+/// own (`BPF_LINK_GET_FD_BY_ID`, then `BPF_OBJ_PIN`), leaving every other
+/// handle to the link untouched.
+pub fn pin_link_by_id(id: u32, path: &Path) -> io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    #[repr(C)]
+    struct ById {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    #[repr(C)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut by_id = ById {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: a fully initialised attribute of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_GET_FD_BY_ID,
+            &mut by_id as *mut ById,
+            size_of::<ById>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just handed us this fd; we own it from here.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut pin = Pin {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&owned) as u32,
+        file_flags: 0,
+    };
+    // SAFETY: `pin` points at a NUL-terminated path that outlives the call
+    // and at an open link fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &mut pin as *mut Pin,
+            size_of::<Pin>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

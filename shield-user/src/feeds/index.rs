@@ -450,6 +450,19 @@ impl FeedIndex {
             .sum()
     }
 
+    /// Distinct entries in the kernel by map: IPv4 hosts (`FEED_V4`), IPv4
+    /// prefixes (`FEED_NET_V4`), IPv6 hosts (`FEED_V6`), IPv6 prefixes
+    /// (`FEED_NET_V6`). A popcount, cheap enough for every scrape.
+    pub fn enforced_by_map(&self) -> [usize; 4] {
+        let mut n = [0; 4];
+        for f in self.feeds.values() {
+            for (k, bits) in f.owned.iter().enumerate() {
+                n[k] += bits.count();
+            }
+        }
+        n
+    }
+
     /// The feeds that list exactly `net`, ascending.
     pub fn feeds_listing(&self, net: &Cidr) -> Vec<u32> {
         self.feeds
@@ -940,6 +953,11 @@ mod tests {
                     prop_assert_eq!(ix.feeds_listing(c), listing);
                 }
                 prop_assert_eq!(ix.enforced_len(), union.len());
+                let mut by_map = [0; 4];
+                for c in &union {
+                    by_map[kind_of(c)] += 1;
+                }
+                prop_assert_eq!(ix.enforced_by_map(), by_map);
                 for (id, l) in &lists {
                     prop_assert_eq!(ix.len(*id), l.len());
                 }

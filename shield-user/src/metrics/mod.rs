@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics: a [`Snapshot`] the agent fills once per
-//! scrape, [`render()`] to turn it into the text exposition format, and
+//! scrape, [`render()`] to turn it into the text exposition format (through
+//! the `prometheus-client` crate's encoder), and
 //! [`serve`] for the small HTTP endpoint (`127.0.0.1:9964/metrics` by
 //! default). What each metric means is in `docs/metrics.md`.
 //!
@@ -24,8 +25,8 @@ pub mod snapshot;
 pub use render::{CONTENT_TYPE, render};
 pub use server::{DEFAULT_LISTEN, MetricsError, ServerConfig, SnapshotFn, bind, serve, serve_with};
 pub use snapshot::{
-    BanTotals, BuildInfo, ControlRequests, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads,
-    Snapshot, Traffic,
+    BanTotals, BuildInfo, ControlDropped, ControlRequests, FeedMetrics, HealthMetrics,
+    InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
 };
 
 #[cfg(test)]

@@ -1,12 +1,20 @@
-//! The Prometheus text exposition format, version 0.0.4.
+//! The Prometheus text exposition format, version 0.0.4, written by the
+//! `prometheus-client` crate's encoder.
 //!
 //! Every family is always announced with `# HELP` and `# TYPE`, even with no
 //! samples, so the set of families does not depend on the agent's state.
 //! Output is deterministic: families in a fixed order, list items sorted by
-//! name, so two scrapes of the same state are byte-identical.
+//! name, so two scrapes of the same state are byte-identical. That is why
+//! the families are not the crate's registered metrics (a `Family` keeps its
+//! series in a hash map, and the agent's numbers live in the kernel maps
+//! anyway): one [`Collector`] encodes the snapshot, in order, per scrape.
 
-use std::fmt::Write as _;
-
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
 use shield_common::reason::{Reason, Verdict};
 
 use super::snapshot::{FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot};
@@ -16,9 +24,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders `s` as a complete exposition, ending in a newline.
 pub fn render(s: &Snapshot) -> String {
-    let mut o = Out {
-        buf: String::with_capacity(8 * 1024),
-    };
+    let mut o = Out::default();
 
     o.family(
         "shield_packets_total",
@@ -181,7 +187,67 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("shield_start_time_seconds", &[], s.start_time_unix);
 
-    o.buf
+    o.feed_family(
+        &feeds,
+        "shield_feed_refresh_interval_seconds",
+        "gauge",
+        "A threat feed's configured refresh interval; a feed is stale when its last success is much older.",
+        |f| Some(f.refresh_interval_secs),
+    );
+    o.family(
+        "shield_flood_log_suppressed_total",
+        "counter",
+        "Per-source flood and autoban log lines held back by the log rate limit.",
+    );
+    o.sample(
+        "shield_flood_log_suppressed_total",
+        &[],
+        s.flood_log_suppressed_total,
+    );
+    o.family(
+        "shield_adaptive_level",
+        "gauge",
+        "Steps by which [adaptive] has tightened the default tier's limits; 0 means as configured.",
+    );
+    o.sample("shield_adaptive_level", &[], s.adaptive_level);
+
+    o.family(
+        "shield_state_write_errors_total",
+        "counter",
+        "Failed writes to state_dir (bans journal, allow entries, ids, feed copies), retries included; enforcement is unaffected.",
+    );
+    o.sample(
+        "shield_state_write_errors_total",
+        &[],
+        s.health.state_write_errors,
+    );
+    o.family(
+        "shield_pins_missing",
+        "gauge",
+        "Pins missing under pin_dir at the last check (bpffs unmounted or cleared); enforcement continues, a restart would not find them.",
+    );
+    o.sample("shield_pins_missing", &[], s.health.pins_missing);
+    o.family(
+        "shield_control_connections_dropped_total",
+        "counter",
+        "Control-socket connections refused or cut, by reason (busy, evicted, timeout, oversized).",
+    );
+    if let Some(d) = s.health.control_dropped {
+        for (reason, n) in [
+            ("busy", d.busy),
+            ("evicted", d.evicted),
+            ("timeout", d.timeout),
+            ("oversized", d.oversized),
+        ] {
+            o.sample(
+                "shield_control_connections_dropped_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+    }
+
+    o.encode()
 }
 
 /// The items sorted by `key`, the first of each key kept. Sorting makes the
@@ -195,40 +261,55 @@ fn unique_sorted<T>(items: &[T], key: impl Fn(&T) -> &String) -> Vec<&T> {
     v
 }
 
+/// The families of one scrape, in order, as [`render`] lists them.
+#[derive(Debug, Default)]
 struct Out {
-    buf: String,
+    families: Vec<FamilyOut>,
+}
+
+#[derive(Debug)]
+struct FamilyOut {
+    name: String,
+    kind: MetricType,
+    help: String,
+    samples: Vec<(Vec<(String, String)>, u64)>,
 }
 
 impl Out {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
-        self.buf.push_str("# HELP ");
-        self.buf.push_str(name);
-        self.buf.push(' ');
-        escape_help(help, &mut self.buf);
-        self.buf.push_str("\n# TYPE ");
-        self.buf.push_str(name);
-        self.buf.push(' ');
-        self.buf.push_str(kind);
-        self.buf.push('\n');
+        self.families.push(FamilyOut {
+            name: name.to_owned(),
+            kind: if kind == "counter" {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            },
+            help: help.to_owned(),
+            samples: Vec::new(),
+        });
     }
 
+    /// A sample of the family announced last (`name` is its name).
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.buf.push_str(name);
-        if !labels.is_empty() {
-            self.buf.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.buf.push(',');
-                }
-                self.buf.push_str(k);
-                self.buf.push_str("=\"");
-                escape_label_value(v, &mut self.buf);
-                self.buf.push('"');
-            }
-            self.buf.push('}');
-        }
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.buf, " {value}");
+        let Some(f) = self.families.last_mut() else {
+            return;
+        };
+        debug_assert_eq!(f.name, name, "a sample outside its family");
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        f.samples.push((labels, value));
+    }
+
+    fn encode(self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(self.families)));
+        let mut buf = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail, and the collector only fails
+        // when its writer does.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut buf, &registry);
+        buf
     }
 
     fn feed_family(
@@ -248,26 +329,31 @@ impl Out {
     }
 }
 
-/// Label values: backslash, double quote and line feed are escaped; every
-/// other character, control characters included, is legal as it is.
-pub(crate) fn escape_label_value(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
+/// One scrape's families for the encoder.
+#[derive(Debug)]
+struct Scrape(Vec<FamilyOut>);
 
-/// HELP text: only backslash and line feed are escaped.
-fn escape_help(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            // The encoder adds `_total` to a counter's name itself.
+            let name = match f.kind {
+                MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name),
+                _ => &f.name,
+            };
+            let mut family = encoder.encode_descriptor(name, &f.help, None, f.kind)?;
+            for (labels, value) in &f.samples {
+                let labels: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let sample = family.encode_family(&labels)?;
+                match f.kind {
+                    MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+                    _ => ConstGauge::new(*value).encode(sample)?,
+                }
+            }
         }
+        Ok(())
     }
 }

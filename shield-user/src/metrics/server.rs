@@ -19,11 +19,13 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{Mutex, Semaphore},
+    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
     task::{JoinHandle, JoinSet},
     time::timeout,
 };
 use tracing::{debug, warn};
+
+use crate::evict::{WaitQueue, take_slot};
 
 use super::{
     http::{self, Request, Route},
@@ -135,6 +137,7 @@ pub async fn serve_with<S>(
             state: Mutex::new(RenderState::default()),
         },
         config,
+        waiting: WaitQueue::default(),
     });
     // Semaphore::new panics past MAX_PERMITS; no cap that high is meant.
     let cap = ctx.config.max_connections.min(Semaphore::MAX_PERMITS);
@@ -148,15 +151,15 @@ pub async fn serve_with<S>(
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
+                // Every slot taken: the connection that has waited longest
+                // for its request head hands its slot over (crate::evict),
+                // so idle local connections cannot keep Prometheus out.
+                Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()).await {
+                    Some(permit) => {
                         let ctx = Arc::clone(&ctx);
-                        tasks.spawn(async move {
-                            connection(stream, &ctx).await;
-                            drop(permit);
-                        });
+                        tasks.spawn(async move { connection(stream, permit, &ctx).await });
                     }
-                    Err(_) => {
+                    None => {
                         busy.refused(ctx.config.max_connections);
                         match Arc::clone(&refusals).try_acquire_owned() {
                             Ok(permit) => {
@@ -188,6 +191,8 @@ pub async fn serve_with<S>(
 struct Ctx {
     renderer: Renderer,
     config: ServerConfig,
+    /// Connections still waiting for their request head.
+    waiting: WaitQueue<OwnedSemaphorePermit>,
 }
 
 /// Takes snapshots one at a time and lets requests share them.
@@ -243,12 +248,23 @@ impl Renderer {
 }
 
 /// Serves one connection: one request, one reply, then close.
-async fn connection(mut stream: TcpStream, ctx: &Ctx) {
+async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
     let cfg = &ctx.config;
     // The reply goes out as head then body; without Nagle the body's last
     // segment is not held back waiting for the ACK of the head.
     let _ = stream.set_nodelay(true);
-    let reply = match timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)).await {
+    let ticket = ctx.waiting.wait(slot);
+    let head = tokio::select! {
+        () = ticket.evicted() => None,
+        h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
+    };
+    // Held until the reply is out; gone if evicted as the head completed.
+    let Some(_slot) = ticket.done() else {
+        debug!("metrics: closed a connection with no request yet to make room");
+        return;
+    };
+    let Some(head) = head else { return };
+    let reply = match head {
         Err(_) => {
             debug!("metrics: no complete request within {:?}", cfg.read_timeout);
             return;

@@ -36,6 +36,36 @@ pub struct Snapshot {
     pub reloads: Reloads,
     /// When this agent process started, in Unix seconds.
     pub start_time_unix: u64,
+    /// Per-source flood and autoban log lines held back by the log budget.
+    pub flood_log_suppressed_total: u64,
+    /// `[adaptive]` steps the default tier's limits are tightened by now.
+    pub adaptive_level: u64,
+    pub health: HealthMetrics,
+}
+
+/// Failures that do not stop enforcement but need an operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthMetrics {
+    /// Failed writes to `state_dir`, retries included.
+    pub state_write_errors: u64,
+    /// Pins missing under `pin_dir` at the last check.
+    pub pins_missing: u64,
+    /// Control connections refused or cut: `None` when not counted.
+    pub control_dropped: Option<ControlDropped>,
+}
+
+/// Control connections the server refused or cut, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlDropped {
+    /// Over the connection cap, with nothing to evict.
+    pub busy: u64,
+    /// Closed to make room: the oldest connection still waiting for a
+    /// complete request.
+    pub evicted: u64,
+    /// No complete request in time (slow or silent clients).
+    pub timeout: u64,
+    /// A frame over the request size limit.
+    pub oversized: u64,
 }
 
 /// The data plane's counters, one per (verdict, reason), laid out like the
@@ -101,6 +131,8 @@ pub struct FeedMetrics {
     pub held: bool,
     /// Lines the last parse rejected as garbage.
     pub rejected_lines: u64,
+    /// The configured `refresh`, in seconds: staleness is measured against it.
+    pub refresh_interval_secs: u64,
 }
 
 /// Bans added since the agent started, by who added them.

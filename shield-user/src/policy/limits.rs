@@ -137,3 +137,38 @@ fn resolve_one(
         burst,
     }
 }
+
+/// `l` divided by `divisor` for `[adaptive]`: the rate (exactly, by
+/// stretching its period when the count does not divide) and the burst,
+/// which stays at least one packet and at least what the clock tick needs
+/// to hold the new rate. No limit stays no limit.
+pub fn tightened(l: ResolvedLimit, divisor: u64, tick_ns: u64) -> ResolvedLimit {
+    let Some(rate) = l.rate.filter(|r| r.count > 0) else {
+        return l;
+    };
+    if divisor <= 1 {
+        return l;
+    }
+    let rate = if rate.count % divisor == 0 {
+        Rate {
+            count: rate.count / divisor,
+            per: rate.per,
+        }
+    } else {
+        Rate {
+            count: rate.count,
+            per: rate
+                .per
+                .saturating_mul(u32::try_from(divisor).unwrap_or(u32::MAX)),
+        }
+    };
+    let burst = (l.burst / divisor).max(1);
+    let floor = min_burst(
+        &Gcra::new(rate.count, duration_ns(rate.per), burst),
+        tick_ns,
+    );
+    ResolvedLimit {
+        rate: Some(rate),
+        burst: burst.max(floor),
+    }
+}

@@ -13,7 +13,7 @@ mod sources;
 use std::collections::BTreeMap;
 
 pub use diff::{MapDiff, PolicyDiff};
-pub use limits::{LimitOverride, ResolvedLimit, default_burst};
+pub use limits::{LimitOverride, ResolvedLimit, default_burst, tightened};
 use shield_common::maps::{
     CFG_DRY_RUN, CFG_MALFORMED_PASS, GlobalConfig, Limits, MAX_ACLS, MAX_CLASSES, MAX_TIERS,
     PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, PortRule, SourceClass,
@@ -72,6 +72,10 @@ pub struct Runtime<'a> {
     pub previous: Option<&'a Policy>,
     /// The kernel clock tick; bursts are raised to hold the rate across it.
     pub tick_ns: u64,
+    /// `[adaptive]`: the default tier's limits (every class, for sources in
+    /// no `[[tier]]`) are divided by this. 0 or 1: as configured. Other
+    /// tiers and the allowlist are never tightened.
+    pub adaptive_divisor: u64,
 }
 
 pub fn compile(cfg: &Config, rt: &Runtime<'_>) -> Result<Policy, PolicyError> {
@@ -181,12 +185,16 @@ pub fn compile(cfg: &Config, rt: &Runtime<'_>) -> Result<Policy, PolicyError> {
     for (tier, tier_level) in &tier_levels {
         for (class, class_level) in &class_levels {
             let levels = [Some(default_level), *tier_level, *class_level];
-            let (pkt, syn) = limits::resolve(&levels, rt.tick_ns, &mut |w| {
+            let (mut pkt, mut syn) = limits::resolve(&levels, rt.tick_ns, &mut |w| {
                 warnings.push(format!(
                     "tier `{}`, class `{}`: {w}",
                     tiers[*tier as usize], classes[*class as usize]
                 ))
             });
+            if *tier == 0 {
+                pkt = limits::tightened(pkt, rt.adaptive_divisor, rt.tick_ns);
+                syn = limits::tightened(syn, rt.adaptive_divisor, rt.tick_ns);
+            }
             let l = Limits {
                 packets: pkt.gcra(),
                 syns: syn.gcra(),

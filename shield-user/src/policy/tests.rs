@@ -6,7 +6,9 @@ use shield_common::{
 };
 
 use super::*;
-use crate::config::{AutobanConfig, LimitSet, PortRuleConfig, Rate, Tier, XdpModeSetting};
+use crate::config::{
+    AdaptiveConfig, AutobanConfig, LimitSet, PortRuleConfig, Rate, Tier, XdpModeSetting,
+};
 
 const TICK: u64 = 4_000_000;
 
@@ -49,6 +51,15 @@ fn base() -> Config {
             ttl: Duration::from_secs(600),
             factor: 2,
             max_ttl: Duration::from_secs(86400),
+        },
+        adaptive: AdaptiveConfig {
+            enabled: false,
+            drop_rate: None,
+            pass_rate: None,
+            factor: 2,
+            max_level: 3,
+            step: Duration::from_secs(10),
+            relax_after: Duration::from_secs(60),
         },
     }
 }
@@ -447,4 +458,99 @@ mod lpm_equivalence {
             prop_assert_eq!(got.acl_mask, mask);
         }
     }
+}
+
+#[test]
+fn adaptive_tightens_only_the_default_tier() {
+    let mut cfg = base();
+    cfg.tiers = vec![tier(
+        "partners",
+        &["198.51.100.0/24"],
+        LimitSet {
+            packets: per_s(10_000),
+            ..LimitSet::default()
+        },
+    )];
+    cfg.ports = vec![port(
+        "api",
+        &[443],
+        LimitSet {
+            packets: per_s(300),
+            packet_burst: Some(600),
+            ..LimitSet::default()
+        },
+        None,
+    )];
+    let plain = compile(&cfg, &rt()).unwrap();
+    let tight = compile(
+        &cfg,
+        &Runtime {
+            adaptive_divisor: 4,
+            ..rt()
+        },
+    )
+    .unwrap();
+    // Sources in no tier: every class divided by 4, rates and bursts.
+    assert_eq!(
+        tight.limits[&(0, 0)].packets,
+        Gcra::new(250, 1_000_000_000, 500)
+    );
+    assert_eq!(tight.limits[&(0, 0)].syns, Gcra::new(50, 4_000_000_000, 25));
+    assert_eq!(
+        tight.limits[&(0, 1)].packets,
+        Gcra::new(75, 1_000_000_000, 150)
+    );
+    // Partners (including what they inherit from [limits]) are the floor.
+    for class in [0, 1] {
+        assert_eq!(tight.limits[&(1, class)], plain.limits[&(1, class)]);
+    }
+    assert_eq!(tight.sources, plain.sources, "the allowlist is untouched");
+    // The difference is LIMITS slots only: buckets and ids stay.
+    let diff = PolicyDiff::between(Some(&plain), &tight);
+    assert_eq!(diff.changes(), 2);
+    assert!(PolicyDiff::between(Some(&tight), &plain).changes() == 2);
+    // 1 and 0 mean "as configured".
+    for d in [0, 1] {
+        let p = compile(
+            &cfg,
+            &Runtime {
+                adaptive_divisor: d,
+                ..rt()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.limits, plain.limits);
+    }
+}
+
+#[test]
+fn tightening_keeps_bursts_usable_and_no_limit_unlimited() {
+    let l = ResolvedLimit {
+        rate: per_s(100_000),
+        burst: 400,
+    };
+    // 100000/s over 8 is 12500/s; the burst 50 is raised to the tick's 50.
+    let t = tightened(l, 8, TICK);
+    assert_eq!(t.rate, per_s(12_500));
+    assert!(t.burst >= 50, "{t:?}");
+    let t = tightened(
+        ResolvedLimit {
+            rate: per_s(1),
+            burst: 1,
+        },
+        8,
+        TICK,
+    );
+    assert_eq!(
+        t.rate,
+        Some(Rate {
+            count: 1,
+            per: Duration::from_secs(8)
+        })
+    );
+    assert_eq!(t.burst, 1);
+    assert_eq!(
+        tightened(ResolvedLimit::UNLIMITED, 8, TICK),
+        ResolvedLimit::UNLIMITED
+    );
 }

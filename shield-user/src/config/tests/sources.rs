@@ -191,3 +191,63 @@ fn autoban() {
         Duration::from_secs(3600)
     );
 }
+
+#[test]
+fn adaptive() {
+    let c = ok("");
+    assert!(!c.adaptive.enabled, "off by default");
+    assert_eq!(c.adaptive.drop_rate, Some(rate(100_000, 1)));
+    assert_eq!(c.adaptive.pass_rate, None);
+    let c = ok(
+        "[adaptive]\nenabled = true\ndrop_rate = \"off\"\npass_rate = \"2000/s\"\nfactor = 4\nmax_level = 2\nstep = \"3s\"\nrelax_after = \"1m\"\n",
+    );
+    assert_eq!(
+        c.adaptive,
+        AdaptiveConfig {
+            enabled: true,
+            drop_rate: None,
+            pass_rate: Some(rate(2000, 1)),
+            factor: 4,
+            max_level: 2,
+            step: Duration::from_secs(3),
+            relax_after: Duration::from_secs(60),
+        }
+    );
+    only_at(
+        "[adaptive]\nfactor = 1\n",
+        2,
+        10,
+        "`factor`: 1 is out of range; it must be between 2 and 10",
+    );
+    only_at("[adaptive]\nmax_level = 9\n", 2, 13, "between 1 and 8");
+    only_at(
+        "[adaptive]\ndrop_rate = \"unlimited\"\n",
+        2,
+        13,
+        "`drop_rate`: a threshold must be above zero",
+    );
+    only_at(
+        "[adaptive]\npass_rate = \"fast\"\n",
+        2,
+        13,
+        "`fast` is not a rate",
+    );
+    only_at(
+        "[adaptive]\nstep = \"0s\"\n",
+        2,
+        8,
+        "`step` must be longer than zero",
+    );
+    only_at(
+        "[adaptive]\nrelax_afte = \"1m\"\n",
+        2,
+        1,
+        "did you mean `relax_after`?",
+    );
+    only_at(
+        "[adaptive]\nenabled = true\ndrop_rate = \"off\"\n",
+        1,
+        1,
+        "set at least one threshold",
+    );
+}

@@ -10,8 +10,8 @@ use shield_common::maps::Counter;
 use shield_common::reason::{Reason, Verdict};
 
 use super::snapshot::{
-    BanTotals, BuildInfo, ControlRequests, FeedMetrics, InterfaceMetrics, MapMetrics, Reloads,
-    Snapshot,
+    BanTotals, BuildInfo, ControlDropped, ControlRequests, FeedMetrics, HealthMetrics,
+    InterfaceMetrics, MapMetrics, Reloads, Snapshot,
 };
 use crate::dataplane::AttachMode;
 
@@ -27,6 +27,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
                 errors_total: 2,
                 held: false,
                 rejected_lines: 3,
+                refresh_interval_secs: 3600,
             },
             FeedMetrics {
                 name: "blocklist-de".into(),
@@ -36,6 +37,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
                 errors_total: 5,
                 held: true,
                 rejected_lines: 0,
+                refresh_interval_secs: 600,
             },
         ],
         bans_active: 7,
@@ -67,6 +69,16 @@ pub(super) fn sample_snapshot() -> Snapshot {
             version: "0.1.0".into(),
             commit: Some("abc123".into()),
         },
+        health: HealthMetrics {
+            state_write_errors: 3,
+            pins_missing: 0,
+            control_dropped: Some(ControlDropped {
+                busy: 0,
+                evicted: 7,
+                timeout: 2,
+                oversized: 1,
+            }),
+        },
         control_requests: Some(ControlRequests {
             ok: 10,
             error: 1,
@@ -74,6 +86,8 @@ pub(super) fn sample_snapshot() -> Snapshot {
         }),
         reloads: Reloads { ok: 2, error: 1 },
         start_time_unix: 1_699_999_000,
+        flood_log_suppressed_total: 42,
+        adaptive_level: 2,
         ..Snapshot::default()
     };
     s.traffic.set(

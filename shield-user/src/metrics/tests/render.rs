@@ -130,6 +130,28 @@ shield_reloads_total{result="error"} 1
 # HELP shield_start_time_seconds When the agent process started (Unix time).
 # TYPE shield_start_time_seconds gauge
 shield_start_time_seconds 1699999000
+# HELP shield_feed_refresh_interval_seconds A threat feed's configured refresh interval; a feed is stale when its last success is much older.
+# TYPE shield_feed_refresh_interval_seconds gauge
+shield_feed_refresh_interval_seconds{feed="blocklist-de"} 600
+shield_feed_refresh_interval_seconds{feed="spamhaus-drop"} 3600
+# HELP shield_flood_log_suppressed_total Per-source flood and autoban log lines held back by the log rate limit.
+# TYPE shield_flood_log_suppressed_total counter
+shield_flood_log_suppressed_total 42
+# HELP shield_adaptive_level Steps by which [adaptive] has tightened the default tier's limits; 0 means as configured.
+# TYPE shield_adaptive_level gauge
+shield_adaptive_level 2
+# HELP shield_state_write_errors_total Failed writes to state_dir (bans journal, allow entries, ids, feed copies), retries included; enforcement is unaffected.
+# TYPE shield_state_write_errors_total counter
+shield_state_write_errors_total 3
+# HELP shield_pins_missing Pins missing under pin_dir at the last check (bpffs unmounted or cleared); enforcement continues, a restart would not find them.
+# TYPE shield_pins_missing gauge
+shield_pins_missing 0
+# HELP shield_control_connections_dropped_total Control-socket connections refused or cut, by reason (busy, evicted, timeout, oversized).
+# TYPE shield_control_connections_dropped_total counter
+shield_control_connections_dropped_total{reason="busy"} 0
+shield_control_connections_dropped_total{reason="evicted"} 7
+shield_control_connections_dropped_total{reason="timeout"} 2
+shield_control_connections_dropped_total{reason="oversized"} 1
 "#;
 
 #[test]
@@ -142,7 +164,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 25] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -162,6 +184,12 @@ const FAMILIES: [(&str, &str); 19] = [
     ("shield_control_requests_total", "counter"),
     ("shield_reloads_total", "counter"),
     ("shield_start_time_seconds", "gauge"),
+    ("shield_feed_refresh_interval_seconds", "gauge"),
+    ("shield_flood_log_suppressed_total", "counter"),
+    ("shield_adaptive_level", "gauge"),
+    ("shield_state_write_errors_total", "counter"),
+    ("shield_pins_missing", "gauge"),
+    ("shield_control_connections_dropped_total", "counter"),
 ];
 
 #[test]

@@ -333,6 +333,45 @@ async fn hundred_concurrent_scrapes_are_all_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_for_a_scrape() {
+    let config = ServerConfig {
+        max_connections: 4,
+        read_timeout: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, fixed(Snapshot::default()));
+    // Every slot held by a connection that never finishes its head.
+    let mut idle = Vec::new();
+    // A pause between them: the queue orders connections by when their
+    // tasks first ran, which on a loaded machine need not be connect order.
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        c.write_all(b"GET /metr").await.expect("send");
+        idle.push(c);
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let r = get(server.addr, "/metrics").await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // Idle ones were closed to make room (a scrape whose slot came free
+    // when the previous one finished needed none), the newest kept.
+    let mut closed = 0;
+    for c in &mut idle {
+        let mut got = Vec::new();
+        if let Ok(Ok(_)) = timeout(Duration::from_millis(200), c.read_to_end(&mut got)).await {
+            closed += 1;
+        }
+    }
+    assert!((1..4).contains(&closed), "{closed} idle connections closed");
+    let mut got = Vec::new();
+    let newest = timeout(Duration::from_millis(200), idle[3].read_to_end(&mut got)).await;
+    assert!(newest.is_err(), "the newest idle connection is still open");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_get_503() {
     let config = ServerConfig {
         max_connections: 2,
@@ -341,8 +380,16 @@ async fn connections_over_the_cap_get_503() {
         ..ServerConfig::default()
     };
     let server = Server::start(config, fixed(Snapshot::default()));
-    let a = TcpStream::connect(server.addr).await.expect("connect");
-    let b = TcpStream::connect(server.addr).await.expect("connect");
+    // Both slots serving: requests answered, the server lingering for the
+    // clients to close (they do not).
+    let mut a = TcpStream::connect(server.addr).await.expect("connect");
+    let mut b = TcpStream::connect(server.addr).await.expect("connect");
+    for c in [&mut a, &mut b] {
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .expect("send");
+    }
+    sleep(Duration::from_millis(300)).await;
 
     let r = get(server.addr, "/metrics").await;
     assert_eq!(r.status, 503, "{r:?}");
@@ -418,6 +465,9 @@ async fn a_client_that_never_reads_is_dropped() {
         .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
         .await
         .expect("send");
+    // Until its head is read, `stuck` is a waiting connection that a new
+    // one may evict; once it is being served, it holds its slot.
+    sleep(Duration::from_millis(300)).await;
 
     // The only slot is taken until the server gives up on `stuck`.
     let deadline = Instant::now() + PATIENCE;

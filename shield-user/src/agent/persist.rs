@@ -1,0 +1,116 @@
+//! Writes to `state_dir` that failed (a full disk, a read-only remount).
+//!
+//! Enforcement never waits for the disk: what a failed write should have
+//! kept stays in memory and in the maps, the failure is logged, counted and
+//! shown by `shieldctl status` and the metrics, and the agent writes the
+//! file again on its next tick until it succeeds.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use crate::clock;
+
+#[derive(Debug, Default)]
+pub struct StateWrites {
+    errors: AtomicU64,
+    /// Files whose latest write failed, with that error.
+    failing: Mutex<BTreeMap<String, String>>,
+    last: Mutex<Option<(String, u64)>>,
+}
+
+impl StateWrites {
+    /// Reports the outcome of writing `file` (a name under `state_dir`).
+    /// The first failure of a file is logged as an error, retries quietly,
+    /// and the recovery once.
+    pub fn outcome<E: std::fmt::Display>(&self, file: &str, r: Result<(), E>) -> bool {
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match r {
+            Ok(()) => {
+                if failing.remove(file).is_some() {
+                    tracing::info!(file, "state file written again");
+                }
+                true
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let msg = e.to_string();
+                if !failing.contains_key(file) {
+                    tracing::error!(
+                        file,
+                        "cannot write state: {msg}; enforcement continues from memory and the maps, and the write is retried every second"
+                    );
+                }
+                failing.insert(file.to_string(), msg.clone());
+                *self
+                    .last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((format!("{file}: {msg}"), clock::unix_secs()));
+                false
+            }
+        }
+    }
+
+    /// A write that failed where the change it carried was refused as a
+    /// whole (`allow add`, `limits set --persist`): counted and remembered,
+    /// but nothing is left unsaved.
+    pub fn refused(&self, file: &str, e: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(file, "cannot write state: {e}; the change was refused");
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((format!("{file}: {e}"), clock::unix_secs()));
+    }
+
+    /// Failed writes so far, retries included.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Files not written since their last change.
+    pub fn unsaved(&self) -> Vec<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The most recent failure and when it happened (Unix seconds).
+    pub fn last_error(&self) -> Option<(String, u64)> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_until_a_write_succeeds() {
+        let w = StateWrites::default();
+        assert!(w.outcome::<String>("bans.json", Ok(())));
+        assert!(!w.outcome("bans.json", Err("No space left on device")));
+        assert!(!w.outcome("bans.json", Err("No space left on device")));
+        assert_eq!(w.errors_total(), 2);
+        assert_eq!(w.unsaved(), vec!["bans.json".to_string()]);
+        assert!(w.last_error().unwrap().0.contains("No space left"));
+        assert!(w.outcome::<String>("bans.json", Ok(())));
+        assert!(w.unsaved().is_empty());
+        assert_eq!(w.errors_total(), 2);
+    }
+}

@@ -1,0 +1,827 @@
+//! shield attacked on purpose, through the real agent in a netns lab:
+//! `kill -9` at the worst moments (mid feed apply, mid reload), a full
+//! `state_dir`, bpffs pulled from under the agent, a hostile local client
+//! on the control socket, and what the agent exposes (metrics bind,
+//! secrets in feed URLs, file modes). Needs root; --test-threads=1.
+//!
+//! Each test prints a `hostile:` line with what it tried and saw; those
+//! figures are the ones docs/SECURITY.md reports.
+
+use std::{
+    collections::BTreeSet,
+    ffi::CString,
+    fmt::Write as _,
+    fs,
+    io::{Read, Write},
+    net::IpAddr,
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use shield_tests::{
+    agent::{AgentHome, binary, metric, scrape},
+    flow::Flows,
+    http::FeedServer,
+    lab::Lab,
+};
+use shield_user::{
+    dataplane::{Dataplane, LoadOptions},
+    net::Cidr,
+    policy::{self, Policy, PolicyDiff, Runtime},
+};
+
+const PORT: u16 = 7300;
+const TICK: Duration = Duration::from_millis(2);
+const METRICS: u16 = 19973;
+
+/// The maps pinned under `pin_dir`, opened beside the running agent.
+fn kernel(pin_dir: &Path) -> Dataplane {
+    Dataplane::load(&LoadOptions {
+        pin_dir: Some(pin_dir.to_path_buf()),
+        capacities: Vec::new(),
+    })
+    .expect("open the pinned maps")
+}
+
+fn feed_set(pin_dir: &Path) -> BTreeSet<Cidr> {
+    kernel(pin_dir)
+        .feed_entries()
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// `n` distinct host addresses, one per line; `version` picks a range of
+/// its own so two versions share nothing.
+fn feed_text(version: u8, n: u32) -> (String, BTreeSet<Cidr>) {
+    let mut text = String::with_capacity(n as usize * 14);
+    let mut set = BTreeSet::new();
+    for i in 0..n {
+        let addr = std::net::Ipv4Addr::new(
+            10,
+            64 + version * 16 + (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        );
+        let _ = writeln!(text, "{addr}");
+        set.insert(Cidr::host(IpAddr::V4(addr)));
+    }
+    (text, set)
+}
+
+fn read_feed_lines(path: &Path) -> BTreeSet<Cidr> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| Cidr::host(l.parse().unwrap()))
+        .collect()
+}
+
+fn feed_row(home: &AgentHome, name: &str) -> Value {
+    let list = home.ctl_json(&["feeds", "list"]);
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feed {name}: {list}"))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_during_a_feed_apply_leaves_one_whole_version() {
+    const N: u32 = 200_000;
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let feed = home.dir.join("big.txt");
+    let (a_text, a) = feed_text(0, N);
+    let (b_text, b) = feed_text(1, N);
+    fs::write(&feed, &a_text).unwrap();
+    home.write_config(&format!(
+        "{}[[feed]]\nname = \"big\"\npath = \"{}\"\nrefresh = \"1h\"\n",
+        home.base_config(&lab),
+        feed.display()
+    ));
+    let mut agent = home.start(&lab, &[]);
+    wait_until("the first apply", Duration::from_secs(60), || {
+        feed_row(&home, "big")["entries"] == N
+    });
+    assert_eq!(feed_set(&home.pin_dir), a);
+
+    let delays_ms = [0u64, 450, 600, 800, 1300];
+    let mut mixed_at_kill = 0;
+    let mut at_kill_seen = Vec::new();
+    let mut versions_after = Vec::new();
+    for (round, delay) in delays_ms.iter().enumerate() {
+        // Odd rounds move to B, even ones back to A.
+        let (next_text, next) = if round % 2 == 0 {
+            (&b_text, &b)
+        } else {
+            (&a_text, &a)
+        };
+        fs::write(&feed, next_text).unwrap();
+        let refresh = Command::new(binary("shieldctl"))
+            .arg("--socket")
+            .arg(&home.socket)
+            .args(["feeds", "refresh", "big"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_millis(*delay));
+        agent.kill9();
+        let _ = refresh.wait_with_output();
+        let at_kill = feed_set(&home.pin_dir);
+        let prev = if round % 2 == 0 { &a } else { &b };
+        at_kill_seen.push(if &at_kill == prev {
+            "old"
+        } else if &at_kill == next {
+            "new"
+        } else {
+            mixed_at_kill += 1;
+            "mixed"
+        });
+
+        // Restart with the source unreadable: only the last good copy can
+        // be applied, and whatever the maps held must give way to it.
+        let hidden = feed.with_extension("hidden");
+        fs::rename(&feed, &hidden).unwrap();
+        agent = home.start(&lab, &[]);
+        let after = feed_set(&home.pin_dir);
+        let cached = read_feed_lines(&home.state_dir.join("feeds/big.cache"));
+        assert!(
+            after == a || after == b,
+            "round {round} (kill after {delay} ms): the restarted agent enforces a mix of {} entries ({} of A, {} of B)",
+            after.len(),
+            after.intersection(&a).count(),
+            after.intersection(&b).count()
+        );
+        assert_eq!(
+            after, cached,
+            "round {round}: maps differ from the last good copy"
+        );
+        assert_eq!(feed_row(&home, "big")["entries"], after.len());
+        versions_after.push(if after == a { 'A' } else { 'B' });
+
+        // With the source back, the maps become exactly the file.
+        fs::rename(&hidden, &feed).unwrap();
+        home.ctl_ok(&["feeds", "refresh", "big"]);
+        assert_eq!(
+            &feed_set(&home.pin_dir),
+            next,
+            "round {round}: after refresh"
+        );
+    }
+    println!(
+        "hostile: feed of {N} entries, {} kill -9 during refresh at {delays_ms:?} ms: maps at kill {at_kill_seen:?} ({mixed_at_kill} mid-apply); versions after restart {versions_after:?}; never a mix",
+        delays_ms.len()
+    );
+    drop(agent);
+}
+
+/// The policy maps as a [`Policy`] (names unknown), like the agent's own
+/// start-up snapshot.
+fn policy_in_maps(pin_dir: &Path) -> Policy {
+    let dp = kernel(pin_dir);
+    Policy {
+        global: dp.config().unwrap(),
+        sources: dp.source_entries().unwrap(),
+        ports: dp.port_rules().unwrap(),
+        limits: dp.limits_entries().unwrap(),
+        resolved: Default::default(),
+        tiers: Vec::new(),
+        classes: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+fn compiled(config: &Path) -> Policy {
+    let tick = shield_user::dataplane::kernel_clock_tick_ns();
+    let cfg = shield_user::config::load(config, tick).expect("valid config");
+    policy::compile(
+        &cfg,
+        &Runtime {
+            allow: &[],
+            overrides: &[],
+            previous: None,
+            tick_ns: tick,
+            adaptive_divisor: 1,
+        },
+    )
+    .unwrap()
+}
+
+/// A config whose tier holds `n` prefixes from a range picked by
+/// `version`; the names stay, so ids are the same in every version.
+fn policy_config(home: &AgentHome, lab: &Lab, version: u8, n: u32) -> String {
+    let mut cidrs = String::new();
+    for i in 0..n {
+        let _ = write!(
+            cidrs,
+            "\"172.{}.{}.{}/32\",",
+            16 + version,
+            (i >> 8) as u8,
+            i as u8
+        );
+    }
+    let port = 8000 + u16::from(version);
+    format!(
+        "{}[allow]\ncidrs = [\"192.0.2.{version}/32\"]\n[limits]\npackets = \"{}/s\"\npacket_burst = {}\n[[tier]]\nname = \"bulk\"\ncidrs = [{cidrs}]\npackets = \"100000/s\"\npacket_burst = 200000\n[[port]]\nname = \"api\"\nproto = \"tcp\"\nports = [{port}]\nconnections = \"100/s\"\nconnection_burst = 200\n",
+        home.base_config(lab),
+        1000 + u32::from(version),
+        4000 + u32::from(version),
+    )
+}
+
+#[test]
+fn kill_9_during_a_reload_restarts_into_the_configs_policy() {
+    const N: u32 = 2_000;
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let configs = [
+        policy_config(&home, &lab, 0, N),
+        policy_config(&home, &lab, 1, N),
+    ];
+    home.write_config(&configs[0]);
+    let mut agent = home.start(&lab, &[]);
+    let delays_ms = [0u64, 500, 800, 1100, 2000];
+    // Kills that found the maps at the old policy, mid-apply, at the new.
+    let mut seen = (0, 0, 0);
+    for (round, delay) in delays_ms.iter().enumerate() {
+        let before = compiled(&home.config);
+        home.write_config(&configs[(round + 1) % 2]);
+        let want = compiled(&home.config);
+        agent.signal(libc::SIGHUP);
+        thread::sleep(Duration::from_millis(*delay));
+        agent.kill9();
+        let at_kill = policy_in_maps(&home.pin_dir);
+        match (
+            PolicyDiff::between(Some(&at_kill), &before).changes(),
+            PolicyDiff::between(Some(&at_kill), &want).changes(),
+        ) {
+            (0, _) => seen.0 += 1,
+            (_, 0) => seen.2 += 1,
+            _ => seen.1 += 1,
+        }
+        agent = home.start(&lab, &[]);
+        let after = policy_in_maps(&home.pin_dir);
+        let diff = PolicyDiff::between(Some(&after), &want);
+        assert_eq!(
+            diff.changes(),
+            0,
+            "round {round} (kill {delay} ms after SIGHUP): the maps differ from the config in {} entries",
+            diff.changes()
+        );
+    }
+    // The apply itself lasts milliseconds, so kills rarely land inside
+    // it: tear one by hand, half the new prefixes written beside the old.
+    agent.kill9();
+    let before = compiled(&home.config);
+    home.write_config(&configs[(delays_ms.len() + 1) % 2]);
+    let want = compiled(&home.config);
+    {
+        let mut dp = kernel(&home.pin_dir);
+        for (net, v) in want.sources.iter().take(N as usize / 2) {
+            dp.set_source_class(*net, v).unwrap();
+        }
+    }
+    let torn = policy_in_maps(&home.pin_dir);
+    assert_ne!(PolicyDiff::between(Some(&torn), &before).changes(), 0);
+    assert_ne!(PolicyDiff::between(Some(&torn), &want).changes(), 0);
+    let agent = home.start(&lab, &[]);
+    let after = policy_in_maps(&home.pin_dir);
+    assert_eq!(
+        PolicyDiff::between(Some(&after), &want).changes(),
+        0,
+        "a torn apply survived the restart"
+    );
+    println!(
+        "hostile: policy of {N} tier prefixes, {} kill -9 during reload: maps at kill old/mixed/new = {seen:?}, plus one torn apply made by hand; every restart matched the config exactly",
+        delays_ms.len()
+    );
+    drop(agent);
+}
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(fstype: &str, dir: &Path, opts: &str) -> Mount {
+        fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", fstype, "-o", opts, fstype])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {fstype} on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(dir.to_path_buf())
+    }
+
+    fn unmount(&self) {
+        let c = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Fills the filesystem holding `dir` until a write fails.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let block = [0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    filler
+}
+
+#[test]
+fn a_full_state_dir_keeps_enforcing_and_says_so() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let _disk = Mount::new("tmpfs", &home.state_dir, "size=64k,mode=0700");
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
+        home.base_config(&lab)
+    ));
+    let agent = home.start(&lab, &[]);
+    let (early, late) = (lab.client_v4, lab.add_client_v4(3));
+    home.ctl_ok(&["ban", "add", &early.to_string()]);
+    let filler = fill(&home.state_dir);
+
+    // A ban while the disk is full: enforced at once, and said to be
+    // unjournaled.
+    let out = home.ctl_ok(&["ban", "add", &late.to_string()]);
+    assert!(out.contains("NOT journaled"), "{out}");
+    let flows = Flows::start(&lab, PORT, &[early, late], TICK);
+    thread::sleep(Duration::from_millis(500));
+    let status = home.ctl_json(&["status"]);
+    let health = &status["data"]["health"];
+    assert!(
+        health["state_write_errors"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(health["state_unsaved"][0], "bans.json", "{status}");
+    let text = home.ctl_ok(&["status"]);
+    assert!(text.contains("NOT SAVED: bans.json"), "{text}");
+    let m = scrape(&lab.server_ns, METRICS);
+    assert!(
+        metric(&m, "shield_state_write_errors_total").unwrap() >= 1.0,
+        "{m}"
+    );
+    assert!(
+        agent.logs().contains("cannot write state"),
+        "{}",
+        agent.logs()
+    );
+
+    // A crash with the disk still full: the restarted agent finds the
+    // unjournaled ban in the pinned maps, and starts in spite of the disk.
+    agent.kill9();
+    let agent = home.start(&lab, &[]);
+    let bans = home.ctl_json(&["ban", "list"]);
+    assert_eq!(bans["data"].as_array().unwrap().len(), 2, "{bans}");
+
+    // Room again: the journal catches up by itself.
+    fs::remove_file(&filler).unwrap();
+    let unsaved = || home.ctl_json(&["status"])["data"]["health"]["state_unsaved"].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unsaved().as_array().is_some_and(|a| !a.is_empty()) {
+        assert!(Instant::now() < deadline, "still unsaved: {}", unsaved());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let journal = fs::read_to_string(home.state_dir.join("bans.json")).unwrap();
+    assert!(journal.contains(&late.to_string()), "{journal}");
+    let r = flows.stop();
+    assert!(r.sent(late) > 100, "{r:?}");
+    assert_eq!(r.received(early), 0, "{r:?}");
+    assert_eq!(r.received(late), 0, "the unjournaled ban leaked: {r:?}");
+    println!(
+        "hostile: state_dir full (64 KiB tmpfs): {} ban packets sent, 0 through, across a kill -9; journal caught up",
+        r.sent(early) + r.sent(late)
+    );
+    drop(agent);
+}
+
+#[test]
+fn bpffs_pulled_from_under_the_agent_changes_nothing_it_enforces() {
+    let lab = Lab::new();
+    let mut home = AgentHome::new();
+    let fs_dir = home.dir.join("bpffs");
+    let bpffs = Mount::new("bpf", &fs_dir, "mode=0700");
+    home.pin_dir = fs_dir.join("pins");
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
+        home.base_config(&lab)
+    ));
+    let agent = home.start(&lab, &[]);
+    let banned = lab.client_v4;
+    let clean = lab.add_client_v4(3);
+    home.ctl_ok(&["ban", "add", &banned.to_string()]);
+    let (link, _) = home.link_ids(&lab.server_if).expect("pinned link");
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+
+    bpffs.unmount();
+    assert!(!home.pin_dir.exists());
+    wait_until("the agent to notice", Duration::from_secs(10), || {
+        home.ctl_json(&["status"])["data"]["health"]["pins_missing"]
+            .as_u64()
+            .unwrap()
+            > 0
+    });
+    let m = scrape(&lab.server_ns, METRICS);
+    assert!(metric(&m, "shield_pins_missing").unwrap() > 0.0, "{m}");
+    assert!(
+        home.ctl_ok(&["status"]).contains("MISSING"),
+        "status must say so"
+    );
+    assert!(
+        lab.server_link_details().contains("prog/xdp"),
+        "the program must stay attached"
+    );
+    assert!(
+        flows.wait_more(clean, 100, Duration::from_secs(10)),
+        "clean traffic with the pins gone"
+    );
+
+    // bpffs comes back: the agent pins everything again, so a crash now
+    // loses nothing.
+    let _bpffs = Mount::new("bpf", &fs_dir, "mode=0700");
+    wait_until("the pins to come back", Duration::from_secs(10), || {
+        home.link_ids(&lab.server_if).is_some()
+    });
+    assert!(agent.logs().contains("pinned the maps and links again"));
+    let (link2, _) = home.link_ids(&lab.server_if).unwrap();
+    assert_eq!(link2, link, "the same link, pinned again");
+    agent.kill9();
+    assert!(flows.wait_more(clean, 100, Duration::from_secs(10)));
+    let agent = home.start(&lab, &[]);
+    assert_eq!(home.link_ids(&lab.server_if).unwrap().0, link);
+    let bans = home.ctl_json(&["ban", "list"]);
+    assert_eq!(bans["data"].as_array().unwrap().len(), 1, "{bans}");
+    assert!(flows.wait_more(clean, 100, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert!(r.sent(banned) > 300, "{r:?}");
+    assert_eq!(r.received(banned), 0, "a banned source got through: {r:?}");
+    println!(
+        "hostile: bpffs unmounted and remounted under a running agent, then kill -9: {} banned packets, 0 through",
+        r.sent(banned)
+    );
+    drop(agent);
+}
+
+/// Lifts this process's open-file limit so it can hold the connections.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit for both calls.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn a_thousand_hostile_connections_do_not_silence_shieldctl() {
+    raise_nofile();
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
+        home.base_config(&lab)
+    ));
+    let agent = home.start(&lab, &[]);
+    let banned = lab.client_v4;
+    let clean = lab.add_client_v4(3);
+    home.ctl_ok(&["ban", "add", &banned.to_string()]);
+    let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
+
+    // 1,000 connections at once: slowloris (half a header, then nothing),
+    // oversized length prefixes, garbage, and silence; all held open.
+    let kinds: [&[u8]; 4] = [
+        &[0, 0],
+        &u32::MAX.to_be_bytes(),
+        b"\x00\x00\x00\x09not json!",
+        b"",
+    ];
+    let mut held = Vec::new();
+    let mut refused_connect = 0;
+    for i in 0..1000 {
+        match UnixStream::connect(&home.socket) {
+            Ok(mut c) => {
+                let _ = c.write_all(kinds[i % kinds.len()]);
+                held.push(c);
+            }
+            Err(_) => refused_connect += 1,
+        }
+    }
+    // And one that keeps reconnecting and dribbling for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dribbler = {
+        let (socket, stop) = (home.socket.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut opened = 0u64;
+            let mut conns = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut c) = UnixStream::connect(&socket) {
+                    let _ = c.write_all(&[0]);
+                    conns.push(c);
+                    opened += 1;
+                }
+                if conns.len() > 300 {
+                    conns.drain(..100);
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            opened
+        })
+    };
+
+    // Meanwhile, operators: every call must answer, and in bounded time
+    // (shieldctl's own timeout), not be told "busy".
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let started = Instant::now();
+        let args: &[&str] = match i % 3 {
+            0 => &["status"],
+            1 => &["ban", "list"],
+            _ => &["check", "192.0.2.1"],
+        };
+        let o = home.ctl(args);
+        assert!(o.ok(), "call {i} ({args:?}) failed under attack: {o:?}");
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let dribbled = dribbler.join().unwrap();
+
+    // The hostile connections got answers or were closed; none is served
+    // forever.
+    let mut answered = 0;
+    let mut closed = 0;
+    for c in &mut held {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) if !buf.is_empty() => answered += 1,
+            Ok(_) => closed += 1,
+            Err(e) => panic!("a hostile connection still open after 15 s: {e}"),
+        }
+    }
+    assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
+    let r = flows.stop();
+    assert_eq!(r.received(banned), 0, "enforcement slipped: {r:?}");
+    let m = scrape(&lab.server_ns, METRICS);
+    let dropped = |reason: &str| {
+        metric(
+            &m,
+            &format!("shield_control_connections_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {reason} in {m}"))
+    };
+    assert!(dropped("evicted") > 0.0, "{m}");
+    assert!(dropped("oversized") > 0.0, "{m}");
+    assert!(home.ctl_ok(&["status"]).contains("enforcing"));
+    println!(
+        "hostile: {} hostile connections held + {dribbled} dribbling reconnects ({refused_connect} connects refused by the kernel); 30/30 shieldctl calls answered (slowest {:.2} s); hostile ones: {answered} answered with an error, {closed} closed; evicted {}, timeout {}, oversized {}, busy {}",
+        held.len(),
+        slowest.as_secs_f64(),
+        dropped("evicted"),
+        dropped("timeout"),
+        dropped("oversized"),
+        dropped("busy"),
+    );
+    drop(agent);
+}
+
+#[test]
+fn metrics_listen_on_loopback_by_default_and_idle_clients_do_not_block_scrapes() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    let _agent = home.start(&lab, &[]);
+    // Any local user can connect to it: 200 connections that never finish
+    // a request must not keep the scraper out.
+    let ns = lab.server_ns.clone();
+    let idle = thread::spawn(move || {
+        Lab::enter(&ns);
+        (0..200)
+            .filter_map(|_| {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", 9964)).ok()?;
+                c.write_all(b"GET /metr").ok()?;
+                Some(c)
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(idle.len(), 200);
+    for _ in 0..5 {
+        let text = scrape(&lab.server_ns, 9964);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    drop(idle);
+    let text = scrape(&lab.server_ns, 9964);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.server_ns,
+            "ss",
+            "-Hltn",
+            "sport = :9964",
+        ])
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&out.stdout);
+    assert!(ss.contains("127.0.0.1:9964"), "{ss}");
+    assert_eq!(ss.lines().count(), 1, "only loopback: {ss}");
+    // From the client's side of the link, nothing answers.
+    let server = lab.server_v4;
+    let ns = lab.client_ns.clone();
+    let reached = thread::spawn(move || {
+        Lab::enter(&ns);
+        std::net::TcpStream::connect_timeout(&(server, 9964).into(), Duration::from_secs(2)).is_ok()
+    })
+    .join()
+    .unwrap();
+    assert!(!reached, "metrics reachable from the network");
+}
+
+#[test]
+fn feed_credentials_never_show() {
+    const USER_SECRET: &str = "pa55w0rd-XYZ";
+    const TOKEN: &str = "t0ken-ABC123";
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let url = server
+        .url()
+        .replace("http://", &format!("http://feeduser:{USER_SECRET}@"))
+        + &format!("?format=plain&token={TOKEN}");
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n[[feed]]\nname = \"secret\"\nurl = \"{url}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"2s\"\n",
+        home.base_config(&lab)
+    ));
+    let agent = home.start(&lab, &[]);
+    wait_until("the feed", Duration::from_secs(15), || {
+        feed_row(&home, "secret")["last_success_unix"].is_u64()
+    });
+    // A failure puts the URL into an error message and the log.
+    server.shut_down();
+    let _ = home.ctl(&["feeds", "refresh", "secret"]);
+    let row = feed_row(&home, "secret");
+    assert!(row["last_error"].is_string(), "{row}");
+    let mut shown = String::new();
+    for args in [
+        &["feeds", "list"][..],
+        &["--json", "feeds", "list"],
+        &["status"],
+        &["--json", "status"],
+    ] {
+        shown.push_str(&home.ctl_ok(args));
+    }
+    shown.push_str(&scrape(&lab.server_ns, METRICS));
+    shown.push_str(&agent.logs());
+    // Config errors quote the URL too.
+    let bad = home.dir.join("bad.toml");
+    fs::write(
+        &bad,
+        format!(
+            "[[feed]]\nname = \"s\"\nurl = \"{}\"\n",
+            url.replace("/feed.txt", "")
+        ),
+    )
+    .unwrap();
+    let (_, check) = home.run(&lab, &["check-config", bad.to_str().unwrap()]);
+    shown.push_str(&check);
+    for secret in [USER_SECRET, TOKEN] {
+        assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
+    }
+    assert!(shown.contains("***@127.0.0.1"), "{shown}");
+    assert!(check.contains("plain http"), "{check}");
+    println!(
+        "hostile: feed URL credentials checked in feeds list, status (text, JSON), metrics, logs, check-config: none shown"
+    );
+    drop(agent);
+}
+
+#[test]
+fn an_https_feed_is_never_followed_down_to_http() {
+    let lab = Lab::new();
+    let mut home = AgentHome::new();
+    home.env
+        .push(("SSL_CERT_FILE".into(), shield_tests::http::TEST_CA.into()));
+    let (x, y) = (lab.add_client_v4(3), lab.add_client_v4(4));
+    let tls = FeedServer::start_tls_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let plain = FeedServer::start_in(&lab.server_ns, format!("{y}\n").as_bytes());
+    // allow_http, so only the downgrade itself can be the reason.
+    home.write_config(&format!(
+        "{}[[feed]]\nname = \"tls\"\nurl = \"{}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"5s\"\n",
+        home.base_config(&lab),
+        tls.url()
+    ));
+    let agent = home.start(&lab, &[]);
+    wait_until("the https feed", Duration::from_secs(15), || {
+        feed_row(&home, "tls")["last_success_unix"].is_u64()
+    });
+    assert_eq!(feed_row(&home, "tls")["entries"], 1);
+
+    tls.set_redirect(Some(plain.url()));
+    let o = home.ctl(&["feeds", "refresh", "tls"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    let row = feed_row(&home, "tls");
+    let err = row["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("from https to plain http"), "{row}");
+    assert_eq!(plain.requests(), 0, "the http target was contacted");
+    assert_eq!(row["entries"], 1, "the last good entries stay: {row}");
+    let c = home.ctl_json(&["check", &x.to_string()]);
+    assert_eq!(c["data"]["reason"], "feed", "{c}");
+    drop(agent);
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn state_files_are_private_and_a_writable_config_is_called_out() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let feed = home.dir.join("list.txt");
+    fs::write(&feed, format!("{x}\n")).unwrap();
+    home.write_config(&format!(
+        "{}[[feed]]\nname = \"list\"\npath = \"{}\"\n",
+        home.base_config(&lab),
+        feed.display()
+    ));
+    // A state_dir someone left open is closed again.
+    fs::create_dir_all(&home.state_dir).unwrap();
+    fs::set_permissions(&home.state_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o666)).unwrap();
+    let agent = home.start(&lab, &[]);
+    home.ctl_ok(&["ban", "add", "198.51.100.7"]);
+    home.ctl_ok(&["allow", "add", "203.0.113.0/24"]);
+    wait_until("the feed cache", Duration::from_secs(15), || {
+        home.state_dir.join("feeds/list.cache").exists()
+    });
+    assert_eq!(mode(&home.state_dir), 0o700);
+    for f in [
+        "bans.json",
+        "allow.json",
+        "policy-ids.json",
+        "feed-ids.json",
+        "feeds/list.cache",
+        "feeds/list.cache.json",
+    ] {
+        assert_eq!(mode(&home.state_dir.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&home.state_dir.join("feeds")), 0o700);
+    assert_eq!(mode(&home.socket), 0o660);
+    let logs = agent.logs();
+    assert!(logs.contains("is world-writable"), "{logs}");
+    let (status, out) = home.run(&lab, &["check-config", home.config.to_str().unwrap()]);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("warning:") && out.contains("world-writable"),
+        "{out}"
+    );
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o640)).unwrap();
+    let (_, out) = home.run(&lab, &["check-config", home.config.to_str().unwrap()]);
+    assert!(!out.contains("warning"), "{out}");
+    drop(agent);
+}
