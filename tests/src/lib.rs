@@ -2,6 +2,8 @@
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 
 pub mod agent;
+pub mod benchout;
+pub mod bpfsys;
 pub mod flow;
 pub mod fuzzing;
 pub mod harness;

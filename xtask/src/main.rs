@@ -39,7 +39,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run every test: fmt, clippy, host unit tests, program tests, netns integration tests.
     Test(test::TestArgs),
-    /// Measure per-packet cost (against an empty program and xdp-filter) and threat-feed loading (against nftables); writes docs/BENCHMARKS.md.
+    /// Measure shield against an empty program, xdp-filter and nftables: per packet, rate accuracy, scaling, veth throughput, feeds, control plane; writes docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Fuzz the feed parsers, the config, the control protocol and CIDRs with cargo-fuzz (nightly).
     Fuzz(fuzz::FuzzArgs),

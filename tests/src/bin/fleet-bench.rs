@@ -29,6 +29,7 @@ use std::{
 
 use shield_tests::{
     agent::{AgentHome, metric, scrape},
+    benchout::Results,
     flow::Flows,
     lab::Lab,
     lapi::{self, BOUNCER_KEY, Lapi},
@@ -38,8 +39,7 @@ use shield_user::{
     crowdsec,
 };
 
-const USAGE: &str =
-    "usage: fleet-bench [--decisions N] [--rounds N] [--write FILE] [--command TEXT]";
+const USAGE: &str = "usage: fleet-bench [--decisions N] [--rounds N] [--quick] [--write FILE] [--json FILE] [--command TEXT]";
 const BEGIN: &str = "<!-- fleetbench:begin -->";
 const END: &str = "<!-- fleetbench:end -->";
 const POLL_SECS: u64 = 1;
@@ -48,6 +48,7 @@ struct Args {
     decisions: usize,
     rounds: u32,
     write: Option<PathBuf>,
+    json: Option<PathBuf>,
     command: Option<String>,
 }
 
@@ -56,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         decisions: 100_000,
         rounds: 5,
         write: None,
+        json: None,
         command: None,
     };
     let mut it = std::env::args().skip(1);
@@ -65,6 +67,9 @@ fn parse_args() -> Result<Args, String> {
             "--decisions" => a.decisions = v()?.parse().map_err(|e| format!("--decisions: {e}"))?,
             "--rounds" => a.rounds = v()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--write" => a.write = Some(PathBuf::from(v()?)),
+            "--json" => a.json = Some(PathBuf::from(v()?)),
+            // `cargo xtask bench --quick`: enough rounds for a median.
+            "--quick" => a.rounds = 2,
             "--command" => a.command = Some(v()?),
             _ => return Err(USAGE.to_string()),
         }
@@ -93,6 +98,19 @@ fn main() -> ExitCode {
     let prop = bench_propagation(args.rounds);
     let report = report(&args, &apply, &prop, &load_before);
     print!("{report}");
+    if let Some(path) = &args.json {
+        let mut r = Results::default();
+        r.push(
+            "fleet.lapi_100k_apply_s",
+            median(&apply.end_to_end_s).0,
+            "s",
+        );
+        r.push("fleet.propagation_ms", median(&prop.ms).0, "ms");
+        if let Err(e) = r.write_json(path) {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    }
     if let Some(path) = &args.write {
         if let Err(e) = write_section(path, &report) {
             eprintln!("{e}");

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::sys::{Ctx, Daemon, Netns, Res, TempDir, memory, tag};
+use crate::{
+    control,
+    sys::{Ctx, Daemon, Netns, Res, TempDir, memory, tag},
+};
 
 const FEED: &str = "bench";
 const IFACE: &str = "fb0";
@@ -55,7 +58,22 @@ pub struct Round {
     pub refresh_reply: String,
     pub after_rss: f64,
     pub after_hwm: f64,
+    /// `GET /metrics` wall times with the feed loaded and
+    /// [`TRACKED_SOURCES`] buckets in the map.
+    pub scrape_ms: Vec<f64>,
+    pub scrape_bytes: usize,
+    /// `shieldctl ban add` until the data plane drops, per ban.
+    pub ban_ms: Vec<f64>,
+    /// `shieldctl ban add` alone, per ban.
+    pub ban_ctl_ms: Vec<f64>,
 }
+
+/// Sources the agent tracks while its scrape is timed.
+pub const TRACKED_SOURCES: u32 = 100_000;
+/// The agent's metrics port, inside its own namespace.
+const METRICS_PORT: u16 = 9964;
+/// Bans timed per round.
+const BANS: u32 = 5;
 
 /// Everything one agent run creates. Dropped in this order: the agent
 /// stopped, its pins (and with them the XDP link) removed, then the
@@ -158,7 +176,7 @@ pub fn round(
              pin_dir = \"{}\"\n\
              state_dir = \"{}\"\n\
              control_socket = \"{}\"\n\
-             metrics_listen = \"127.0.0.1:0\"\n\
+             metrics_listen = \"127.0.0.1:{METRICS_PORT}\"\n\
              [[feed]]\n\
              name = \"{FEED}\"\n\
              path = \"{}\"\n\
@@ -248,6 +266,23 @@ pub fn round(
         ));
     }
     let (after_rss, after_hwm) = memory(pid)?;
+
+    control::track_sources(&lab.pin_dir, TRACKED_SOURCES)?;
+    let (scrape_ms, scrape_bytes) = control::scrape(&lab._ns.name, METRICS_PORT, 5)?;
+    let mut ban_ms = Vec::new();
+    let mut ban_ctl_ms = Vec::new();
+    for i in 0..BANS {
+        let addr = std::net::Ipv4Addr::new(198, 18, 5, 1 + i as u8);
+        let (l, c) = control::ban_latency(
+            &bins.ctl,
+            &lab.dir.join("shield.sock"),
+            &lab.pin_dir,
+            IFACE,
+            addr,
+        )?;
+        ban_ms.push(l);
+        ban_ctl_ms.push(c);
+    }
     Ok(Round {
         ready,
         applied,
@@ -257,5 +292,9 @@ pub fn round(
         refresh_reply: reply.trim().to_string(),
         after_rss,
         after_hwm,
+        scrape_ms,
+        scrape_bytes,
+        ban_ms,
+        ban_ctl_ms,
     })
 }
