@@ -5,6 +5,7 @@
 mod apply;
 pub mod bans;
 pub mod cli;
+mod config_mode;
 pub mod control;
 pub mod crowdsec;
 pub mod feeds;
@@ -14,6 +15,8 @@ mod offences;
 pub mod persist;
 mod pinwatch;
 pub mod runtime;
+
+pub use config_mode::config_file_warnings;
 
 use std::{
     path::{Path, PathBuf},
@@ -117,55 +120,6 @@ pub fn load_config(opts: &AgentOptions, tick_ns: u64) -> Result<Config, AgentErr
 /// (Nothing at the moment: every section is implemented.)
 pub fn unsupported(_cfg: &Config) -> Vec<String> {
     Vec::new()
-}
-
-/// Who besides root could rewrite the policy through the config file.
-/// A world-writable config lets any local user unblock themselves or
-/// black-hole the host at the next reload; group write is fine for root's
-/// group and for the control group (whose members can change the policy
-/// over the socket anyway), and a warning for any other group.
-pub fn config_file_warnings(path: &Path) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    let Ok(md) = std::fs::metadata(path) else {
-        return out;
-    };
-    let mode = md.mode() & 0o7777;
-    let shown = path.display();
-    if mode & 0o002 != 0 {
-        out.push(format!(
-            "{shown} is world-writable (mode {mode:04o}): any local user can change what shield blocks and allows; run `chmod o-w {shown}`"
-        ));
-    }
-    if mode & 0o020 != 0 && md.gid() != 0 {
-        let control = crate::control::server::lookup_group(crate::control::server::CONTROL_GROUP)
-            .ok()
-            .flatten();
-        if control != Some(md.gid()) {
-            out.push(format!(
-                "{shown} is writable by group {} (mode {mode:04o}), which is neither root nor `{}`: its members can change the policy; run `chmod g-w {shown}`",
-                md.gid(),
-                crate::control::server::CONTROL_GROUP
-            ));
-        }
-    }
-    if md.uid() != 0 {
-        out.push(format!(
-            "{shown} is owned by uid {}, not root: that user can change the policy; run `chown root {shown}`",
-            md.uid()
-        ));
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(d) = std::fs::metadata(dir)
-        && d.mode() & 0o002 != 0
-        && d.mode() & 0o1000 == 0
-    {
-        out.push(format!(
-            "{} (the config's directory) is world-writable: any local user can replace {shown}",
-            dir.display()
-        ));
-    }
-    out
 }
 
 fn interface_exists(name: &str) -> bool {
