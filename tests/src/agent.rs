@@ -372,6 +372,27 @@ impl AgentHome {
     }
 }
 
+/// A fresh lab and an agent on it, its base config followed by `extra_config`.
+pub fn lab_with_agent(extra_config: &str) -> (Lab, AgentHome, Agent) {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&format!("{}{extra_config}", home.base_config(&lab)));
+    let agent = home.start(&lab, &[]);
+    (lab, home, agent)
+}
+
+/// The feed's row in `shieldctl feeds list`; a missing feed fails the test.
+pub fn feed_row(home: &AgentHome, name: &str) -> serde_json::Value {
+    let list = home.ctl_json(&["feeds", "list"]);
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feed {name}: {list}"))
+}
+
 /// `GET /metrics` from inside `ns` (the agent listens on its loopback).
 pub fn scrape(ns: &str, port: u16) -> String {
     let ns = ns.to_string();

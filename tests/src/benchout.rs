@@ -171,6 +171,53 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Walks a bench's command line: `--quick` is a flag (the answer), every
+/// other key takes a value that `set` stores, answering `Ok(false)` for a
+/// key it does not know.
+pub fn parse_args(
+    usage: &str,
+    mut set: impl FnMut(&str, String) -> Result<bool, String>,
+) -> Result<bool, String> {
+    let mut quick = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        if k == "--quick" {
+            quick = true;
+            continue;
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{k} needs a value\n{usage}"))?;
+        if !set(&k, v)? {
+            return Err(format!("unknown argument {k}\n{usage}"));
+        }
+    }
+    Ok(quick)
+}
+
+/// A bench binary's exit: bad arguments print their message and exit 2, a
+/// failed run prints `name: error` and exits 1.
+pub fn exit<A>(
+    name: &str,
+    args: Result<A, String>,
+    run: impl FnOnce(&A) -> Result<(), String>,
+) -> std::process::ExitCode {
+    let a = match args {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(&a) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

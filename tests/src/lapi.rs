@@ -18,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::agent::run_in_netns;
+use crate::{
+    agent::{Agent, AgentHome, run_in_netns},
+    lab::Lab,
+};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -508,4 +511,94 @@ impl Pki {
             client_key: dir.join("client.key"),
         }
     }
+}
+
+/// The `[crowdsec]` section of an agent config: `url` polled every `poll`,
+/// `key` in a private file in the agent's home, then the `extra` lines.
+pub fn crowdsec_section(home: &AgentHome, url: &str, key: &str, poll: &str, extra: &str) -> String {
+    let key_file = secret_file(&home.dir, "crowdsec.key", key);
+    format!(
+        "[crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{}\"\npoll = \"{poll}\"\n{extra}",
+        key_file.display()
+    )
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Two labs and a LAPI in A's server namespace. B's server reaches it over
+/// a veth of their own, A at 10.210.0.1 and B at 10.210.0.2 (the XDP
+/// programs are on the labs' sh-srv only).
+pub fn linked_labs() -> (Lab, Lab, Lapi) {
+    let (a, b) = (Lab::new(), Lab::new());
+    let lapi = Lapi::start(Some(&a.server_ns), Ipv4Addr::UNSPECIFIED);
+    ip(&[
+        "link",
+        "add",
+        "sh-fa",
+        "netns",
+        &a.server_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sh-fb",
+        "netns",
+        &b.server_ns,
+    ]);
+    for (ns, dev, addr) in [
+        (&a.server_ns, "sh-fa", "10.210.0.1/30"),
+        (&b.server_ns, "sh-fb", "10.210.0.2/30"),
+    ] {
+        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    (a, b, lapi)
+}
+
+/// Agents on the [`linked_labs`], both polling every `poll`. A pushes its
+/// autobans as machine `{tag}-a`, flooding past 100 packets/s bans after
+/// the `[autoban]` lines in `autoban`. B is a bouncer of its own, `{tag}-b`:
+/// the LAPI tracks each bouncer's stream.
+pub fn start_pair(
+    lapi: &Lapi,
+    (a, b): (&Lab, &Lab),
+    tag: &str,
+    poll: &str,
+    autoban: &str,
+) -> (AgentHome, AgentHome, Agent, Agent) {
+    let password = format!("{tag}-a-password-0123");
+    lapi.add_machine(&format!("{tag}-a"), &password);
+    let home_a = AgentHome::new();
+    let pw = secret_file(&home_a.dir, "crowdsec.pw", &password);
+    let cs_a = crowdsec_section(
+        &home_a,
+        &lapi.url(),
+        BOUNCER_KEY,
+        poll,
+        &format!(
+            "machine_id = \"{tag}-a\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    home_a.write_config(&format!(
+        "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\n{autoban}{cs_a}",
+        home_a.base_config(a)
+    ));
+    let key_b = format!("{tag}-b-bouncer-key-0123456789");
+    lapi.add_bouncer(&format!("{tag}-b"), &key_b);
+    let home_b = AgentHome::new();
+    let cs_b = crowdsec_section(
+        &home_b,
+        &format!("http://10.210.0.1:{}", lapi.port),
+        &key_b,
+        poll,
+        "",
+    );
+    home_b.write_config(&format!("{}{cs_b}", home_b.base_config(b)));
+    let agent_a = home_a.start(a, &[]);
+    let agent_b = home_b.start(b, &[]);
+    (home_a, home_b, agent_a, agent_b)
 }

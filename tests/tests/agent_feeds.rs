@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use shield_tests::{
-    agent::{Agent, AgentHome},
+    agent::{Agent, AgentHome, feed_row},
     flow::{FlowReport, Flows},
     http::FeedServer,
     lab::Lab,
@@ -28,17 +28,6 @@ fn feed(name: &str, server: &FeedServer, extra: &str) -> String {
 fn start(lab: &Lab, home: &AgentHome, feeds: &str) -> Agent {
     home.write_config(&format!("{}{feeds}", home.base_config(lab)));
     home.start(lab, &[])
-}
-
-fn feed_row(home: &AgentHome, name: &str) -> Value {
-    let list = home.ctl_json(&["feeds", "list"]);
-    list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no feed {name}: {list}"))
 }
 
 /// Waits until `pred` holds for the feed's row (the first fetch runs on the

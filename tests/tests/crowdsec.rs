@@ -25,11 +25,7 @@ const POLL: &str = "1s";
 const WITHIN: Duration = Duration::from_secs(5);
 
 fn crowdsec_section(home: &AgentHome, url: &str, key: &str, extra: &str) -> String {
-    let key_file = lapi::secret_file(&home.dir, "crowdsec.key", key);
-    format!(
-        "[crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{}\"\npoll = \"{POLL}\"\n{extra}",
-        key_file.display()
-    )
+    lapi::crowdsec_section(home, url, key, POLL, extra)
 }
 
 /// A lab, a LAPI in its server namespace, and an agent polling it.
@@ -348,31 +344,7 @@ fn ip(args: &[&str]) {
 
 #[test]
 fn an_autoban_on_one_instance_is_enforced_on_another_through_the_lapi() {
-    let (a, b) = (Lab::new(), Lab::new());
-    // The LAPI lives in A's server namespace; B's server reaches it over a
-    // veth of their own (the XDP programs are on the labs' sh-srv only).
-    let lapi = Lapi::start(Some(&a.server_ns), Ipv4Addr::UNSPECIFIED);
-    ip(&[
-        "link",
-        "add",
-        "sh-fa",
-        "netns",
-        &a.server_ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "sh-fb",
-        "netns",
-        &b.server_ns,
-    ]);
-    for (ns, dev, addr) in [
-        (&a.server_ns, "sh-fa", "10.210.0.1/30"),
-        (&b.server_ns, "sh-fb", "10.210.0.2/30"),
-    ] {
-        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
+    let (a, b, lapi) = lapi::linked_labs();
     // The attacker has the same address in both labs: A's 10.200.A.77.
     let attacker = a.add_client_v4(77);
     let IpAddr::V4(s) = a.server_v4 else {
@@ -397,34 +369,13 @@ fn an_autoban_on_one_instance_is_enforced_on_another_through_the_lapi() {
         "sh-cli",
     ]);
 
-    lapi.add_machine("shield-a", "shield-a-password-0123");
-    let home_a = AgentHome::new();
-    let pw = lapi::secret_file(&home_a.dir, "crowdsec.pw", "shield-a-password-0123");
-    let cs_a = crowdsec_section(
-        &home_a,
-        &lapi.url(),
-        BOUNCER_KEY,
-        &format!(
-            "machine_id = \"shield-a\"\npassword_file = \"{}\"\n",
-            pw.display()
-        ),
+    let (home_a, home_b, agent_a, agent_b) = lapi::start_pair(
+        &lapi,
+        (&a, &b),
+        "shield",
+        POLL,
+        "after = \"2s\"\nttl = \"1m\"\n",
     );
-    home_a.write_config(&format!(
-        "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n{cs_a}",
-        home_a.base_config(&a)
-    ));
-    // B is a bouncer of its own: the LAPI tracks each bouncer's stream.
-    lapi.add_bouncer("shield-b", "shield-b-bouncer-key-0123456789");
-    let home_b = AgentHome::new();
-    let cs_b = crowdsec_section(
-        &home_b,
-        &format!("http://10.210.0.1:{}", lapi.port),
-        "shield-b-bouncer-key-0123456789",
-        "",
-    );
-    home_b.write_config(&format!("{}{cs_b}", home_b.base_config(&b)));
-    let agent_a = home_a.start(&a, &[]);
-    let agent_b = home_b.start(&b, &[]);
 
     // B lets the attacker in (the destination is B's copy of A's address).
     assert!(passes(&b, a.server_v4), "B is open before the autoban");

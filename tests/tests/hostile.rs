@@ -21,9 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use shield_tests::{
-    agent::{AgentHome, binary, metric, scrape},
+    agent::{Agent, AgentHome, binary, feed_row, metric, scrape},
     flow::Flows,
     http::FeedServer,
     lab::Lab,
@@ -81,17 +80,6 @@ fn read_feed_lines(path: &Path) -> BTreeSet<Cidr> {
         .filter(|l| !l.is_empty())
         .map(|l| Cidr::host(l.parse().unwrap()))
         .collect()
-}
-
-fn feed_row(home: &AgentHome, name: &str) -> Value {
-    let list = home.ctl_json(&["feeds", "list"]);
-    list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no feed {name}: {list}"))
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -359,18 +347,26 @@ fn fill(dir: &Path) -> PathBuf {
     filler
 }
 
+/// Starts the agent with metrics on and bans the lab's client; a second
+/// client (host 3) stays clean. Answers the agent, the banned and the clean
+/// address.
+fn start_banning_one(lab: &Lab, home: &AgentHome) -> (Agent, IpAddr, IpAddr) {
+    home.write_config(&format!(
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
+        home.base_config(lab)
+    ));
+    let agent = home.start(lab, &[]);
+    let (banned, clean) = (lab.client_v4, lab.add_client_v4(3));
+    home.ctl_ok(&["ban", "add", &banned.to_string()]);
+    (agent, banned, clean)
+}
+
 #[test]
 fn a_full_state_dir_keeps_enforcing_and_says_so() {
     let lab = Lab::new();
     let home = AgentHome::new();
     let _disk = Mount::new("tmpfs", &home.state_dir, "size=64k,mode=0700");
-    home.write_config(&format!(
-        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
-        home.base_config(&lab)
-    ));
-    let agent = home.start(&lab, &[]);
-    let (early, late) = (lab.client_v4, lab.add_client_v4(3));
-    home.ctl_ok(&["ban", "add", &early.to_string()]);
+    let (agent, early, late) = start_banning_one(&lab, &home);
     let filler = fill(&home.state_dir);
 
     // A ban while the disk is full: enforced at once, and said to be
@@ -434,14 +430,7 @@ fn bpffs_pulled_from_under_the_agent_changes_nothing_it_enforces() {
     let fs_dir = home.dir.join("bpffs");
     let bpffs = Mount::new("bpf", &fs_dir, "mode=0700");
     home.pin_dir = fs_dir.join("pins");
-    home.write_config(&format!(
-        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
-        home.base_config(&lab)
-    ));
-    let agent = home.start(&lab, &[]);
-    let banned = lab.client_v4;
-    let clean = lab.add_client_v4(3);
-    home.ctl_ok(&["ban", "add", &banned.to_string()]);
+    let (agent, banned, clean) = start_banning_one(&lab, &home);
     let (link, _) = home.link_ids(&lab.server_if).expect("pinned link");
     let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
     assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
@@ -514,14 +503,7 @@ fn a_thousand_hostile_connections_do_not_silence_shieldctl() {
     raise_nofile();
     let lab = Lab::new();
     let home = AgentHome::new();
-    home.write_config(&format!(
-        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n",
-        home.base_config(&lab)
-    ));
-    let agent = home.start(&lab, &[]);
-    let banned = lab.client_v4;
-    let clean = lab.add_client_v4(3);
-    home.ctl_ok(&["ban", "add", &banned.to_string()]);
+    let (agent, banned, clean) = start_banning_one(&lab, &home);
     let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
 
     // 1,000 connections at once: slowloris (half a header, then nothing),

@@ -14,7 +14,7 @@ use std::{
 };
 
 use shield_tests::{
-    agent::{AgentHome, metric, scrape},
+    agent::{AgentHome, lab_with_agent, metric, scrape},
     flow::Flows,
     lab::Lab,
     packet::Pkt,
@@ -29,14 +29,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn setup(extra_config: &str) -> (Lab, AgentHome, shield_tests::agent::Agent) {
-    let lab = Lab::new();
-    let home = AgentHome::new();
-    home.write_config(&format!("{}{extra_config}", home.base_config(&lab)));
-    let agent = home.start(&lab, &[]);
-    (lab, home, agent)
 }
 
 /// One scrape's body, asserting a 200.
@@ -240,8 +232,9 @@ fn dashboard_and_alerts_query_only_metrics_the_agent_exports() {
 
 #[test]
 fn a_scrape_during_traffic_counts_the_packets_sent() {
-    let (lab, _home, _agent) =
-        setup("[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nenabled = false\n");
+    let (lab, _home, _agent) = lab_with_agent(
+        "[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nenabled = false\n",
+    );
     let src = lab.client_v4;
     // ARP resolved first, so every datagram below reaches the wire.
     lab.udp_through(lab.server_v4, PORT + 1, 1);
@@ -291,7 +284,7 @@ fn autoban_left(home: &AgentHome, net: &str) -> Option<u64> {
 #[test]
 fn a_repeat_offence_gets_a_longer_ban_even_across_a_restart() {
     let cfg = "[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"1s\"\nttl = \"3s\"\nfactor = 4\nmax_ttl = \"1h\"\n";
-    let (lab, home, agent) = setup(cfg);
+    let (lab, home, agent) = lab_with_agent(cfg);
     let src = lab.client_v4;
     let net = format!("{src}/32");
     let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(1000));
@@ -370,7 +363,7 @@ fn vm_rss_kib(pid: i32) -> u64 {
 #[test]
 fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     const SOURCES: u32 = 10_000;
-    let (lab, home, agent) = setup(
+    let (lab, home, agent) = lab_with_agent(
         "[limits]\npackets = \"1/s\"\npacket_burst = 1\nconnections = \"1/s\"\nconnection_burst = 1\n[autoban]\nafter = \"2s\"\nttl = \"10m\"\n",
     );
     thread::sleep(Duration::from_millis(500));
@@ -524,7 +517,7 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
 
 #[test]
 fn an_xdp_link_detached_behind_the_agents_back_is_reported_and_reload_reattaches() {
-    let (lab, home, agent) = setup("");
+    let (lab, home, agent) = lab_with_agent("");
     let series = format!(
         "shield_xdp_attached{{iface=\"{}\",mode=\"native\"}}",
         lab.server_if

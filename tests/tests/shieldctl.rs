@@ -4,21 +4,12 @@
 use std::{net::IpAddr, process::Command, thread, time::Duration};
 
 use shield_tests::{
-    agent::{AgentHome, binary},
+    agent::{binary, lab_with_agent},
     flow::Flows,
-    lab::Lab,
 };
 
 const PORT: u16 = 7100;
 const TICK: Duration = Duration::from_millis(2);
-
-fn setup(extra_config: &str) -> (Lab, AgentHome, shield_tests::agent::Agent) {
-    let lab = Lab::new();
-    let home = AgentHome::new();
-    home.write_config(&format!("{}{extra_config}", home.base_config(&lab)));
-    let agent = home.start(&lab, &[]);
-    (lab, home, agent)
-}
 
 fn s(a: IpAddr) -> String {
     a.to_string()
@@ -26,7 +17,7 @@ fn s(a: IpAddr) -> String {
 
 #[test]
 fn ban_add_stops_a_flowing_source_before_it_returns() {
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     let src = lab.client_v4;
     let flows = Flows::start(&lab, PORT, &[src], TICK);
     assert!(flows.wait_more(src, 50, Duration::from_secs(10)));
@@ -61,7 +52,7 @@ fn ban_add_stops_a_flowing_source_before_it_returns() {
 
 #[test]
 fn bans_expire_after_their_ttl_and_cidr_bans_cover_the_prefix() {
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     let net = "10.200.0.0/16";
     home.ctl_ok(&["ban", "add", net, "--ttl", "2s"]);
     assert_eq!(
@@ -85,7 +76,7 @@ fn bans_expire_after_their_ttl_and_cidr_bans_cover_the_prefix() {
 
 #[test]
 fn dry_run_on_passes_and_counts_off_enforces_again() {
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     home.ctl_ok(&["ban", "add", &s(lab.client_v4)]);
     assert_eq!(lab.udp_through(lab.server_v4, PORT, 5), 0);
 
@@ -111,7 +102,7 @@ fn dry_run_on_passes_and_counts_off_enforces_again() {
 fn check_explains_ban_allow_acl_and_limit() {
     let cfg = "[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\npackets = \"1/h\"\npacket_burst = 3\n\
                [[port]]\nname = \"admin\"\nproto = \"tcp\"\nports = [8443]\nallow_from = [\"192.0.2.0/24\"]\n";
-    let (lab, home, _agent) = setup(cfg);
+    let (lab, home, _agent) = lab_with_agent(cfg);
     let client = s(lab.client_v4);
 
     let c = home.ctl_json(&["check", &client, "--proto", "udp", "--port", "9000"]);
@@ -162,7 +153,7 @@ fn check_explains_ban_allow_acl_and_limit() {
 #[test]
 fn limits_set_applies_at_once_and_reverts_by_itself() {
     let (lab, home, _agent) =
-        setup("[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\n");
+        lab_with_agent("[[port]]\nname = \"probe\"\nproto = \"udp\"\nports = [9000]\n");
     let before = home.ctl_json(&["limits"]);
     assert!(
         before["data"]["rows"].as_array().unwrap().len() >= 2,
@@ -211,7 +202,7 @@ fn limits_set_applies_at_once_and_reverts_by_itself() {
 
 #[test]
 fn every_read_command_answers_in_both_formats() {
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     let status = home.ctl_json(&["status"]);
     assert_eq!(status["data"]["interfaces"][0]["name"], lab.server_if);
     assert!(status["data"]["program_id"].as_u64().is_some());
@@ -240,7 +231,7 @@ fn every_read_command_answers_in_both_formats() {
 
 #[test]
 fn top_shows_a_flooding_source() {
-    let (lab, home, _agent) = setup("[limits]\npackets = \"100/s\"\npacket_burst = 100\n");
+    let (lab, home, _agent) = lab_with_agent("[limits]\npackets = \"100/s\"\npacket_burst = 100\n");
     let src = lab.client_v4;
     let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(500));
     thread::sleep(Duration::from_millis(2500));
@@ -255,7 +246,7 @@ fn top_shows_a_flooding_source() {
 
 #[test]
 fn bad_input_changes_nothing_and_exits_non_zero() {
-    let (_lab, home, _agent) = setup("");
+    let (_lab, home, _agent) = lab_with_agent("");
     for (args, code, needle) in [
         (&["ban", "add", "10.1.2.3/8"][..], 2, "did you mean"),
         (&["ban", "add", "not-an-ip"], 2, "not-an-ip"),
@@ -275,7 +266,7 @@ fn bad_input_changes_nothing_and_exits_non_zero() {
 
 #[test]
 fn an_unprivileged_user_is_refused() {
-    let (_lab, home, _agent) = setup("");
+    let (_lab, home, _agent) = lab_with_agent("");
     // The socket and its directory must be reachable for the refusal to
     // come from the agent or the kernel rather than from a missing path.
     let out = Command::new("setpriv")
@@ -298,7 +289,7 @@ fn an_unprivileged_user_is_refused() {
 
 #[test]
 fn two_hundred_concurrent_clients_while_enforcing() {
-    let (lab, home, agent) = setup("");
+    let (lab, home, agent) = lab_with_agent("");
     let banned = lab.client_v4;
     let clean = lab.add_client_v4(3);
     home.ctl_ok(&["ban", "add", &s(banned)]);
@@ -340,7 +331,7 @@ fn two_hundred_concurrent_clients_while_enforcing() {
 
 #[test]
 fn detach_needs_yes_and_then_removes_everything() {
-    let (lab, home, agent) = setup("");
+    let (lab, home, agent) = lab_with_agent("");
     let o = home.ctl(&["detach"]);
     assert_eq!(o.code, Some(2), "{o:?}");
     assert!(home.pin_dir.exists());
@@ -360,7 +351,7 @@ fn garbage_and_oversized_frames_do_not_hurt_the_agent() {
         io::{Read, Write},
         os::unix::net::UnixStream,
     };
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     home.ctl_ok(&["ban", "add", &s(lab.client_v4)]);
     for frame in [
         &u32::MAX.to_be_bytes()[..],                     // a 4 GiB length prefix
@@ -395,7 +386,7 @@ fn garbage_and_oversized_frames_do_not_hurt_the_agent() {
 
 #[test]
 fn ipv6_bans_cover_the_configured_prefix() {
-    let (lab, home, _agent) = setup("");
+    let (lab, home, _agent) = lab_with_agent("");
     assert!(lab.wait_reachable(lab.server_v6, PORT));
     // A single address is banned as its /64 (ipv6_prefix), as the kernel keys it.
     let out = home.ctl_ok(&["ban", "add", &s(lab.client_v6), "--ttl", "1h"]);
@@ -424,7 +415,7 @@ fn ipv6_bans_cover_the_configured_prefix() {
 #[test]
 fn a_sustained_flood_becomes_an_autoban() {
     let cfg = "[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n";
-    let (lab, home, agent) = setup(cfg);
+    let (lab, home, agent) = lab_with_agent(cfg);
     let src = lab.client_v4;
     let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(500));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

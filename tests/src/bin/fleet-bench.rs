@@ -22,7 +22,7 @@ use std::{
     fmt::Write as _,
     net::Ipv4Addr,
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::ExitCode,
     thread,
     time::{Duration, Instant},
 };
@@ -148,11 +148,7 @@ fn cell(v: &[f64], unit: &str, digits: usize) -> String {
 }
 
 fn crowdsec_section(home: &AgentHome, url: &str, key: &str, extra: &str) -> String {
-    let key = lapi::secret_file(&home.dir, "crowdsec.key", key);
-    format!(
-        "[crowdsec]\nlapi_url = \"{url}\"\napi_key_file = \"{}\"\npoll = \"{POLL_SECS}s\"\n{extra}",
-        key.display()
-    )
+    lapi::crowdsec_section(home, url, key, &format!("{POLL_SECS}s"), extra)
 }
 
 struct Apply {
@@ -268,11 +264,6 @@ fn bench_apply(n: usize, rounds: u32) -> Apply {
     }
 }
 
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().unwrap();
-    assert!(st.success(), "ip {args:?}");
-}
-
 struct Propagation {
     ms: Vec<f64>,
 }
@@ -292,57 +283,14 @@ fn holds(home: &AgentHome, net: &str, origin: &str) -> bool {
 }
 
 fn bench_propagation(rounds: u32) -> Propagation {
-    let (a, b) = (Lab::new(), Lab::new());
-    let lapi = Lapi::start(Some(&a.server_ns), Ipv4Addr::UNSPECIFIED);
-    ip(&[
-        "link",
-        "add",
-        "sh-fa",
-        "netns",
-        &a.server_ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "sh-fb",
-        "netns",
-        &b.server_ns,
-    ]);
-    for (ns, dev, addr) in [
-        (&a.server_ns, "sh-fa", "10.210.0.1/30"),
-        (&b.server_ns, "sh-fb", "10.210.0.2/30"),
-    ] {
-        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
-    lapi.add_machine("bench-a", "bench-a-password-0123");
-    let home_a = AgentHome::new();
-    let pw = lapi::secret_file(&home_a.dir, "crowdsec.pw", "bench-a-password-0123");
-    let cs_a = crowdsec_section(
-        &home_a,
-        &lapi.url(),
-        BOUNCER_KEY,
-        &format!(
-            "machine_id = \"bench-a\"\npassword_file = \"{}\"\n",
-            pw.display()
-        ),
+    let (a, b, lapi) = lapi::linked_labs();
+    let (home_a, home_b, agent_a, agent_b) = lapi::start_pair(
+        &lapi,
+        (&a, &b),
+        "bench",
+        &format!("{POLL_SECS}s"),
+        "after = \"1s\"\nttl = \"10m\"\n",
     );
-    home_a.write_config(&format!(
-        "{}[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"1s\"\nttl = \"10m\"\n{cs_a}",
-        home_a.base_config(&a)
-    ));
-    // B is a bouncer of its own: the LAPI tracks each bouncer's stream.
-    lapi.add_bouncer("bench-b", "bench-b-bouncer-key-0123456789");
-    let home_b = AgentHome::new();
-    let cs_b = crowdsec_section(
-        &home_b,
-        &format!("http://10.210.0.1:{}", lapi.port),
-        "bench-b-bouncer-key-0123456789",
-        "",
-    );
-    home_b.write_config(&format!("{}{cs_b}", home_b.base_config(&b)));
-    let agent_a = home_a.start(&a, &[]);
-    let agent_b = home_b.start(&b, &[]);
 
     let mut ms = Vec::new();
     for round in 0..rounds {

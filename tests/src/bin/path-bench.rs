@@ -77,16 +77,8 @@ fn args() -> Result<Args, String> {
         json: None,
         command: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        if k == "--quick" {
-            a.quick = true;
-            continue;
-        }
-        let v = it
-            .next()
-            .ok_or_else(|| format!("{k} needs a value\n{USAGE}"))?;
-        match k.as_str() {
+    a.quick = benchout::parse_args(USAGE, |k, v| {
+        match k {
             "--seconds" => {
                 a.seconds = Some(
                     v.parse()
@@ -106,9 +98,10 @@ fn args() -> Result<Args, String> {
             "--write" => a.write = Some(v.into()),
             "--json" => a.json = Some(v.into()),
             "--command" => a.command = Some(v),
-            _ => return Err(format!("unknown argument {k}\n{USAGE}")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(a)
 }
 
@@ -425,20 +418,7 @@ struct Sample {
 }
 
 fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&a) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("path-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    benchout::exit("path-bench", args(), run)
 }
 
 fn run(a: &Args) -> Result<(), String> {

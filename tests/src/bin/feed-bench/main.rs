@@ -115,20 +115,7 @@ fn args() -> Res<Args> {
 }
 
 fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&a) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("feed-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    shield_tests::benchout::exit("feed-bench", args(), run)
 }
 
 /// What the generated feed holds, as shield sees it.

@@ -49,22 +49,14 @@ fn args() -> Result<Args, String> {
         plots: None,
         command: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        if k == "--quick" {
-            a.quick = true;
-            continue;
-        }
-        let v = it
-            .next()
-            .ok_or_else(|| format!("{k} needs a value\n{USAGE}"))?;
+    a.quick = benchout::parse_args(USAGE, |k, v| {
         let num = |v: &str| {
             v.parse::<u32>()
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("{k} takes a positive number, not {v:?}"))
         };
-        match k.as_str() {
+        match k {
             "--repeat" => a.repeat = Some(num(&v)?),
             "--rounds" => a.rounds = Some(num(&v)?),
             "--only" => a.only = Some(v),
@@ -72,9 +64,10 @@ fn args() -> Result<Args, String> {
             "--json" => a.json = Some(v.into()),
             "--plots" => a.plots = Some(v.into()),
             "--command" => a.command = Some(v),
-            _ => return Err(format!("unknown argument {k}\n{USAGE}")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(a)
 }
 
