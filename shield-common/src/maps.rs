@@ -24,9 +24,10 @@ pub const MAP_LIMITS: &str = "LIMITS";
 pub const MAP_BUCKETS: &str = "BUCKETS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_BUCKETS_CREATED: &str = "BUCKETS_CREATED";
+pub const MAP_EVENTS_LOST: &str = "EVENTS_LOST";
 
 /// Every map the program declares, in a stable order.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_SRC_V4,
@@ -45,6 +46,7 @@ pub const ALL_MAPS: [&str; 18] = [
     MAP_BUCKETS,
     MAP_EVENTS,
     MAP_BUCKETS_CREATED,
+    MAP_EVENTS_LOST,
 ];
 
 /// The XDP program's name in the object file.
@@ -285,6 +287,13 @@ const _: () = assert!(core::mem::size_of::<Bucket>() == 32);
 /// agent never deletes buckets, so once `BUCKETS` is full every creation
 /// evicts the least recently used one: evictions = created − live entries.
 pub const BUCKETS_CREATED_SLOTS: u32 = 1;
+
+/// `EVENTS_LOST`: a per-CPU count of flood events the program could not
+/// reserve because `EVENTS` was full (the agent fell behind). The drop
+/// itself still happens; only the event is lost, and the bucket's next
+/// event comes `FLOOD_EVENT_INTERVAL_NS` later, so a sustained flood is
+/// still seen and banned.
+pub const EVENTS_LOST_SLOTS: u32 = 1;
 
 /// Minimum spacing of flood events per bucket.
 pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;

@@ -12,7 +12,7 @@ use shield_common::{
 };
 
 use crate::{
-    maps::{BUCKETS, BUCKETS_CREATED, EVENTS},
+    maps::{BUCKETS, BUCKETS_CREATED, EVENTS, EVENTS_LOST},
     parse::Packet,
 };
 
@@ -87,6 +87,10 @@ pub fn check(
                     _pad: [0; 2],
                 });
                 e.submit(0);
+            } else if let Some(n) = EVENTS_LOST.get_ptr_mut(0) {
+                // The ring buffer is full: count the loss so it shows.
+                // Per-CPU slot, so no other writer.
+                *n += 1;
             }
         }
     }

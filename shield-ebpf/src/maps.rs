@@ -60,5 +60,8 @@ pub static BUCKETS: LruHashMap<BucketKey, Bucket> =
 pub static BUCKETS_CREATED: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(BUCKETS_CREATED_SLOTS, 0);
 
+#[map(name = "EVENTS_LOST")]
+pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENTS_LOST_SLOTS, 0);
+
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -408,6 +408,14 @@ impl Dataplane {
             .sum())
     }
 
+    /// Flood events the program could not put in the full ring buffer,
+    /// summed over CPUs.
+    pub fn events_lost(&self) -> Result<u64> {
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(MAP_EVENTS_LOST)?).map_err(map_err(MAP_EVENTS_LOST))?;
+        Ok(a.get(&0, 0).map_err(map_err(MAP_EVENTS_LOST))?.iter().sum())
+    }
+
     /// Every live bucket's key: one syscall per entry, so for tests and
     /// diagnostics, not for every scrape.
     pub fn bucket_keys(&self) -> Result<Vec<BucketKey>> {

@@ -362,6 +362,38 @@ fn flood_events_once_per_second_per_bucket() {
 }
 
 #[test]
+fn a_full_ring_buffer_counts_every_lost_event() {
+    let mut h = Harness::new();
+    // Taken but never drained until the end: the agent has fallen behind.
+    let mut events = h.dp.take_events().unwrap();
+    h.packet_limit(0, 0, 1, 1);
+    // Each record is the event plus the ring buffer's 8-byte header, so
+    // this many sources overflow it.
+    let fit = EVENTS_BYTES as usize / (size_of::<FloodEvent>() + 8);
+    let sources = fit + 500;
+    for i in 0..sources {
+        let src = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).to_string();
+        let f = Pkt::udp(&src, 7).build();
+        assert_eq!(h.run(&f), XDP_PASS, "{src}: first packet within burst");
+        // The drop must not depend on the event getting through.
+        assert_eq!(h.run(&f), XDP_DROP, "{src}: second packet over the limit");
+    }
+    let lost = h.dp.events_lost().unwrap();
+    let mut queued = 0u64;
+    while let Some(item) = events.next() {
+        assert_eq!(item.len(), size_of::<FloodEvent>());
+        queued += 1;
+    }
+    assert!(lost > 0, "{queued} queued, none lost for {sources} sources");
+    assert!(queued > 0 && queued <= fit as u64, "{queued} queued");
+    assert_eq!(
+        lost + queued,
+        sources as u64,
+        "every event queued or counted"
+    );
+}
+
+#[test]
 fn dry_run_turns_drops_into_would_drop() {
     let mut h = Harness::new();
     h.ban(V4, FOREVER);

@@ -112,6 +112,7 @@ impl Agent {
             flood_sources: self.floods.active(now).count() as u64,
             maps,
             buckets_created_total: self.dp.buckets_created().unwrap_or(0),
+            flood_events_lost_total: self.dp.events_lost().unwrap_or(0),
             interfaces: self
                 .attached
                 .iter()

@@ -18,7 +18,7 @@ use shield_common::maps::*;
 /// Key and value sizes of every map, as this build's program declares them.
 /// A pinned map from another build with a different layout must not be
 /// adopted: the program would read garbage from it.
-pub const MAP_LAYOUT: [(&str, u32, u32); 18] = [
+pub const MAP_LAYOUT: [(&str, u32, u32); 19] = [
     (MAP_CONFIG, 4, size_of::<GlobalConfig>() as u32),
     (MAP_COUNTERS, 4, size_of::<Counter>() as u32),
     (MAP_SRC_V4, 8, size_of::<SourceClass>() as u32),
@@ -41,6 +41,7 @@ pub const MAP_LAYOUT: [(&str, u32, u32); 18] = [
     ),
     (MAP_EVENTS, 0, 0),
     (MAP_BUCKETS_CREATED, 4, 8),
+    (MAP_EVENTS_LOST, 4, 8),
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

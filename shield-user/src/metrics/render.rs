@@ -120,6 +120,16 @@ pub fn render(s: &Snapshot) -> String {
         "Flood events from the data plane: once per second per source and class over a limit.",
     );
     o.sample("shield_flood_events_total", &[], s.flood_events_total);
+    o.family(
+        "shield_flood_events_lost_total",
+        "counter",
+        "Flood events the data plane could not queue because the ring buffer was full; the packets were still dropped, and bans can still be decided because the next event for that source comes a second later.",
+    );
+    o.sample(
+        "shield_flood_events_lost_total",
+        &[],
+        s.flood_events_lost_total,
+    );
     o.family("shield_flood_sources", "gauge", "Sources over a limit now.");
     o.sample("shield_flood_sources", &[], s.flood_sources);
 

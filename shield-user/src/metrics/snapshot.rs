@@ -32,6 +32,8 @@ pub struct Snapshot {
     /// Buckets leave `BUCKETS` only by LRU eviction, so past the map's
     /// capacity every creation is an eviction.
     pub buckets_created_total: u64,
+    /// Flood events lost because the ring buffer was full (`EVENTS_LOST`).
+    pub flood_events_lost_total: u64,
     pub interfaces: Vec<InterfaceMetrics>,
     pub build: BuildInfo,
     /// `None` when the agent does not count control requests: the family

@@ -49,6 +49,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
         },
         flood_events_total: 99,
         buckets_created_total: 300_000,
+        flood_events_lost_total: 12,
         flood_sources: 3,
         maps: vec![
             MapMetrics {

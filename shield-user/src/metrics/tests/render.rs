@@ -103,6 +103,9 @@ shield_bans_total{source="crowdsec"} 4
 # HELP shield_flood_events_total Flood events from the data plane: once per second per source and class over a limit.
 # TYPE shield_flood_events_total counter
 shield_flood_events_total 99
+# HELP shield_flood_events_lost_total Flood events the data plane could not queue because the ring buffer was full; the packets were still dropped, and bans can still be decided because the next event for that source comes a second later.
+# TYPE shield_flood_events_lost_total counter
+shield_flood_events_lost_total 12
 # HELP shield_flood_sources Sources over a limit now.
 # TYPE shield_flood_sources gauge
 shield_flood_sources 3
@@ -181,7 +184,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 30] = [
+const FAMILIES: [(&str, &str); 31] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -193,6 +196,7 @@ const FAMILIES: [(&str, &str); 30] = [
     ("shield_bans_active", "gauge"),
     ("shield_bans_total", "counter"),
     ("shield_flood_events_total", "counter"),
+    ("shield_flood_events_lost_total", "counter"),
     ("shield_flood_sources", "gauge"),
     ("shield_map_entries", "gauge"),
     ("shield_map_capacity", "gauge"),
