@@ -29,7 +29,7 @@ use std::{
 
 use shield_tests::{
     agent::{AgentHome, metric, scrape},
-    benchout::Results,
+    benchout::{Results, loadavg, median, write_section},
     flow::Flows,
     lab::Lab,
     lapi::{self, BOUNCER_KEY, Lapi},
@@ -40,8 +40,8 @@ use shield_user::{
 };
 
 const USAGE: &str = "usage: fleet-bench [--decisions N] [--rounds N] [--quick] [--write FILE] [--json FILE] [--command TEXT]";
-const BEGIN: &str = "<!-- fleetbench:begin -->";
-const END: &str = "<!-- fleetbench:end -->";
+/// The marked section of docs/BENCHMARKS.md this bench rewrites.
+const SECTION: &str = "fleetbench";
 const POLL_SECS: u64 = 1;
 
 struct Args {
@@ -100,19 +100,15 @@ fn main() -> ExitCode {
     print!("{report}");
     if let Some(path) = &args.json {
         let mut r = Results::default();
-        r.push(
-            "fleet.lapi_100k_apply_s",
-            median(&apply.end_to_end_s).0,
-            "s",
-        );
-        r.push("fleet.propagation_ms", median(&prop.ms).0, "ms");
+        r.push("fleet.lapi_100k_apply_s", median(&apply.end_to_end_s), "s");
+        r.push("fleet.propagation_ms", median(&prop.ms), "ms");
         if let Err(e) = r.write_json(path) {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     }
     if let Some(path) = &args.write {
-        if let Err(e) = write_section(path, &report) {
+        if let Err(e) = write_section(path, SECTION, &report) {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
@@ -121,29 +117,18 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn median(v: &[f64]) -> (f64, f64, f64) {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let n = s.len();
-    let med = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    (med, s[0], s[n - 1])
+/// The median, with the smallest and largest value beside it.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let finite = v.iter().copied().filter(|x| x.is_finite());
+    (
+        median(v),
+        finite.clone().fold(f64::NAN, f64::min),
+        finite.fold(f64::NAN, f64::max),
+    )
 }
 
 fn cell(v: &[f64], unit: &str, digits: usize) -> String {
-    let (m, lo, hi) = median(v);
+    let (m, lo, hi) = spread(v);
     format!("{m:.digits$} {unit} ({lo:.digits$}–{hi:.digits$})")
 }
 
@@ -331,8 +316,8 @@ fn report(args: &Args, a: &Apply, p: &Propagation, load_before: &str) -> String 
         kernel.trim(),
         loadavg()
     );
-    let e2e = median(&a.end_to_end_s).0;
-    let prop = median(&p.ms);
+    let e2e = median(&a.end_to_end_s);
+    let prop = spread(&p.ms);
     let _ = writeln!(o, "| measurement | median (min–max) |\n|---|---:|");
     let _ = writeln!(
         o,
@@ -370,8 +355,8 @@ fn report(args: &Args, a: &Apply, p: &Propagation, load_before: &str) -> String 
     let _ = writeln!(
         o,
         "| 100k decisions from a real LAPI applied in ≤ 2 s | end to end {e2e:.2} s, of which the LAPI's answer {:.2} s and shield's apply {:.0} ms | {} |",
-        median(&a.lapi_answer_s).0,
-        median(&a.agent_apply_ms).0,
+        median(&a.lapi_answer_s),
+        median(&a.agent_apply_ms),
         if e2e <= 2.0 {
             "met"
         } else {
@@ -393,23 +378,4 @@ fn report(args: &Args, a: &Apply, p: &Propagation, load_before: &str) -> String 
         }
     );
     o
-}
-
-fn write_section(path: &std::path::Path, body: &str) -> Result<(), String> {
-    let old = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let section = format!("{BEGIN}\n{body}{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &old[..b], &old[e + END.len()..]),
-        (None, None) => format!(
-            "{}\n\n## Fleet: CrowdSec LAPI\n\n{section}\n",
-            old.trim_end()
-        ),
-        _ => {
-            return Err(format!(
-                "{} has a broken {BEGIN} … {END} pair",
-                path.display()
-            ));
-        }
-    };
-    std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
