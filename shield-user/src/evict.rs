@@ -65,16 +65,34 @@ impl<P> WaitQueue<P> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Parks `slot` while this connection waits for a request.
-    pub fn wait(&self, slot: P) -> Ticket<'_, P> {
+    /// A place in line, taken when the connection is accepted. The task
+    /// that serves a connection may start later than a younger one's (the
+    /// runtime runs the newest spawn first, and the other worker steals), so
+    /// the order of acceptance is fixed here, before any task runs.
+    pub fn place(&self) -> Place {
         let mut q = self.lock();
         let id = q.next;
         q.next += 1;
+        Place(id)
+    }
+
+    /// Parks `slot` while this connection waits for a request, at a place
+    /// taken now (for a later request on the same connection).
+    pub fn wait(&self, slot: P) -> Ticket<'_, P> {
+        let place = self.place();
+        self.wait_at(place, slot)
+    }
+
+    /// Parks `slot` at `place` (taken at accept) while this connection
+    /// waits for its first request.
+    pub fn wait_at(&self, place: Place, slot: P) -> Ticket<'_, P> {
         let evict = Arc::new(Notify::new());
-        q.waiting.insert(id, (Arc::clone(&evict), slot));
+        self.lock()
+            .waiting
+            .insert(place.0, (Arc::clone(&evict), slot));
         Ticket {
             queue: self,
-            id,
+            id: place.0,
             evict,
         }
     }
@@ -98,7 +116,11 @@ impl<P> WaitQueue<P> {
     }
 }
 
-/// A place in the queue.
+/// Where a connection stands in line, by when it began to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Place(u64);
+
+/// A connection parked in the queue.
 #[derive(Debug)]
 pub struct Ticket<'a, P> {
     queue: &'a WaitQueue<P>,
@@ -151,5 +173,20 @@ mod tests {
         assert!(young_told.is_err(), "the youngest stays");
         drop(young);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_order_is_the_order_of_acceptance_not_of_parking() {
+        let q: WaitQueue<&str> = WaitQueue::default();
+        let first = q.place();
+        let second = q.place();
+        // The younger connection's task happens to run first.
+        let _young = q.wait_at(second, "slot-2");
+        let _old = q.wait_at(first, "slot-1");
+        assert_eq!(q.evict_oldest(), Some("slot-1"));
+        // A later request's wait queues behind everyone already waiting.
+        let _again = q.wait("slot-3");
+        assert_eq!(q.evict_oldest(), Some("slot-2"));
+        assert_eq!(q.evict_oldest(), Some("slot-3"));
     }
 }

@@ -4,7 +4,8 @@
 
 use std::{
     ffi::CString,
-    fmt, io,
+    fmt,
+    io::{self, Write},
     os::{
         fd::AsRawFd,
         unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
@@ -24,7 +25,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::evict::WaitQueue;
+use crate::evict::{Place, WaitQueue};
 
 use super::{
     frame::{
@@ -303,12 +304,13 @@ impl ControlSocket {
                         let slot = crate::evict::take_slot(&slots, || ctx.evict_oldest()).await;
                         match slot {
                             Some(permit) => {
+                                let place = ctx.waiting.place();
                                 let ctx = Arc::clone(&ctx);
-                                tasks.spawn(async move { connection(stream, permit, &ctx).await });
+                                tasks.spawn(async move { connection(stream, permit, place, &ctx).await });
                             }
                             None => {
                                 RequestCounters::bump(&ctx.config.counters.busy);
-                                refuse_busy(&stream, ctx.config.max_connections);
+                                refuse_busy(stream, ctx.config.max_connections);
                             }
                         }
                     }
@@ -523,12 +525,18 @@ fn fallback(kind: ErrorKind, message: &str) -> Vec<u8> {
 
 /// Over the connection cap: answer without a task and without waiting.
 /// A fresh socket's send buffer has room for a small frame, so a
-/// non-blocking write either goes through whole or not at all.
-fn refuse_busy(stream: &UnixStream, cap: usize) {
+/// non-blocking write either goes through whole or not at all. The write
+/// goes through the std socket because tokio's `try_write` refuses until
+/// the reactor has seen the new socket become writable, which on a busy
+/// host can be after this returns.
+fn refuse_busy(stream: UnixStream, cap: usize) {
     debug!("control socket: {cap} connections busy with requests; refusing one");
-    let _ = stream.try_write(&busy_frame(&format!(
+    let frame = busy_frame(&format!(
         "shield-agent is serving {cap} control requests already; retry shortly"
-    )));
+    ));
+    if let Ok(std) = stream.into_std() {
+        let _ = (&std).write(&frame);
+    }
 }
 
 fn busy_frame(message: &str) -> Vec<u8> {
@@ -602,8 +610,11 @@ async fn next_request(
 /// Serves one connection. Errors raised here (timeouts, bad frames,
 /// denial) are answered and end the connection; errors the handler returns
 /// are ordinary replies and the connection stays open.
-async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
+async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, place: Place, ctx: &Ctx) {
     let mut slot = Some(slot);
+    // The first wait stands in line from accept; later ones from the end
+    // of the previous request.
+    let mut place = Some(place);
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -623,7 +634,10 @@ async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
     let mut first = true;
     loop {
         let Some(parked) = slot.take() else { return };
-        let ticket = ctx.waiting.wait(parked);
+        let ticket = match place.take() {
+            Some(at) => ctx.waiting.wait_at(at, parked),
+            None => ctx.waiting.wait(parked),
+        };
         let read = tokio::select! {
             () = ticket.evicted() => None,
             r = next_request(&mut reader, first, ctx, &peer) => Some(r),
@@ -636,7 +650,9 @@ async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
         let Some(read) = read else {
             debug!("control client {peer} evicted to make room");
             let msg = "closed to make room for another client: no complete request yet";
-            let _ = stream.try_write(&busy_frame(msg));
+            // Its slot is already the newcomer's; the write timeout bounds
+            // how long a peer that does not read can keep this task.
+            send(stream, &Response::error(ErrorKind::Busy, msg), ctx).await;
             return;
         };
         let body = match read {

@@ -25,7 +25,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::evict::{WaitQueue, take_slot};
+use crate::evict::{Place, WaitQueue, take_slot};
 
 use super::{
     http::{self, Request, Route},
@@ -156,8 +156,9 @@ pub async fn serve_with<S>(
                 // so idle local connections cannot keep Prometheus out.
                 Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()).await {
                     Some(permit) => {
+                        let place = ctx.waiting.place();
                         let ctx = Arc::clone(&ctx);
-                        tasks.spawn(async move { connection(stream, permit, &ctx).await });
+                        tasks.spawn(async move { connection(stream, permit, place, &ctx).await });
                     }
                     None => {
                         busy.refused(ctx.config.max_connections);
@@ -248,12 +249,12 @@ impl Renderer {
 }
 
 /// Serves one connection: one request, one reply, then close.
-async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, ctx: &Ctx) {
+async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, place: Place, ctx: &Ctx) {
     let cfg = &ctx.config;
     // The reply goes out as head then body; without Nagle the body's last
     // segment is not held back waiting for the ACK of the head.
     let _ = stream.set_nodelay(true);
-    let ticket = ctx.waiting.wait(slot);
+    let ticket = ctx.waiting.wait_at(place, slot);
     let head = tokio::select! {
         () = ticket.evicted() => None,
         h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
