@@ -38,6 +38,7 @@ fn status_reply(peer: Peer) -> Reply {
         totals: Totals::default(),
         bans_active: 0,
         health: Default::default(),
+        crowdsec: None,
     })
 }
 

@@ -286,6 +286,10 @@ fn skb_mode_is_used_when_asked_and_reported() {
     let agent = home.start(&lab, &[]);
     let status = home.ctl_json(&["status"]);
     assert_eq!(status["data"]["interfaces"][0]["mode"], "skb", "{status}");
+    // No [crowdsec]: status says so, in both forms.
+    assert_eq!(status["data"]["crowdsec"]["configured"], false, "{status}");
+    let text = home.ctl_ok(&["status"]);
+    assert!(text.contains("crowdsec    not configured"), "{text}");
     assert!(
         lab.server_link_details().contains("xdpgeneric"),
         "{}",
@@ -330,6 +334,10 @@ fn auto_mode_falls_back_to_skb_where_native_is_unavailable() {
         "{status}"
     );
     assert_eq!(status["data"]["interfaces"][0]["mode"], "skb", "{status}");
+    // No [crowdsec]: status says so, in both forms.
+    assert_eq!(status["data"]["crowdsec"]["configured"], false, "{status}");
+    let text = home.ctl_ok(&["status"]);
+    assert!(text.contains("crowdsec    not configured"), "{text}");
     assert!(
         agent.logs().contains("native XDP unavailable"),
         "{}",

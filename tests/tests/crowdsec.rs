@@ -63,6 +63,11 @@ fn bans(home: &AgentHome) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// The `crowdsec` object of `shieldctl --json status`.
+fn crowdsec_status(home: &AgentHome) -> serde_json::Value {
+    home.ctl_json(&["status"])["data"]["crowdsec"].clone()
+}
+
 fn ban_of<'a>(
     rows: &'a [serde_json::Value],
     net: &str,
@@ -406,6 +411,28 @@ fn an_autoban_on_one_instance_is_enforced_on_another_through_the_lapi() {
         metric(&m, "shield_crowdsec_alerts_pushed_total").unwrap() >= 1.0,
         "{m}"
     );
+    // `shieldctl status` shows each side of the link.
+    let cs_a = crowdsec_status(&home_a);
+    assert_eq!(cs_a["configured"], true, "{cs_a}");
+    assert_eq!(cs_a["pushes"], true, "{cs_a}");
+    assert!(cs_a["last_push_unix"].as_u64().is_some(), "{cs_a}");
+    assert!(cs_a["alerts_pushed_total"].as_u64().unwrap() >= 1, "{cs_a}");
+    assert_eq!(cs_a["alerts_spooled"], 0, "{cs_a}");
+    let cs_b = crowdsec_status(&home_b);
+    assert!(cs_b["last_pull_unix"].as_u64().is_some(), "{cs_b}");
+    assert!(cs_b["decisions"].as_u64().unwrap() >= 1, "{cs_b}");
+    assert!(cs_b["bans"].as_u64().unwrap() >= 1, "{cs_b}");
+    assert_eq!(cs_b["last_error"], serde_json::Value::Null, "{cs_b}");
+    // B reaches the LAPI across the labs' link.
+    let b_url = format!("http://10.210.0.1:{}", lapi.port);
+    assert_eq!(cs_b["lapi_url"].as_str(), Some(b_url.as_str()), "{cs_b}");
+    assert_eq!(cs_b["pushes"], false, "{cs_b}");
+    let text = home_b.ctl_ok(&["status"]);
+    assert!(
+        text.contains(&format!("crowdsec    {b_url}: ")) && text.contains("last pull "),
+        "{text}"
+    );
+    assert!(!text.contains("last pull never"), "{text}");
     assert!(
         agent_a.logs().contains("autobans pushed to CrowdSec"),
         "{}",
@@ -453,6 +480,20 @@ fn autobans_wait_in_the_spool_while_the_lapi_is_down() {
     wait_for(&agent, WITHIN, "the autoban is not spooled", || {
         std::fs::read_to_string(&spool).is_ok_and(|s| s.contains(&src.to_string()))
     });
+    // Status says the link is down and what waits for it.
+    wait_for(&agent, WITHIN, "status does not show the failure", || {
+        let cs = crowdsec_status(&home);
+        cs["alerts_spooled"].as_u64() >= Some(1) && cs["last_error"].is_string()
+    });
+    let cs = crowdsec_status(&home);
+    assert_eq!(cs["last_push_unix"], serde_json::Value::Null, "{cs}");
+    assert!(cs["errors_total"].as_u64().unwrap() >= 1, "{cs}");
+    let text = home.ctl_ok(&["status"]);
+    assert!(
+        text.contains(", last push never, 0 alerts pushed, "),
+        "{text}"
+    );
+    assert!(text.contains("FAILING: "), "{text}");
     // The agent restarts while the LAPI is still down: the spool stays.
     agent.stop();
     let agent = home.start(&lab, &[]);
@@ -470,6 +511,10 @@ fn autobans_wait_in_the_spool_while_the_lapi_is_down() {
     );
     wait_for(&agent, WITHIN, "the spool is not emptied", || {
         std::fs::read_to_string(&spool).is_ok_and(|s| !s.contains(&src.to_string()))
+    });
+    wait_for(&agent, WITHIN, "status shows no push", || {
+        let cs = crowdsec_status(&home);
+        cs["last_push_unix"].is_u64() && cs["alerts_spooled"] == 0
     });
 }
 

@@ -214,6 +214,7 @@ fn status(agent: &Agent) -> StatusInfo {
                 pins_error: pins.error.clone(),
             }
         },
+        crowdsec: Some(Box::new(agent.crowdsec_status())),
     }
 }
 

@@ -16,6 +16,7 @@ use super::{Agent, bans::BanOrigin};
 use crate::{
     clock,
     config::CrowdsecConfig,
+    control::protocol::CrowdsecStatus,
     crowdsec::{Alert, DecisionBook, Filter, Lapi, LapiError, Spool, StreamPage},
     metrics::CrowdsecMetrics,
 };
@@ -38,6 +39,7 @@ pub struct CrowdsecState {
     /// The next poll asks for everything (`startup=true`).
     pub need_startup: bool,
     pub last_poll_success_unix: Option<u64>,
+    pub last_push_success_unix: Option<u64>,
     last_startup_mono_ns: u64,
     pub errors_total: u64,
     pub alerts_pushed_total: u64,
@@ -56,6 +58,7 @@ impl Default for CrowdsecState {
             book: DecisionBook::default(),
             need_startup: true,
             last_poll_success_unix: None,
+            last_push_success_unix: None,
             last_startup_mono_ns: 0,
             errors_total: 0,
             alerts_pushed_total: 0,
@@ -89,6 +92,31 @@ impl Agent {
             errors_total: cs.errors_total,
             alerts_pushed_total: cs.alerts_pushed_total,
         })
+    }
+
+    /// The LAPI link for `shieldctl status`.
+    pub(super) fn crowdsec_status(&self) -> CrowdsecStatus {
+        let Some(cfg) = self.cfg.crowdsec.as_ref() else {
+            return CrowdsecStatus::default();
+        };
+        let cs = &self.crowdsec;
+        CrowdsecStatus {
+            configured: true,
+            lapi_url: Some(crate::feeds::redact_url(&cfg.lapi_url)),
+            pushes: cfg.machine_id.is_some(),
+            last_pull_unix: cs.last_poll_success_unix,
+            last_push_unix: cs.last_push_success_unix,
+            last_error: cs.last_error.clone(),
+            errors_total: cs.errors_total,
+            decisions: cs.book.len() as u64,
+            bans: self
+                .bans
+                .list()
+                .filter(|b| b.origin == BanOrigin::Crowdsec)
+                .count() as u64,
+            alerts_pushed_total: cs.alerts_pushed_total,
+            alerts_spooled: cs.spool.as_ref().map_or(0, |s| s.len() as u64),
+        }
     }
 
     /// Queues an autoban for the fleet, when a machine login is configured.
@@ -368,6 +396,7 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
                 failures = 0;
                 let mut a = lock(&agent);
                 a.crowdsec.alerts_pushed_total += batch.len() as u64;
+                a.crowdsec.last_push_success_unix = Some(clock::unix_secs());
                 if let Some(s) = a.crowdsec.spool.as_mut()
                     && let Err(e) = s.pushed(batch.len())
                 {

@@ -237,6 +237,36 @@ pub struct StatusInfo {
     /// Problems that do not stop enforcement but need an operator.
     #[serde(default)]
     pub health: Health,
+    /// The CrowdSec LAPI link. `None` only from an agent older than this
+    /// field; an agent without `[crowdsec]` says `configured: false`.
+    /// Boxed: it would double the size of every reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<Box<CrowdsecStatus>>,
+}
+
+/// Where the agent's link to the CrowdSec LAPI stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    /// `[crowdsec]` is in the config; every other field is empty without it.
+    pub configured: bool,
+    /// The LAPI's URL, any userinfo and query redacted.
+    pub lapi_url: Option<String>,
+    /// A machine login is configured, so autobans are pushed as alerts.
+    pub pushes: bool,
+    /// The last decision pull that succeeded.
+    pub last_pull_unix: Option<u64>,
+    /// The last alert push that succeeded.
+    pub last_push_unix: Option<u64>,
+    /// The latest failure (pull, push or setup); cleared by a good pull.
+    pub last_error: Option<String>,
+    pub errors_total: u64,
+    /// Decisions the agent holds from the LAPI (after its filter).
+    pub decisions: u64,
+    /// Ban-map entries CrowdSec holds (several decisions may share one).
+    pub bans: u64,
+    pub alerts_pushed_total: u64,
+    /// Autobans spooled in `state_dir`, waiting for the LAPI.
+    pub alerts_spooled: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -836,6 +866,19 @@ pub(crate) mod tests {
                 },
                 bans_active: 3,
                 health: Health::default(),
+                crowdsec: Some(Box::new(CrowdsecStatus {
+                    configured: true,
+                    lapi_url: Some("http://127.0.0.1:8080/".into()),
+                    pushes: true,
+                    last_pull_unix: Some(1_700_000_000),
+                    last_push_unix: None,
+                    last_error: Some("connection refused".into()),
+                    errors_total: 4,
+                    decisions: 12,
+                    bans: 11,
+                    alerts_pushed_total: 2,
+                    alerts_spooled: 1,
+                })),
             }),
             Reply::Stats(vec![StatRow {
                 verdict: Verdict::WouldDrop,
@@ -970,6 +1013,22 @@ pub(crate) mod tests {
             decode_response(br#"{"version":2,"ok":{}}"#),
             Err(DecodeError::VersionMismatch { got: 2 })
         ));
+    }
+
+    #[test]
+    fn status_from_an_agent_without_the_crowdsec_field_decodes() {
+        let Reply::Status(mut s) = sample_replies().remove(0) else {
+            panic!("the first sample is a status")
+        };
+        let v = serde_json::to_value(Reply::Status(s.clone())).unwrap();
+        assert_eq!(v["data"]["crowdsec"]["configured"], true);
+        assert_eq!(v["data"]["crowdsec"]["last_pull_unix"], 1_700_000_000);
+        s.crowdsec = None;
+        let mut v = serde_json::to_value(Reply::Status(s.clone())).unwrap();
+        assert!(v["data"].get("crowdsec").is_none(), "{v}");
+        v["data"].as_object_mut().unwrap().remove("health");
+        let back: Reply = serde_json::from_value(v).unwrap();
+        assert_eq!(back, Reply::Status(s));
     }
 
     #[test]

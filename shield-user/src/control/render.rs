@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::{
     protocol::{
-        AllowOrigin, BanOrigin, BanRow, CheckInfo, ErrorKind, ErrorReply, FeedRow, LimitsInfo,
-        OverrideRow, Reply, StatRow, StatusInfo, TopRow, Verdict, XdpMode,
+        AllowOrigin, BanOrigin, BanRow, CheckInfo, CrowdsecStatus, ErrorKind, ErrorReply, FeedRow,
+        LimitsInfo, OverrideRow, Reply, StatRow, StatusInfo, TopRow, Verdict, XdpMode,
     },
     units::{RateSpec, format_bytes, format_count, format_duration, format_rate},
 };
@@ -150,7 +150,7 @@ fn ago(now_unix: u64, then: Option<u64>) -> String {
 /// Renders a reply for a terminal. `now_unix` dates the "ago" columns.
 pub fn render(reply: &Reply, now_unix: u64) -> String {
     match reply {
-        Reply::Status(s) => status(s),
+        Reply::Status(s) => status(s, now_unix),
         Reply::Stats(rows) => stats(rows),
         Reply::Top(rows) => top(rows),
         Reply::Bans(rows) => bans(rows),
@@ -190,7 +190,7 @@ pub fn render_error(e: &ErrorReply) -> String {
     }
 }
 
-fn status(s: &StatusInfo) -> String {
+fn status(s: &StatusInfo, now_unix: u64) -> String {
     let mut t = Table::new(&[]);
     t.row([
         "agent".to_string(),
@@ -272,7 +272,47 @@ fn status(s: &StatusInfo) -> String {
         }
         t.row(["pins".to_string(), pins]);
     }
+    if let Some(cs) = &s.crowdsec {
+        crowdsec_rows(&mut t, cs, now_unix);
+    }
     t.render()
+}
+
+/// The LAPI link: where, what it gave, when it last worked, and what is
+/// wrong with it now.
+fn crowdsec_rows(t: &mut Table, cs: &CrowdsecStatus, now_unix: u64) {
+    if !cs.configured {
+        t.row(["crowdsec".to_string(), "not configured".to_string()]);
+        return;
+    }
+    let url = cs.lapi_url.as_deref().map_or_else(String::new, clean);
+    t.row([
+        "crowdsec".to_string(),
+        format!(
+            "{url}: {} decision{}, {} ban{}",
+            count(cs.decisions),
+            if cs.decisions == 1 { "" } else { "s" },
+            count(cs.bans),
+            if cs.bans == 1 { "" } else { "s" }
+        ),
+    ]);
+    let mut link = format!("last pull {}", ago(now_unix, cs.last_pull_unix));
+    if cs.pushes {
+        let _ = write!(
+            link,
+            ", last push {}, {} alerts pushed, {} spooled",
+            ago(now_unix, cs.last_push_unix),
+            count(cs.alerts_pushed_total),
+            count(cs.alerts_spooled)
+        );
+    }
+    if cs.errors_total > 0 {
+        let _ = write!(link, ", {} errors", count(cs.errors_total));
+    }
+    t.row(["".to_string(), link]);
+    if let Some(e) = &cs.last_error {
+        t.row(["".to_string(), format!("FAILING: {}", clean(e))]);
+    }
 }
 
 fn stats(rows: &[StatRow]) -> String {
@@ -677,6 +717,7 @@ NET             ORIGIN   EXPIRES   REASON
             },
             bans_active: 2,
             health: Default::default(),
+            crowdsec: None,
         };
         let out = render(&Reply::Status(s.clone()), 0);
         assert!(
@@ -694,6 +735,49 @@ NET             ORIGIN   EXPIRES   REASON
         let out = render(&Reply::Status(s), 0);
         assert!(out.contains("id 9, DRY RUN"), "{out}");
         assert!(out.contains("0 would drop"), "{out}");
+        assert!(
+            !out.contains("crowdsec"),
+            "an older agent says nothing: {out}"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_crowdsec_link() {
+        let mut s = match &crate::control::protocol::tests::sample_replies()[0] {
+            Reply::Status(s) => s.clone(),
+            r => panic!("{r:?}"),
+        };
+        s.crowdsec = Some(Box::default());
+        let out = render(&Reply::Status(s.clone()), 0);
+        assert!(out.contains("crowdsec    not configured\n"), "{out}");
+        s.crowdsec = Some(Box::new(CrowdsecStatus {
+            configured: true,
+            lapi_url: Some("http://127.0.0.1:8080/".into()),
+            pushes: true,
+            last_pull_unix: Some(1_000),
+            last_push_unix: None,
+            last_error: Some("LAPI http://127.0.0.1:8080/ is down\n".into()),
+            errors_total: 3,
+            decisions: 1,
+            bans: 1,
+            alerts_pushed_total: 0,
+            alerts_spooled: 2,
+        }));
+        let out = render(&Reply::Status(s), 1_065);
+        assert!(
+            out.contains("crowdsec    http://127.0.0.1:8080/: 1 decision, 1 ban\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "last pull 1m5s ago, last push never, 0 alerts pushed, 2 spooled, 3 errors\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("FAILING: LAPI http://127.0.0.1:8080/ is down\\n\n"),
+            "{out}"
+        );
     }
 
     #[test]
