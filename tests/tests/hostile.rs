@@ -625,10 +625,25 @@ fn metrics_listen_on_loopback_by_default_and_idle_clients_do_not_block_scrapes()
     .join()
     .unwrap();
     assert_eq!(idle.len(), 200);
+    let mut text = String::new();
     for _ in 0..5 {
-        let text = scrape(&lab.server_ns, 9964);
+        text = scrape(&lab.server_ns, 9964);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     }
+    // Past the 64 slots each new connection evicted the oldest idle one
+    // (136 of the idle ones, then one for each scrape that found the slots
+    // full), and the endpoint counts what it cut. The last evictions may
+    // still be under way as the last scrape renders; 136 are long done.
+    let dropped = |text: &str, reason: &str| {
+        metric(
+            text,
+            &format!("shield_metrics_connections_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {reason} count in {text}"))
+    };
+    let evicted = dropped(&text, "evicted");
+    assert!((136.0..=141.0).contains(&evicted), "{evicted} evicted");
+    assert_eq!(dropped(&text, "busy"), 0.0, "{text}");
     drop(idle);
     let text = scrape(&lab.server_ns, 9964);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");

@@ -134,6 +134,7 @@ impl Agent {
                 state_write_errors: self.writes.errors_total(),
                 pins_missing: self.pins.missing.len() as u64,
                 control_dropped: None,
+                metrics_dropped: None,
             },
         }
     }

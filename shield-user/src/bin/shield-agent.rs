@@ -228,6 +228,8 @@ async fn main_loop(
         let listener = tokio::net::TcpListener::from_std(metrics_listener)
             .map_err(|e| Failure(1, format!("metrics listener: {e}")))?;
         let agent = agent.clone();
+        let config = shield_user::metrics::ServerConfig::default();
+        let metrics_dropped = config.dropped.clone();
         let snapshot: shield_user::metrics::SnapshotFn = Arc::new(move || {
             let mut s = lock(&agent).metrics_snapshot();
             let (ok, error, denied) = requests.read();
@@ -239,12 +241,14 @@ async fn main_loop(
                 timeout,
                 oversized,
             });
+            s.health.metrics_dropped = Some(metrics_dropped.read());
             s
         });
-        tokio::spawn(shield_user::metrics::serve(
+        tokio::spawn(shield_user::metrics::serve_with(
             listener,
             snapshot,
             stop_future(stopped.clone()),
+            config,
         ))
     };
     tokio::spawn(agent::crowdsec::poll_loop(agent.clone()));

@@ -23,7 +23,9 @@ pub mod server;
 pub mod snapshot;
 
 pub use render::{CONTENT_TYPE, render};
-pub use server::{DEFAULT_LISTEN, MetricsError, ServerConfig, SnapshotFn, bind, serve, serve_with};
+pub use server::{
+    DEFAULT_LISTEN, DropCounters, MetricsError, ServerConfig, SnapshotFn, bind, serve, serve_with,
+};
 pub use snapshot::{
     BanTotals, BuildInfo, ControlDropped, ControlRequests, CrowdsecMetrics, FeedMetrics,
     HealthMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,

@@ -264,6 +264,26 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
 
+    o.family(
+        "shield_metrics_connections_dropped_total",
+        "counter",
+        "Metrics-endpoint connections refused or cut before an answer, by reason (busy, evicted, timeout, oversized).",
+    );
+    if let Some(d) = s.health.metrics_dropped {
+        for (reason, n) in [
+            ("busy", d.busy),
+            ("evicted", d.evicted),
+            ("timeout", d.timeout),
+            ("oversized", d.oversized),
+        ] {
+            o.sample(
+                "shield_metrics_connections_dropped_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+    }
+
     o.crowdsec(s.crowdsec.as_ref());
 
     o.encode()

@@ -12,7 +12,10 @@
 use std::{
     io,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,7 +33,7 @@ use crate::evict::{Place, WaitQueue, take_slot};
 use super::{
     http::{self, Request, Route},
     render::{CONTENT_TYPE, render},
-    snapshot::Snapshot,
+    snapshot::{ControlDropped, Snapshot},
 };
 
 /// Builds a snapshot of the agent's state. Called on a blocking thread, so
@@ -61,6 +64,40 @@ pub struct ServerConfig {
     pub linger: Duration,
     /// After shutdown, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
+    /// Connections refused or cut, for the agent's own metrics.
+    pub dropped: Arc<DropCounters>,
+}
+
+/// Connections the endpoint refused or cut before answering them, by
+/// reason; the agent exports them as
+/// `shield_metrics_connections_dropped_total{reason}`.
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    /// Over the cap with no waiting connection to evict: a 503, or closed
+    /// without one when the refusals are at their cap too.
+    busy: AtomicU64,
+    /// Closed, still without a complete request, to make room.
+    evicted: AtomicU64,
+    /// No complete request head within `read_timeout`.
+    timeout: AtomicU64,
+    /// A request head over `max_head_bytes` (answered 431).
+    oversized: AtomicU64,
+}
+
+impl DropCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn read(&self) -> ControlDropped {
+        ControlDropped {
+            busy: self.busy.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            oversized: self.oversized.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -73,6 +110,7 @@ impl Default for ServerConfig {
             render_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            dropped: Arc::default(),
         }
     }
 }
@@ -161,6 +199,7 @@ pub async fn serve_with<S>(
                         tasks.spawn(async move { connection(stream, permit, place, &ctx).await });
                     }
                     None => {
+                        DropCounters::bump(&ctx.config.dropped.busy);
                         busy.refused(ctx.config.max_connections);
                         match Arc::clone(&refusals).try_acquire_owned() {
                             Ok(permit) => {
@@ -261,12 +300,14 @@ async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, place: Pl
     };
     // Held until the reply is out; gone if evicted as the head completed.
     let Some(_slot) = ticket.done() else {
+        DropCounters::bump(&cfg.dropped.evicted);
         debug!("metrics: closed a connection with no request yet to make room");
         return;
     };
     let Some(head) = head else { return };
     let reply = match head {
         Err(_) => {
+            DropCounters::bump(&cfg.dropped.timeout);
             debug!("metrics: no complete request within {:?}", cfg.read_timeout);
             return;
         }
@@ -275,11 +316,14 @@ async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, place: Pl
             return;
         }
         Ok(Ok(Head::Closed)) => return,
-        Ok(Ok(Head::TooLarge)) => plain(
-            "431 Request Header Fields Too Large",
-            &format!("request head over {} bytes\n", cfg.max_head_bytes),
-            false,
-        ),
+        Ok(Ok(Head::TooLarge)) => {
+            DropCounters::bump(&cfg.dropped.oversized);
+            plain(
+                "431 Request Header Fields Too Large",
+                &format!("request head over {} bytes\n", cfg.max_head_bytes),
+                false,
+            )
+        }
         Ok(Ok(Head::Complete(head))) => answer(&head, ctx).await,
     };
     let sent = timeout(cfg.write_timeout, async {

@@ -74,9 +74,13 @@ pub struct HealthMetrics {
     pub pins_missing: u64,
     /// Control connections refused or cut: `None` when not counted.
     pub control_dropped: Option<ControlDropped>,
+    /// Metrics-endpoint connections refused or cut (same reasons):
+    /// `None` when not counted.
+    pub metrics_dropped: Option<ControlDropped>,
 }
 
-/// Control connections the server refused or cut, by reason.
+/// Connections a server (the control socket's, or the metrics endpoint's)
+/// refused or cut, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlDropped {
     /// Over the connection cap, with nothing to evict.

@@ -81,6 +81,12 @@ pub(super) fn sample_snapshot() -> Snapshot {
                 timeout: 2,
                 oversized: 1,
             }),
+            metrics_dropped: Some(ControlDropped {
+                busy: 5,
+                evicted: 11,
+                timeout: 0,
+                oversized: 4,
+            }),
         },
         control_requests: Some(ControlRequests {
             ok: 10,

@@ -159,6 +159,12 @@ shield_control_connections_dropped_total{reason="busy"} 0
 shield_control_connections_dropped_total{reason="evicted"} 7
 shield_control_connections_dropped_total{reason="timeout"} 2
 shield_control_connections_dropped_total{reason="oversized"} 1
+# HELP shield_metrics_connections_dropped_total Metrics-endpoint connections refused or cut before an answer, by reason (busy, evicted, timeout, oversized).
+# TYPE shield_metrics_connections_dropped_total counter
+shield_metrics_connections_dropped_total{reason="busy"} 5
+shield_metrics_connections_dropped_total{reason="evicted"} 11
+shield_metrics_connections_dropped_total{reason="timeout"} 0
+shield_metrics_connections_dropped_total{reason="oversized"} 4
 # HELP shield_crowdsec_decisions CrowdSec decisions held now (Ip and Range, the configured types), by origin.
 # TYPE shield_crowdsec_decisions gauge
 shield_crowdsec_decisions{origin="CAPI"} 40
@@ -184,7 +190,7 @@ fn golden() {
 }
 
 /// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 31] = [
+const FAMILIES: [(&str, &str); 32] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -212,6 +218,7 @@ const FAMILIES: [(&str, &str); 31] = [
     ("shield_state_write_errors_total", "counter"),
     ("shield_pins_missing", "gauge"),
     ("shield_control_connections_dropped_total", "counter"),
+    ("shield_metrics_connections_dropped_total", "counter"),
     ("shield_crowdsec_decisions", "gauge"),
     (
         "shield_crowdsec_last_poll_success_timestamp_seconds",
@@ -268,6 +275,8 @@ fn empty_snapshot_has_no_optional_samples() {
         "shield_xdp_attached",
         // Not counted by this agent: no made-up zeros.
         "shield_control_requests_total",
+        "shield_control_connections_dropped_total",
+        "shield_metrics_connections_dropped_total",
         // No [crowdsec]: announced, never sampled.
         "shield_crowdsec_decisions",
         "shield_crowdsec_last_poll_success_timestamp_seconds",

@@ -216,7 +216,9 @@ async fn other_paths_and_methods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_head_gets_431_and_the_server_keeps_serving() {
-    let server = Server::start(ServerConfig::default(), fixed(sample_snapshot()));
+    let config = ServerConfig::default();
+    let dropped = Arc::clone(&config.dropped);
+    let server = Server::start(config, fixed(sample_snapshot()));
     let mut req = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
     req.resize(16 * 1024, b'a');
     let r = exchange(server.addr, &req).await;
@@ -229,6 +231,8 @@ async fn oversized_head_gets_431_and_the_server_keeps_serving() {
     assert_eq!(exchange(server.addr, &req).await.status, 200);
 
     assert_eq!(get(server.addr, "/metrics").await.status, 200);
+    let d = dropped.read();
+    assert_eq!((d.oversized, d.busy, d.evicted, d.timeout), (1, 0, 0, 0));
     server.stop().await;
 }
 
@@ -251,6 +255,7 @@ async fn silent_and_slow_clients_are_cut_off_while_others_are_served() {
         read_timeout: Duration::from_millis(1500),
         ..ServerConfig::default()
     };
+    let dropped = Arc::clone(&config.dropped);
     let server = Server::start(config, fixed(sample_snapshot()));
     let started = Instant::now();
     let silent = TcpStream::connect(server.addr).await.expect("connect");
@@ -288,6 +293,7 @@ async fn silent_and_slow_clients_are_cut_off_while_others_are_served() {
         );
     }
     assert!(silent_for < Duration::from_secs(10), "{silent_for:?}");
+    assert_eq!(dropped.read().timeout, 2, "{:?}", dropped.read());
     assert_eq!(get(server.addr, "/metrics").await.status, 200);
     server.stop().await;
 }
@@ -339,6 +345,7 @@ async fn idle_connections_make_room_for_a_scrape() {
         read_timeout: Duration::from_secs(30),
         ..ServerConfig::default()
     };
+    let dropped = Arc::clone(&config.dropped);
     let server = Server::start(config, fixed(Snapshot::default()));
     // Every slot held by a connection that never finishes its head.
     let mut idle = Vec::new();
@@ -365,6 +372,13 @@ async fn idle_connections_make_room_for_a_scrape() {
         }
     }
     assert!((1..4).contains(&closed), "{closed} idle connections closed");
+    // Each closed one was counted as it went (before its socket closed).
+    let d = dropped.read();
+    assert!(
+        (closed as u64..4).contains(&d.evicted),
+        "{closed} closed: {d:?}"
+    );
+    assert_eq!((d.busy, d.timeout), (0, 0), "{d:?}");
     let mut got = Vec::new();
     let newest = timeout(Duration::from_millis(200), idle[3].read_to_end(&mut got)).await;
     assert!(newest.is_err(), "the newest idle connection is still open");
@@ -379,6 +393,7 @@ async fn connections_over_the_cap_get_503() {
         linger: Duration::from_secs(30),
         ..ServerConfig::default()
     };
+    let dropped = Arc::clone(&config.dropped);
     let server = Server::start(config, fixed(Snapshot::default()));
     // Both slots serving: requests answered, the server lingering for the
     // clients to close (they do not).
@@ -415,6 +430,11 @@ async fn connections_over_the_cap_get_503() {
         refused.push(c);
         assert!(refused.len() <= 2, "{} refusals lingering", refused.len());
     }
+    // The first refusal, these, and the one closed without a word; both
+    // connections being served, none waiting, so nothing to evict.
+    let d = dropped.read();
+    assert!(d.busy >= refused.len() as u64 + 2, "{d:?}");
+    assert_eq!(d.evicted, 0, "{d:?}");
     drop(refused);
 
     // A freed slot is usable again.
