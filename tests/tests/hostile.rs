@@ -721,13 +721,52 @@ fn feed_credentials_never_show() {
     .unwrap();
     let (_, check) = home.run(&lab, &["check-config", bad.to_str().unwrap()]);
     shown.push_str(&check);
+    // A restart with the server still down: the cached copy is recognised
+    // as this feed's (by digest, not by the URL) and enforced.
+    drop(agent);
+    let agent = home.start(&lab, &[]);
+    let row = feed_row(&home, "secret");
+    assert!(
+        row["origin"].as_str().unwrap().starts_with("cache"),
+        "{row}\n{}",
+        agent.logs()
+    );
+    assert_eq!(row["entries"], 1, "{row}");
+    shown.push_str(&agent.logs());
+    shown.push_str(&home.ctl_ok(&["feeds", "list"]));
+    // Every file the agent keeps, the feed cache's sidecar included.
+    let mut files = 0;
+    let mut dirs = vec![home.state_dir.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let bytes = fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in [USER_SECRET, TOKEN, "feeduser"] {
+                assert!(
+                    !text.contains(secret),
+                    "{secret} in {}:\n{text}",
+                    p.display()
+                );
+            }
+            files += 1;
+        }
+    }
+    assert!(
+        home.state_dir.join("feeds/secret.cache.json").exists(),
+        "no sidecar among {files} files"
+    );
     for secret in [USER_SECRET, TOKEN] {
         assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
     }
     assert!(shown.contains("***@127.0.0.1"), "{shown}");
     assert!(check.contains("plain http"), "{check}");
     println!(
-        "hostile: feed URL credentials checked in feeds list, status (text, JSON), metrics, logs, check-config: none shown"
+        "hostile: feed URL credentials checked in feeds list, status (text, JSON), metrics, logs, check-config, {files} files in state_dir: none shown"
     );
     drop(agent);
 }

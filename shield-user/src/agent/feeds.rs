@@ -212,7 +212,7 @@ impl Agent {
     /// enforces its feeds.
     fn apply_cache(&mut self, st: &mut FeedState) {
         let cached = match cache::load(&self.cfg.state_dir, &st.cfg.name) {
-            Ok(Some(c)) if c.source == cache::source_label(&st.cfg.source) => c,
+            Ok(Some(c)) if c.is_from(&st.cfg.source) => c,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(feed = st.cfg.name, "cache unusable, ignored: {e}");

@@ -5,6 +5,9 @@
 //! Each feed has two files: `<name>.cache`, the body exactly as fetched,
 //! and `<name>.cache.json`, a small sidecar with the validators for the
 //! next conditional request, the fetch time, the source and the byte count.
+//! The source is kept as a SHA-256 digest (to tell whether the cache is
+//! still the feed's) and a redacted label (for people): feed URLs carry
+//! credentials and tokens, which have no business on disk.
 //! Both are written through a temporary file, fsync and rename, body
 //! first, so a crash leaves either the old copy or the new one; a sidecar
 //! whose byte count does not match the body (a crash between the two
@@ -52,10 +55,17 @@ pub struct Cached {
     pub fetched_unix: u64,
     /// How long ago that was (zero if the clock went backwards).
     pub age: Duration,
-    /// The source it was fetched from, as [`source_label`] writes it. A
+    /// The source it was fetched from, as [`source_digest`] writes it. A
     /// cache whose source differs from the feed's current one belongs to
     /// an old configuration and should not be used (nor its validators).
-    pub source: String,
+    pub source_sha256: String,
+}
+
+impl Cached {
+    /// Whether this copy was fetched from `source`.
+    pub fn is_from(&self, source: &FeedSource) -> bool {
+        self.source_sha256 == source_digest(source)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,16 +73,46 @@ struct Sidecar {
     version: u32,
     validators: Validators,
     fetched_unix: u64,
+    /// [`source_text`]: no secrets. Earlier builds wrote the full URL here
+    /// (and no digest); [`load`] rewrites such a sidecar.
     source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_sha256: Option<String>,
     bytes: u64,
 }
 
-/// How a source is recorded in the sidecar.
-pub fn source_label(source: &FeedSource) -> String {
+/// The source in full, which is what identifies it (never written).
+fn source_label(source: &FeedSource) -> String {
     match source {
         FeedSource::Path(p) => format!("file:{}", p.display()),
         FeedSource::Url(u) => u.clone(),
     }
+}
+
+/// The source as the sidecar shows it: URL credentials and query values
+/// redacted.
+fn source_text(source: &FeedSource) -> String {
+    match source {
+        FeedSource::Path(_) => source_label(source),
+        FeedSource::Url(u) => super::redact_url(u),
+    }
+}
+
+/// SHA-256 of the full source, lowercase hex: two URLs that differ only
+/// in a token still name different caches.
+pub fn source_digest(source: &FeedSource) -> String {
+    digest_hex(&source_label(source))
+}
+
+fn digest_hex(label: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, label.as_bytes())
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `state_dir/feeds/<name>.cache` for `name`.
@@ -119,7 +159,8 @@ pub fn store(
         version: SIDECAR_VERSION,
         validators: validators.clone(),
         fetched_unix: crate::clock::unix_secs(),
-        source: source_label(source),
+        source: source_text(source),
+        source_sha256: Some(source_digest(source)),
         bytes: bytes.len() as u64,
     };
     write_sidecar(&body, &meta)?;
@@ -149,11 +190,27 @@ pub fn load(state_dir: &Path, name: &str) -> Result<Option<Cached>, CacheError> 
         path: body.clone(),
         why,
     };
-    let Some(meta) = read_sidecar(&body)? else {
+    let Some(mut meta) = read_sidecar(&body)? else {
         return match fs::metadata(&body) {
             Ok(_) => Err(corrupt("its sidecar is missing".into())),
             Err(_) => Ok(None),
         };
+    };
+    let source_sha256 = match meta.source_sha256.clone() {
+        Some(d) => d,
+        None => {
+            // An older build's sidecar: its `source` is the full label,
+            // secrets and all. Take the digest from it and rewrite the
+            // sidecar without it; if the rewrite fails, the next fetch
+            // replaces the file anyway.
+            let digest = digest_hex(&meta.source);
+            meta.source = super::redact_url(&meta.source);
+            meta.source_sha256 = Some(digest.clone());
+            if write_sidecar(&body, &meta).is_ok() {
+                sync_dir(&body);
+            }
+            digest
+        }
     };
     // Check the size before reading, so a file that grew by accident is
     // not pulled into memory whole.
@@ -183,7 +240,7 @@ pub fn load(state_dir: &Path, name: &str) -> Result<Option<Cached>, CacheError> 
         validators: meta.validators,
         fetched_unix: meta.fetched_unix,
         age: Duration::from_secs(now.saturating_sub(meta.fetched_unix)),
-        source: meta.source,
+        source_sha256,
     }))
 }
 
@@ -316,7 +373,8 @@ mod tests {
         let c = load(&state, "drop").unwrap().unwrap();
         assert_eq!(c.bytes, b"192.0.2.1\n");
         assert_eq!(c.validators, v("\"a\""));
-        assert_eq!(c.source, "https://feeds.example/drop.txt");
+        assert!(c.is_from(&src()));
+        assert!(!c.is_from(&FeedSource::Url("https://feeds.example/edrop.txt".into())));
         assert!(c.age < Duration::from_secs(5));
         assert!(c.fetched_unix > 1_600_000_000);
 
@@ -340,6 +398,57 @@ mod tests {
         remove(&state, "drop").unwrap();
         assert_eq!(load(&state, "drop").unwrap(), None);
         remove(&state, "drop").unwrap();
+    }
+
+    #[test]
+    fn feeds_cache_keeps_url_secrets_off_disk_but_tells_tokens_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path();
+        let url = |token: &str| {
+            FeedSource::Url(format!(
+                "https://feeduser:S3cretPass@feeds.example/drop.txt?token={token}&list=drop"
+            ))
+        };
+        store(s, "f", &url("T0kenValue42"), b"10.0.0.1\n", &v("x")).unwrap();
+        let side = fs::read_to_string(s.join("feeds/f.cache.json")).unwrap();
+        for secret in ["feeduser", "S3cretPass", "T0kenValue42", "drop&"] {
+            assert!(!side.contains(secret), "{secret} in {side}");
+        }
+        assert!(
+            side.contains("https://***@feeds.example/drop.txt?token=***&list=***"),
+            "{side}"
+        );
+        let c = load(s, "f").unwrap().unwrap();
+        assert!(c.is_from(&url("T0kenValue42")));
+        assert!(
+            !c.is_from(&url("an0therToken")),
+            "a new token, a new source"
+        );
+    }
+
+    #[test]
+    fn feeds_cache_rewrites_an_older_sidecar_without_its_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path();
+        let secret = "https://u:S3cretPass@feeds.example/x?token=T0kenValue42";
+        store(s, "f", &src(), b"10.0.0.1\n", &v("x")).unwrap();
+        // What an earlier build wrote: the full URL, no digest.
+        let side = s.join("feeds/f.cache.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(&side).unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("source_sha256");
+        meta["source"] = secret.into();
+        fs::write(&side, serde_json::to_vec(&meta).unwrap()).unwrap();
+
+        let c = load(s, "f").unwrap().unwrap();
+        assert!(c.is_from(&FeedSource::Url(secret.into())));
+        assert!(!c.is_from(&src()));
+        let text = fs::read_to_string(&side).unwrap();
+        assert!(
+            !text.contains("S3cretPass") && !text.contains("T0kenValue42"),
+            "{text}"
+        );
+        assert_eq!(load(s, "f").unwrap().unwrap(), c, "the rewrite is stable");
     }
 
     #[test]
