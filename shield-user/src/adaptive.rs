@@ -43,6 +43,9 @@ pub struct Adaptive {
     calm_since_ns: Option<u64>,
     last_relax_ns: Option<u64>,
     prev: Option<Sample>,
+    /// The last sample was not calm: the level is being earned, not just
+    /// waiting out `relax_after`.
+    pressed: bool,
     /// Rates measured between the last two samples, per second.
     pub drop_rate: f64,
     pub pass_rate: f64,
@@ -59,6 +62,27 @@ fn ns(d: std::time::Duration) -> u64 {
 impl Adaptive {
     pub fn level(&self) -> u32 {
         self.level
+    }
+
+    /// Starts at `level` (a restarted agent picking up where the last one
+    /// was), at most `max_level`. The next raise waits a full `step`, and
+    /// the first relax a full `relax_after` of calm, as if the level had
+    /// just been reached.
+    pub fn resume(level: u32, cfg: &AdaptiveConfig, now_ns: u64) -> Adaptive {
+        if !cfg.enabled {
+            return Adaptive::default();
+        }
+        Adaptive {
+            level: level.min(cfg.max_level),
+            last_raise_ns: Some(now_ns),
+            ..Adaptive::default()
+        }
+    }
+
+    /// Whether the last sample was not calm (over a threshold, or in the
+    /// hysteresis band).
+    pub fn pressed(&self) -> bool {
+        self.pressed
     }
 
     /// What the default tier's rates are divided by now: `factor^level`.
@@ -103,6 +127,7 @@ impl Adaptive {
         let calm = !over(&cfg.drop_rate, self.drop_rate, 0.5)
             && !over(&cfg.pass_rate, self.pass_rate, 0.5);
         let now = s.at_ns;
+        self.pressed = !calm;
         if hot {
             self.calm_since_ns = None;
             let due = self
@@ -321,5 +346,35 @@ mod tests {
             ),
             Some(Step { from: 3, to: 1 })
         );
+    }
+
+    #[test]
+    fn a_resumed_level_holds_until_calm_relaxes_it_and_raises_wait_a_step() {
+        let c = cfg();
+        let t0 = 100 * S;
+        let a = Adaptive::resume(7, &c, t0);
+        assert_eq!(a.level(), 3, "clamped to max_level");
+        let off = AdaptiveConfig {
+            enabled: false,
+            ..cfg()
+        };
+        assert_eq!(Adaptive::resume(2, &off, t0).level(), 0);
+
+        // Still flooding: the level holds, and the next raise (from 2)
+        // waits a full step after the resume.
+        let (mut a, mut t, mut d) = (Adaptive::resume(2, &c, t0), t0, 0);
+        let steps = run(&mut a, &c, &mut t, &mut d, 4, 5000);
+        assert_eq!(steps, [], "no raise within a step of resuming");
+        assert!(a.pressed());
+        let steps = run(&mut a, &c, &mut t, &mut d, 2, 5000);
+        assert_eq!(steps, [Step { from: 2, to: 3 }]);
+
+        // Calm: relaxed only after relax_after of it, as after any raise.
+        let (mut a, mut t, mut d) = (Adaptive::resume(2, &c, t0), t0, 0);
+        let steps = run(&mut a, &c, &mut t, &mut d, 30, 0);
+        assert_eq!(steps, []);
+        assert!(!a.pressed());
+        let steps = run(&mut a, &c, &mut t, &mut d, 2, 0);
+        assert_eq!(steps, [Step { from: 2, to: 1 }]);
     }
 }

@@ -516,6 +516,71 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
 }
 
 #[test]
+fn a_restart_during_a_flood_keeps_the_adaptive_level() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let flooder = lab.client_v4;
+    home.write_config(&format!(
+        "{}[limits]\npackets = \"200/s\"\npacket_burst = 200\n\
+         [autoban]\nenabled = false\n\
+         [adaptive]\nenabled = true\ndrop_rate = \"50/s\"\nfactor = 2\nmax_level = 2\nstep = \"1s\"\nrelax_after = \"20s\"\n",
+        home.base_config(&lab)
+    ));
+    let limits = || {
+        let l = home.ctl_json(&["limits"]);
+        let level = l["data"]["adaptive"]["level"].as_u64().unwrap();
+        let rate = l["data"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tier"] == "default" && r["class"] == "default")
+            .map(|r| r["packets"].as_str().unwrap().to_string())
+            .unwrap();
+        (level, rate)
+    };
+    let agent = home.start(&lab, &[]);
+    assert_eq!(limits(), (0, "200/s".to_string()));
+    let flood = Flows::start(&lab, PORT, &[flooder], Duration::from_micros(500));
+    wait_for(15, "adaptive level 2", || (limits().0 == 2).then_some(()));
+    let file = home.state_dir.join("adaptive.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["level"], 2, "{saved}");
+
+    // Restarted in the middle of the flood: the first answer of the new
+    // agent already has the tightened limits (earning them again would
+    // take two samples a second apart, and a step more).
+    assert!(agent.stop().success());
+    let agent = home.start(&lab, &[]);
+    assert_eq!(limits(), (2, "50/s".to_string()), "{}", agent.logs());
+    assert!(
+        agent.logs().contains("adaptive level resumed"),
+        "{}",
+        agent.logs()
+    );
+    // Still flooding: the level is still earned, and its file kept fresh.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(limits().0, 2);
+    flood.stop();
+    assert!(agent.stop().success());
+
+    // A level last earned longer ago than relax_after is not resumed: the
+    // old agent would have relaxed by then.
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["level"], 2, "{saved}");
+    let held = saved["held_unix_ms"].as_u64().unwrap();
+    saved["held_unix_ms"] = (held - 3_600_000).into();
+    std::fs::write(&file, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let agent = home.start(&lab, &[]);
+    assert_eq!(limits(), (0, "200/s".to_string()));
+    assert!(
+        agent.logs().contains("adaptive level not resumed"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
 fn an_xdp_link_detached_behind_the_agents_back_is_reported_and_reload_reattaches() {
     let (lab, home, agent) = lab_with_agent("");
     let series = format!(

@@ -2,6 +2,7 @@
 //! drives an [`Agent`] from its event loop; everything here is synchronous
 //! and owns the dataplane.
 
+mod adaptive_state;
 mod apply;
 pub mod bans;
 pub mod cli;
@@ -122,6 +123,41 @@ pub fn unsupported(_cfg: &Config) -> Vec<String> {
     Vec::new()
 }
 
+/// The `[adaptive]` level a restarted agent starts at: the saved one if it
+/// was earned within `relax_after`, else the configured limits. Reading
+/// the file never stops the start: at worst the level starts from 0.
+fn resume_adaptive(cfg: &Config) -> Adaptive {
+    let saved = match adaptive_state::load(&cfg.state_dir, &mut |w| tracing::error!("{w}")) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "adaptive level not resumed");
+            None
+        }
+    };
+    match adaptive_state::decide(saved, &cfg.adaptive, clock::unix_ms()) {
+        adaptive_state::Resume::Nothing => Adaptive::default(),
+        adaptive_state::Resume::Level { level, age } => {
+            tracing::warn!(
+                level,
+                age_secs = age.as_secs(),
+                divisor = u64::from(cfg.adaptive.factor).saturating_pow(level),
+                "adaptive level resumed: it was in force {}s before this start, within relax_after",
+                age.as_secs()
+            );
+            Adaptive::resume(level, &cfg.adaptive, clock::monotonic_ns())
+        }
+        adaptive_state::Resume::Stale { level, age } => {
+            tracing::info!(
+                level,
+                age_secs = age.as_secs(),
+                "adaptive level not resumed: last in force {}s ago, longer than relax_after; starting from the configured limits",
+                age.as_secs()
+            );
+            Adaptive::default()
+        }
+    }
+}
+
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -164,6 +200,10 @@ pub struct Agent {
     started_unix: u64,
     log_budget: LogBudget,
     adaptive: Adaptive,
+    /// adaptive.json is behind the level in force.
+    adaptive_dirty: bool,
+    /// When adaptive.json was last written (monotonic ns).
+    adaptive_saved_ns: u64,
     /// Interfaces whose pinned link lost its interface (said once).
     lost_links: Vec<String>,
     /// Failed writes to `state_dir`, shared with jobs that run unlocked.
@@ -207,6 +247,9 @@ impl Agent {
         let previous = ids::load(&cfg.state_dir);
         let runtime = runtime::RuntimeState::load(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
         let overrides = runtime.live_overrides(clock::unix_ms());
+        // Before the first compile: limits a flood had tightened must not
+        // loosen for a moment because the agent restarted.
+        let adaptive = resume_adaptive(&cfg);
         let policy = policy::compile(
             &cfg,
             &Runtime {
@@ -214,7 +257,7 @@ impl Agent {
                 overrides: &overrides,
                 previous: previous.as_ref(),
                 tick_ns,
-                adaptive_divisor: 1,
+                adaptive_divisor: adaptive.divisor(&cfg.adaptive),
             },
         )?;
         for w in &policy.warnings {
@@ -259,7 +302,9 @@ impl Agent {
             tallies: metrics::Tallies::default(),
             started_unix: clock::unix_secs(),
             log_budget: LogBudget::default(),
-            adaptive: Adaptive::default(),
+            adaptive,
+            adaptive_dirty: false,
+            adaptive_saved_ns: clock::monotonic_ns(),
             lost_links: Vec::new(),
             writes,
             ids_dirty,
@@ -618,7 +663,9 @@ impl Agent {
             passes,
             at_ns: now,
         };
-        let Some(step) = self.adaptive.observe(&self.cfg.adaptive, sample) else {
+        let step = self.adaptive.observe(&self.cfg.adaptive, sample);
+        self.save_adaptive(step.is_some(), now);
+        let Some(step) = step else {
             return;
         };
         let divisor = self.adaptive.divisor(&self.cfg.adaptive);
@@ -647,6 +694,27 @@ impl Agent {
             ),
             Err(e) => tracing::error!(level = step.to, error = %e, "applying adaptive limits"),
         }
+    }
+
+    /// Keeps adaptive.json up with the level: at once when it changes, and
+    /// now and then while it is being earned (so its timestamp stays
+    /// within `relax_after` of a restart); a failed write is retried on
+    /// the next tick.
+    fn save_adaptive(&mut self, changed: bool, now: u64) {
+        let refresh = adaptive_state::refresh_every(&self.cfg.adaptive).as_nanos() as u64;
+        let due = self.adaptive.level() > 0
+            && self.adaptive.pressed()
+            && now.saturating_sub(self.adaptive_saved_ns) >= refresh;
+        if !(changed || due || self.adaptive_dirty) {
+            return;
+        }
+        let saved = adaptive_state::Saved {
+            level: self.adaptive.level(),
+            held_unix_ms: clock::unix_ms(),
+        };
+        let r = adaptive_state::save(&self.cfg.state_dir, saved);
+        self.adaptive_dirty = !self.writes.outcome(adaptive_state::FILE, r);
+        self.adaptive_saved_ns = now;
     }
 
     fn sample_flood_rates(&mut self, now: u64) {
