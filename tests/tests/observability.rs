@@ -381,22 +381,12 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
         .collect();
     let started = Instant::now();
     let mut rounds = 0;
-    // Five seconds of rounds, longer only while fewer than half the sources
-    // are banned yet: a source is banned after 2 s over its limit, and a
-    // loaded host can stall the agent (or the rounds) for seconds of that.
-    loop {
+    while started.elapsed() < Duration::from_secs(5) {
         let sent = send_frames(&lab.client_ns, "sh-cli", frames.clone(), 64);
         assert_eq!(sent, frames.len());
         rounds += 1;
         thread::sleep(Duration::from_millis(300));
-        if started.elapsed() >= Duration::from_secs(5) {
-            let banned = m(&scrape_ok(&lab), "shield_bans_total{source=\"autoban\"}");
-            if banned >= f64::from(SOURCES) / 2.0 || started.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-        }
     }
-    let flooded = started.elapsed();
     // The flood is over. The agent reads its events and bans at its own
     // pace, slower on a loaded host: wait until its counts have settled
     // (the same on two scrapes a second apart) rather than a fixed time.
@@ -429,13 +419,8 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     let logs = agent.logs();
     let lines = logs.lines().count() - lines_before;
     // Tens of thousands of flood starts, ends and autobans; a few per
-    // second reach the log, with summaries of the rest: 600 lines for the
-    // usual 5 s flood, proportionally more when a loaded host stretched it.
-    let allowed = 600.max(100 * flooded.as_secs() as usize);
-    assert!(
-        lines < allowed,
-        "{lines} log lines for {SOURCES} sources over {flooded:?}"
-    );
+    // second reach the log, with summaries of the rest.
+    assert!(lines < 600, "{lines} log lines for {SOURCES} sources");
     assert!(logs.contains("log lines held back"), "{logs}");
     assert!(
         m(&text, "shield_flood_log_suppressed_total") > f64::from(SOURCES),
