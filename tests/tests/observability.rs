@@ -504,7 +504,14 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
         &[steady, partner],
         Duration::from_millis(10),
     );
-    thread::sleep(Duration::from_secs(2));
+    // By datagrams sent, not by time: a source held to 50/s (burst 50)
+    // gets 150 through in 2 s, so it only shows as held once it has sent
+    // well over that, which a sender slowed by a loaded host takes longer
+    // than 2 s to do.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calm.sent(steady) < 400 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
     let at_two = calm.stop();
     let fl = flood.stop();
     assert!(fl.received(flooder) < fl.sent(flooder), "{fl:?}");
