@@ -19,21 +19,13 @@ use std::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// A free slot, or the slot of the connection that has waited longest.
-/// Connections accepted a moment ago have not joined the queue yet (their
-/// tasks have not run): after a burst of accepts the queue can be empty
-/// while every slot is held by a newcomer, so the accept loop yields once
-/// and looks again before it turns anyone away.
-pub async fn take_slot(
+/// Every accepted connection is parked at accept ([`WaitQueue::park`]), so
+/// an empty queue means every slot is serving a request: there is nothing
+/// to wait for before turning the newcomer away.
+pub fn take_slot(
     slots: &Arc<Semaphore>,
     evict: impl Fn() -> Option<OwnedSemaphorePermit>,
 ) -> Option<OwnedSemaphorePermit> {
-    if let Ok(p) = Arc::clone(slots).try_acquire_owned() {
-        return Some(p);
-    }
-    if let Some(p) = evict() {
-        return Some(p);
-    }
-    tokio::task::yield_now().await;
     Arc::clone(slots).try_acquire_owned().ok().or_else(evict)
 }
 
@@ -65,36 +57,36 @@ impl<P> WaitQueue<P> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A place in line, taken when the connection is accepted. The task
-    /// that serves a connection may start later than a younger one's (the
-    /// runtime runs the newest spawn first, and the other worker steals), so
-    /// the order of acceptance is fixed here, before any task runs.
-    pub fn place(&self) -> Place {
+    /// Parks `slot` for a connection accepted just now, before its task
+    /// runs. The task may start much later than a younger connection's (the
+    /// runtime runs the newest spawn first, the other worker steals, and a
+    /// loaded host may not schedule either for a while); until it does, the
+    /// connection must already be in line, in the order of acceptance, and
+    /// its slot must be one a newcomer can take.
+    pub fn park(&self, slot: P) -> Parked {
         let mut q = self.lock();
         let id = q.next;
         q.next += 1;
-        Place(id)
-    }
-
-    /// Parks `slot` while this connection waits for a request, at a place
-    /// taken now (for a later request on the same connection).
-    pub fn wait(&self, slot: P) -> Ticket<'_, P> {
-        let place = self.place();
-        self.wait_at(place, slot)
-    }
-
-    /// Parks `slot` at `place` (taken at accept) while this connection
-    /// waits for its first request.
-    pub fn wait_at(&self, place: Place, slot: P) -> Ticket<'_, P> {
         let evict = Arc::new(Notify::new());
-        self.lock()
-            .waiting
-            .insert(place.0, (Arc::clone(&evict), slot));
+        q.waiting.insert(id, (Arc::clone(&evict), slot));
+        Parked { id, evict }
+    }
+
+    /// The ticket of a connection parked at accept; the connection's task
+    /// takes it first thing, so that its end releases the entry.
+    pub fn ticket(&self, parked: Parked) -> Ticket<'_, P> {
         Ticket {
             queue: self,
-            id: place.0,
-            evict,
+            id: parked.id,
+            evict: parked.evict,
         }
+    }
+
+    /// Parks `slot` while this connection waits for a later request; it
+    /// queues behind everyone already waiting.
+    pub fn wait(&self, slot: P) -> Ticket<'_, P> {
+        let parked = self.park(slot);
+        self.ticket(parked)
     }
 
     /// Tells the connection that has waited longest to close, and hands
@@ -116,9 +108,12 @@ impl<P> WaitQueue<P> {
     }
 }
 
-/// Where a connection stands in line, by when it began to wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Place(u64);
+/// A connection parked at accept whose task has not taken its ticket yet.
+#[derive(Debug)]
+pub struct Parked {
+    id: u64,
+    evict: Arc<Notify>,
+}
 
 /// A connection parked in the queue.
 #[derive(Debug)]
@@ -175,18 +170,26 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    #[test]
-    fn the_order_is_the_order_of_acceptance_not_of_parking() {
+    #[tokio::test]
+    async fn a_connection_is_in_line_from_accept_before_its_task_runs() {
         let q: WaitQueue<&str> = WaitQueue::default();
-        let first = q.place();
-        let second = q.place();
-        // The younger connection's task happens to run first.
-        let _young = q.wait_at(second, "slot-2");
-        let _old = q.wait_at(first, "slot-1");
+        let first = q.park("slot-1");
+        let second = q.park("slot-2");
+        // Neither task has run: both are evictable, oldest first, and the
+        // notice waits for the task.
+        assert_eq!(q.len(), 2);
         assert_eq!(q.evict_oldest(), Some("slot-1"));
+        let old = q.ticket(first);
+        tokio::time::timeout(Duration::from_secs(1), old.evicted())
+            .await
+            .expect("the oldest is told once its task runs");
+        assert_eq!(old.done(), None);
         // A later request's wait queues behind everyone already waiting.
+        let young = q.ticket(second);
         let _again = q.wait("slot-3");
         assert_eq!(q.evict_oldest(), Some("slot-2"));
         assert_eq!(q.evict_oldest(), Some("slot-3"));
+        drop(young);
+        assert!(q.is_empty());
     }
 }

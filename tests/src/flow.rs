@@ -5,9 +5,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -21,7 +22,9 @@ const MAX_RUN: Duration = Duration::from_secs(90);
 pub struct Flows {
     stop: Arc<AtomicBool>,
     received: Arc<Mutex<HashMap<IpAddr, u64>>>,
-    senders: Vec<(IpAddr, JoinHandle<u64>)>,
+    /// The highest sequence number (a datagram's payload) arrived per source.
+    highest: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    senders: Vec<(IpAddr, Arc<AtomicU64>, JoinHandle<u64>)>,
     receiver: JoinHandle<()>,
 }
 
@@ -30,6 +33,9 @@ pub struct Flows {
 pub struct FlowReport {
     pub sent: HashMap<IpAddr, u64>,
     pub received: HashMap<IpAddr, u64>,
+    /// The highest sequence number that arrived, per source: datagram `k`
+    /// is the `k`-th (from 0) its sender sent.
+    pub highest: HashMap<IpAddr, u64>,
 }
 
 impl FlowReport {
@@ -40,6 +46,11 @@ impl FlowReport {
     pub fn sent(&self, src: IpAddr) -> u64 {
         self.sent.get(&src).copied().unwrap_or(0)
     }
+
+    /// The sequence number of the last-sent datagram from `src` that arrived.
+    pub fn highest_arrived(&self, src: IpAddr) -> Option<u64> {
+        self.highest.get(&src).copied()
+    }
 }
 
 impl Flows {
@@ -48,13 +59,35 @@ impl Flows {
     pub fn start(lab: &Lab, port: u16, sources: &[IpAddr], interval: Duration) -> Flows {
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(HashMap::new()));
+        let highest = Arc::new(Mutex::new(HashMap::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let dst = SocketAddr::new(lab.server_v4, port);
         let receiver = {
-            let (ns, stop, received) = (lab.server_ns.clone(), stop.clone(), received.clone());
+            let (ns, stop, received, highest) = (
+                lab.server_ns.clone(),
+                stop.clone(),
+                received.clone(),
+                highest.clone(),
+            );
             thread::spawn(move || {
                 Lab::enter(&ns);
                 let sock = UdpSocket::bind(dst).expect("bind flow receiver");
+                // Room for seconds of datagrams: a loaded host may not run
+                // this thread for a while, and a full socket buffer would
+                // drop what the shield passed and count it as lost.
+                let room: libc::c_int = 16 << 20;
+                // SAFETY: setsockopt on our own socket with a c_int value
+                // of the size passed.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUFFORCE,
+                        (&raw const room).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
                 sock.set_read_timeout(Some(Duration::from_millis(100)))
                     .unwrap();
                 ready_tx.send(()).unwrap();
@@ -64,8 +97,14 @@ impl Flows {
                 let mut quiet_since: Option<Instant> = None;
                 while Instant::now() < deadline {
                     match sock.recv_from(&mut buf) {
-                        Ok((_, from)) => {
+                        Ok((n, from)) => {
                             *received.lock().unwrap().entry(from.ip()).or_insert(0) += 1;
+                            if let Some(seq) = buf.get(..8).filter(|_| n >= 8) {
+                                let seq = u64::from_be_bytes(seq.try_into().unwrap());
+                                let mut h = highest.lock().unwrap();
+                                let top = h.entry(from.ip()).or_insert(seq);
+                                *top = (*top).max(seq);
+                            }
                         }
                         Err(_) if stop.load(Ordering::Relaxed) => {
                             let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -83,6 +122,8 @@ impl Flows {
             .iter()
             .map(|&src| {
                 let (ns, stop) = (lab.client_ns.clone(), stop.clone());
+                let count = Arc::new(AtomicU64::new(0));
+                let so_far = Arc::clone(&count);
                 let h = thread::spawn(move || {
                     Lab::enter(&ns);
                     let sock = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind flow sender");
@@ -91,19 +132,30 @@ impl Flows {
                     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RUN {
                         let _ = sock.send_to(&sent.to_be_bytes(), dst);
                         sent += 1;
+                        so_far.store(sent, Ordering::SeqCst);
                         thread::sleep(interval);
                     }
                     sent
                 });
-                (src, h)
+                (src, count, h)
             })
             .collect();
         Flows {
             stop,
             received,
+            highest,
             senders,
             receiver,
         }
+    }
+
+    /// Datagrams `src` has sent so far: every one numbered below this has
+    /// left its sender, every one numbered above it is yet to be sent.
+    pub fn sent(&self, src: IpAddr) -> u64 {
+        self.senders
+            .iter()
+            .find(|(s, _, _)| *s == src)
+            .map_or(0, |(_, n, _)| n.load(Ordering::SeqCst))
     }
 
     /// Arrivals from `src` so far.
@@ -134,10 +186,15 @@ impl Flows {
         let sent = self
             .senders
             .into_iter()
-            .map(|(src, h)| (src, h.join().unwrap()))
+            .map(|(src, _, h)| (src, h.join().unwrap()))
             .collect();
         self.receiver.join().unwrap();
         let received = self.received.lock().unwrap().clone();
-        FlowReport { sent, received }
+        let highest = self.highest.lock().unwrap().clone();
+        FlowReport {
+            sent,
+            received,
+            highest,
+        }
     }
 }

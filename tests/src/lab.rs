@@ -9,7 +9,10 @@ use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -37,10 +40,33 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Waits until `dev` in `ns` is operationally up.
+fn wait_up(ns: &str, dev: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "dev", dev])
+            .output()
+            .expect("run ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(" state UP ") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dev} in {ns} never came up: {text}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Lab {
     pub fn new() -> Lab {
         let n = NEXT.fetch_add(1, Ordering::Relaxed) % 200 + 1;
-        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        // The whole pid: with pid_max at 4 194 304 (the default on many
+        // hosts) pids run past 100 000, and a shortened one could
+        // name another test process's namespaces.
+        let tag = format!("{}-{n}", std::process::id());
         let lab = Lab {
             client_ns: format!("shc-{tag}"),
             server_ns: format!("shs-{tag}"),
@@ -89,6 +115,16 @@ impl Lab {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        // The end brought up first gets its carrier from the second, and
+        // until the kernel's link-watch work has run for it, it has no
+        // queue and drops what it sends. That work is deferred; on a loaded
+        // host the first datagrams of a test could beat it.
+        for (ns, dev) in [
+            (&lab.client_ns, "sh-cli"),
+            (&lab.server_ns, lab.server_if.as_str()),
+        ] {
+            wait_up(ns, dev);
+        }
         lab
     }
 
@@ -120,11 +156,16 @@ impl Lab {
 
     /// Sends `count` UDP datagrams from the client to `server:port` (v4 or v6
     /// by `to`) and returns how many the server received. The receiver binds
-    /// before the sender starts and stops 300 ms after the last datagram.
+    /// before the sender starts and stops once the sender is done and 300 ms
+    /// have passed without a datagram. Silence before the sender is done
+    /// does not end it: on a loaded host the sender thread may take longer
+    /// than that to start.
     pub fn udp_through(&self, to: IpAddr, port: u16, count: u32) -> u32 {
         let server_ns = self.server_ns.clone();
         let client_ns = self.client_ns.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sent = Arc::new(AtomicBool::new(false));
+        let all_sent = Arc::clone(&sent);
         let receiver = thread::spawn(move || {
             Lab::enter(&server_ns);
             let sock = UdpSocket::bind(SocketAddr::new(to, port)).expect("bind server");
@@ -135,9 +176,13 @@ impl Lab {
             let mut buf = [0u8; 2048];
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
+                // Read before the check: a datagram that arrived during the
+                // last timeout is counted before the silence ends the run.
+                let done = all_sent.load(Ordering::SeqCst);
                 match sock.recv(&mut buf) {
                     Ok(_) => got += 1,
-                    Err(_) => break,
+                    Err(_) if done => break,
+                    Err(_) => {}
                 }
             }
             got
@@ -158,6 +203,7 @@ impl Lab {
                 // Errors (ICMP unreachable feedback) do not stop the run.
                 let _ = sock.send_to(&i.to_be_bytes(), SocketAddr::new(to, port));
             }
+            sent.store(true, Ordering::SeqCst);
         });
         sender.join().unwrap();
         receiver.join().unwrap()
@@ -186,9 +232,10 @@ impl Lab {
     }
 
     /// Waits until the client can reach `to` again, e.g. after IPv6 neighbour
-    /// discovery failed while its source was banned. Gives up after 5 s.
+    /// discovery failed while its source was banned. Gives up after 20 s
+    /// (neighbour discovery retries once a second, and a loaded host is slow).
     pub fn wait_reachable(&self, to: IpAddr, port: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.udp_through(to, port, 1) == 1 {
                 return true;

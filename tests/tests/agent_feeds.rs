@@ -18,9 +18,12 @@ use shield_tests::{
 
 const PORT: u16 = 7200;
 
+/// A feed from `server`. Its timeout is generous: a first fetch that fails
+/// is retried only after 30 s (feeds::retry), longer than the tests wait,
+/// and a loaded host can make a local fetch slow.
 fn feed(name: &str, server: &FeedServer, extra: &str) -> String {
     format!(
-        "[[feed]]\nname = \"{name}\"\nurl = \"{}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"2s\"\n{extra}",
+        "[[feed]]\nname = \"{name}\"\nurl = \"{}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"10s\"\n{extra}",
         server.url()
     )
 }
@@ -161,7 +164,13 @@ fn oversize_and_stalled_downloads_keep_the_last_good_entries() {
     let home = AgentHome::new();
     let x = lab.add_client_v4(3);
     let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
-    let _agent = start(&lab, &home, &feed("list", &server, "max_bytes = 512\n"));
+    // A timeout short enough to see it fire, long enough for a loaded host.
+    let _agent = start(
+        &lab,
+        &home,
+        &feed("list", &server, "max_bytes = 512\n")
+            .replace("timeout = \"10s\"", "timeout = \"3s\""),
+    );
     wait_feed(&home, "list", applied);
 
     let mut big = String::new();
@@ -183,7 +192,7 @@ fn oversize_and_stalled_downloads_keep_the_last_good_entries() {
     assert_eq!(o.code, Some(1), "{o:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
-        "the 2 s timeout did not fire"
+        "the 3 s timeout did not fire"
     );
     let row = feed_row(&home, "list");
     assert!(
@@ -337,7 +346,7 @@ fn sigterm_does_not_wait_for_a_stalled_download() {
     let home = AgentHome::new();
     let server = FeedServer::start_in(&lab.server_ns, b"192.0.2.1\n");
     server.set_stall(true);
-    let feed = feed("slow", &server, "").replace("timeout = \"2s\"", "timeout = \"1m\"");
+    let feed = feed("slow", &server, "").replace("timeout = \"10s\"", "timeout = \"1m\"");
     let agent = start(&lab, &home, &feed);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.requests() == 0 {

@@ -686,7 +686,7 @@ fn feed_credentials_never_show() {
         .replace("http://", &format!("http://feeduser:{USER_SECRET}@"))
         + &format!("?format=plain&token={TOKEN}");
     home.write_config(&format!(
-        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n[[feed]]\nname = \"secret\"\nurl = \"{url}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"2s\"\n",
+        "{}metrics_listen = \"127.0.0.1:{METRICS}\"\n[[feed]]\nname = \"secret\"\nurl = \"{url}\"\nallow_http = true\nrefresh = \"1h\"\ntimeout = \"10s\"\n",
         home.base_config(&lab)
     ));
     let agent = home.start(&lab, &[]);

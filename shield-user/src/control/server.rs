@@ -25,7 +25,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::evict::{Place, WaitQueue};
+use crate::evict::{Parked, WaitQueue};
 
 use super::{
     frame::{
@@ -301,12 +301,12 @@ impl ControlSocket {
                         // longest for a request hands its slot over
                         // (crate::evict). Only when every slot is serving a
                         // request is the newcomer told `busy`.
-                        let slot = crate::evict::take_slot(&slots, || ctx.evict_oldest()).await;
+                        let slot = crate::evict::take_slot(&slots, || ctx.evict_oldest());
                         match slot {
                             Some(permit) => {
-                                let place = ctx.waiting.place();
+                                let parked = ctx.waiting.park(permit);
                                 let ctx = Arc::clone(&ctx);
-                                tasks.spawn(async move { connection(stream, permit, place, &ctx).await });
+                                tasks.spawn(async move { connection(stream, parked, &ctx).await });
                             }
                             None => {
                                 RequestCounters::bump(&ctx.config.counters.busy);
@@ -610,11 +610,12 @@ async fn next_request(
 /// Serves one connection. Errors raised here (timeouts, bad frames,
 /// denial) are answered and end the connection; errors the handler returns
 /// are ordinary replies and the connection stays open.
-async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, place: Place, ctx: &Ctx) {
-    let mut slot = Some(slot);
+async fn connection(stream: UnixStream, parked: Parked, ctx: &Ctx) {
     // The first wait stands in line from accept; later ones from the end
-    // of the previous request.
-    let mut place = Some(place);
+    // of the previous request. Taken before anything can return, so the
+    // entry leaves the queue with the connection.
+    let mut first_wait = Some(ctx.waiting.ticket(parked));
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -633,10 +634,10 @@ async fn connection(stream: UnixStream, slot: OwnedSemaphorePermit, place: Place
     let mut reader = BufReader::new(stream);
     let mut first = true;
     loop {
-        let Some(parked) = slot.take() else { return };
-        let ticket = match place.take() {
-            Some(at) => ctx.waiting.wait_at(at, parked),
-            None => ctx.waiting.wait(parked),
+        let ticket = match (first_wait.take(), slot.take()) {
+            (Some(ticket), _) => ticket,
+            (None, Some(parked)) => ctx.waiting.wait(parked),
+            (None, None) => return,
         };
         let read = tokio::select! {
             () = ticket.evicted() => None,

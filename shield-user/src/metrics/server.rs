@@ -28,7 +28,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::evict::{Place, WaitQueue, take_slot};
+use crate::evict::{Parked, WaitQueue, take_slot};
 
 use super::{
     http::{self, Request, Route},
@@ -192,11 +192,11 @@ pub async fn serve_with<S>(
                 // Every slot taken: the connection that has waited longest
                 // for its request head hands its slot over (crate::evict),
                 // so idle local connections cannot keep Prometheus out.
-                Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()).await {
+                Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()) {
                     Some(permit) => {
-                        let place = ctx.waiting.place();
+                        let parked = ctx.waiting.park(permit);
                         let ctx = Arc::clone(&ctx);
-                        tasks.spawn(async move { connection(stream, permit, place, &ctx).await });
+                        tasks.spawn(async move { connection(stream, parked, &ctx).await });
                     }
                     None => {
                         DropCounters::bump(&ctx.config.dropped.busy);
@@ -288,12 +288,14 @@ impl Renderer {
 }
 
 /// Serves one connection: one request, one reply, then close.
-async fn connection(mut stream: TcpStream, slot: OwnedSemaphorePermit, place: Place, ctx: &Ctx) {
+async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
+    // In line since accept (crate::evict); the ticket releases the entry
+    // when this connection ends.
+    let ticket = ctx.waiting.ticket(parked);
     let cfg = &ctx.config;
     // The reply goes out as head then body; without Nagle the body's last
     // segment is not held back waiting for the ACK of the head.
     let _ = stream.set_nodelay(true);
-    let ticket = ctx.waiting.wait_at(place, slot);
     let head = tokio::select! {
         () = ticket.evicted() => None,
         h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
