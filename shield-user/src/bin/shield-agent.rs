@@ -349,13 +349,23 @@ async fn event_loop(
                 if let Ok(mut guard) = guard {
                     let rb = guard.get_inner_mut();
                     // Bounded, so a flood of events cannot starve signals.
+                    let mut drained = false;
                     for _ in 0..4096 {
-                        let Some(item) = rb.next() else { break };
+                        let Some(item) = rb.next() else {
+                            drained = true;
+                            break;
+                        };
                         let bytes = item.to_vec();
                         drop(item);
                         lock(agent).on_event(&bytes);
                     }
-                    guard.clear_ready();
+                    // Readiness is cleared only once the ring is empty: the
+                    // kernel wakes a reader only for a record written into
+                    // an empty ring, so events left behind here would never
+                    // be announced again and reading would stop for good.
+                    if drained {
+                        guard.clear_ready();
+                    }
                 }
             }
             _ = term.recv() => break,
