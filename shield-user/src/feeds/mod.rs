@@ -26,7 +26,7 @@ pub use crate::config::FeedFormat;
 pub use apply::{ApplyStats, apply_plan};
 pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch, redact_url};
 pub use index::{FeedIndex, FeedSet, IndexError, Plan, shrink_held};
-pub use parse::{parse_feed, parse_feed_unordered};
+pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};
 pub use sniff::sniff;
 
 use crate::net::Cidr;
