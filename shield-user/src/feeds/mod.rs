@@ -78,7 +78,8 @@ pub struct ParsedFeed {
     /// The format used; `Auto` is resolved to what was sniffed.
     pub format: FeedFormat,
     /// The networks to block: sorted and deduplicated, whatever the order
-    /// and repetition in the input.
+    /// and repetition in the input. Empty from [`parse_feed_set`], which
+    /// hands them over as a [`FeedSet`].
     pub entries: Vec<Cidr>,
     /// Lines read (a last line without a newline counts).
     pub lines: u64,
