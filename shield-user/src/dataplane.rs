@@ -302,6 +302,22 @@ impl Dataplane {
         self.hash_delete_many::<[u8; N], FeedEntry>(name, keys)
     }
 
+    /// Writes `entry` for every prefix in `nets` (none of them a host):
+    /// batched into the v4 and v6 tries.
+    pub fn set_feed_nets(&mut self, nets: &[Cidr], entry: &FeedEntry) -> Result<()> {
+        let (v4, v6) = trie_keys(nets)?;
+        self.trie_update_many(MAP_FEED_NET_V4, &v4, entry)?;
+        self.trie_update_many(MAP_FEED_NET_V6, &v6, entry)
+    }
+
+    /// Deletes every prefix in `nets` (none of them a host) from the tries;
+    /// prefixes already absent are fine.
+    pub fn remove_feed_nets(&mut self, nets: &[Cidr]) -> Result<()> {
+        let (v4, v6) = trie_keys(nets)?;
+        self.trie_delete_many::<[u8; 4], FeedEntry>(MAP_FEED_NET_V4, &v4)?;
+        self.trie_delete_many::<[u8; 16], FeedEntry>(MAP_FEED_NET_V6, &v6)
+    }
+
     /// What the program finds for a packet from `addr`: the exact host
     /// entry, else the longest matching prefix. The same two lookups, in the
     /// same order, as the XDP program.
@@ -495,31 +511,9 @@ impl Dataplane {
         value: &V,
     ) -> Result<()> {
         let fd = self.hash_fd::<K, V>(name)?;
-        let values = vec![*value; keys.len().min(BATCH)];
-        let mut done = 0;
-        while done < keys.len() {
-            let chunk = &keys[done..keys.len().min(done + BATCH)];
-            // SAFETY: `chunk` and `values` are arrays of at least
-            // `chunk.len()` plain-data keys and values of the sizes the map
-            // was checked to have, and `fd` is a map fd owned by `self`.
-            let (r, n) = unsafe {
-                map_batch(
-                    BPF_MAP_UPDATE_BATCH,
-                    fd,
-                    chunk.as_ptr().cast(),
-                    values.as_ptr().cast(),
-                    chunk.len(),
-                )
-            };
-            match r {
-                Ok(()) => done += chunk.len(),
-                Err(e) if batch_unsupported(&e) => {
-                    for k in &keys[done + n..] {
-                        self.hash_insert(name, *k, value)?;
-                    }
-                    return Ok(());
-                }
-                Err(e) => return Err(batch_err(name, "BPF_MAP_UPDATE_BATCH", e)),
+        if let Some(from) = update_batches(name, fd, keys, value)? {
+            for k in &keys[from..] {
+                self.hash_insert(name, *k, value)?;
             }
         }
         Ok(())
@@ -568,37 +562,65 @@ impl Dataplane {
     }
 
     /// Deletes every key in `keys`, [`BATCH`] per syscall; absent keys are
-    /// skipped (the kernel stops a batch at the first one).
+    /// skipped.
     fn hash_delete_many<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
         keys: &[K],
     ) -> Result<()> {
         let fd = self.hash_fd::<K, V>(name)?;
-        let mut done = 0;
-        while done < keys.len() {
-            let chunk = &keys[done..keys.len().min(done + BATCH)];
-            // SAFETY: as in `hash_update_many`; delete takes no values.
-            let (r, n) = unsafe {
-                map_batch(
-                    BPF_MAP_DELETE_BATCH,
-                    fd,
-                    chunk.as_ptr().cast(),
-                    std::ptr::null(),
-                    chunk.len(),
-                )
-            };
-            match r {
-                Ok(()) => done += chunk.len(),
-                // Key `done + n` was absent: skip it and go on after it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => done += n + 1,
-                Err(e) if batch_unsupported(&e) => {
-                    for k in &keys[done + n..] {
-                        self.hash_remove::<K, V>(name, *k)?;
-                    }
-                    return Ok(());
-                }
-                Err(e) => return Err(batch_err(name, "BPF_MAP_DELETE_BATCH", e)),
+        if let Some(from) = delete_batches(name, fd, keys)? {
+            for k in &keys[from..] {
+                self.hash_remove::<K, V>(name, *k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fd of LPM trie `name`, after checking its key and value sizes.
+    fn trie_fd<K: aya::Pod, V: aya::Pod>(&self, name: &'static str) -> Result<RawFd> {
+        let map = self.map(name)?;
+        let _: LpmTrie<&MapData, K, V> = LpmTrie::try_from(map).map_err(map_err(name))?;
+        match map {
+            Map::LpmTrie(d) => Ok(d.fd().as_fd().as_raw_fd()),
+            _ => Err(DataplaneError::MissingMap(name)),
+        }
+    }
+
+    /// Sets every prefix in `keys` to `value` in trie `name`, batched like
+    /// the hash maps: the kernel has batch operations for LPM tries too (a
+    /// generic loop over its single-element ones, which saves a syscall per
+    /// prefix). Kernels without them get one syscall each.
+    fn trie_update_many<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[Key<K>],
+        value: &V,
+    ) -> Result<()> {
+        let fd = self.trie_fd::<K, V>(name)?;
+        if let Some(from) = update_batches(name, fd, keys, value)? {
+            let mut t: LpmTrie<&mut MapData, K, V> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+            for k in &keys[from..] {
+                t.insert(k, value, 0).map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every prefix in `keys` from trie `name`, batched; absent
+    /// prefixes are skipped.
+    fn trie_delete_many<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[Key<K>],
+    ) -> Result<()> {
+        let fd = self.trie_fd::<K, V>(name)?;
+        if let Some(from) = delete_batches(name, fd, keys)? {
+            let mut t: LpmTrie<&mut MapData, K, V> =
+                LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+            for k in &keys[from..] {
+                ignore_missing(t.remove(k)).map_err(map_err(name))?;
             }
         }
         Ok(())
@@ -714,6 +736,71 @@ unsafe fn map_batch(
     }
 }
 
+/// Sets every key in `keys` to `value` in the map behind `fd`, [`BATCH`]
+/// keys per syscall. `Some(i)` when the kernel has no batch updates for
+/// this map: keys from `i` on are not written yet, for the caller to write
+/// one by one.
+///
+/// The caller checked that `K` and `V` are the map's key and value types.
+fn update_batches<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    fd: RawFd,
+    keys: &[K],
+    value: &V,
+) -> Result<Option<usize>> {
+    let values = vec![*value; keys.len().min(BATCH)];
+    let mut done = 0;
+    while done < keys.len() {
+        let chunk = &keys[done..keys.len().min(done + BATCH)];
+        // SAFETY: `chunk` and `values` are arrays of at least `chunk.len()`
+        // plain-data keys and values of the sizes the map was checked to
+        // have, and `fd` is an open map fd.
+        let (r, n) = unsafe {
+            map_batch(
+                BPF_MAP_UPDATE_BATCH,
+                fd,
+                chunk.as_ptr().cast(),
+                values.as_ptr().cast(),
+                chunk.len(),
+            )
+        };
+        match r {
+            Ok(()) => done += chunk.len(),
+            Err(e) if batch_unsupported(&e) => return Ok(Some(done + n)),
+            Err(e) => return Err(batch_err(name, "BPF_MAP_UPDATE_BATCH", e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes every key in `keys` from the map behind `fd`, [`BATCH`] per
+/// syscall; absent keys are skipped (the kernel stops a batch at the first
+/// one). `Some(i)` as for [`update_batches`].
+fn delete_batches<K: aya::Pod>(name: &'static str, fd: RawFd, keys: &[K]) -> Result<Option<usize>> {
+    let mut done = 0;
+    while done < keys.len() {
+        let chunk = &keys[done..keys.len().min(done + BATCH)];
+        // SAFETY: as in `update_batches`; delete takes no values.
+        let (r, n) = unsafe {
+            map_batch(
+                BPF_MAP_DELETE_BATCH,
+                fd,
+                chunk.as_ptr().cast(),
+                std::ptr::null(),
+                chunk.len(),
+            )
+        };
+        match r {
+            Ok(()) => done += chunk.len(),
+            // Key `done + n` was absent: skip it and go on after it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => done += n + 1,
+            Err(e) if batch_unsupported(&e) => return Ok(Some(done + n)),
+            Err(e) => return Err(batch_err(name, "BPF_MAP_DELETE_BATCH", e)),
+        }
+    }
+    Ok(None)
+}
+
 /// Kernels (or map types) without batch support answer one of these.
 fn batch_unsupported(e: &std::io::Error) -> bool {
     const ENOTSUPP: i32 = 524;
@@ -728,6 +815,27 @@ fn batch_err(map: &'static str, call: &'static str, io_error: std::io::Error) ->
         map,
         source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
     }
+}
+
+/// The trie keys of `nets`, v4 and v6 apart. A host has no place in a
+/// trie here (feeds keep them in the exact maps): refused.
+#[allow(clippy::type_complexity)]
+fn trie_keys(nets: &[Cidr]) -> Result<(Vec<Key<[u8; 4]>>, Vec<Key<[u8; 16]>>)> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for net in nets {
+        if net.is_host() {
+            return Err(DataplaneError::OutOfRange(format!(
+                "{net} is a host; feed hosts go to the exact maps"
+            )));
+        }
+        let len = u32::from(net.prefix_len());
+        match (net.v4_octets(), net.v6_octets()) {
+            (Some(a), _) => v4.push(Key::new(len, a)),
+            (_, Some(a)) => v6.push(Key::new(len, a)),
+            _ => unreachable!("a Cidr is v4 or v6"),
+        }
+    }
+    Ok((v4, v6))
 }
 
 /// The exact feed map for hosts of `N` bytes.

@@ -198,6 +198,85 @@ fn batched_host_writes_skip_absent_keys_on_delete() {
 }
 
 #[test]
+fn batched_prefix_writes_keep_lengths_apart_and_skip_absent_keys_on_delete() {
+    let mut dp = Dataplane::load(&LoadOptions::default()).unwrap();
+    let e = FeedEntry { feed_id: 5 };
+    // More than one batch of /24s, and the /16 over each first 256 of
+    // them: the same address at two lengths must be two entries.
+    let v4: Vec<Cidr> =
+        (0..10_000u32)
+            .map(|i| Cidr::new(IpAddr::from((0x6400_0000 + (i << 8)).to_be_bytes()), 24).unwrap())
+            .chain((0..40u32).map(|i| {
+                Cidr::new(IpAddr::from((0x6400_0000 + (i << 16)).to_be_bytes()), 16).unwrap()
+            }))
+            .collect();
+    let v6: Vec<Cidr> = (0..300u128)
+        .map(|i| {
+            Cidr::new(
+                IpAddr::from(((0x2001_0db8u128 << 96) | (i << 64)).to_be_bytes()),
+                64,
+            )
+            .unwrap()
+        })
+        .collect();
+    dp.set_feed_nets(&v4, &e).unwrap();
+    dp.set_feed_nets(&v6, &e).unwrap();
+    let got = kernel(&dp);
+    assert_eq!(got.len(), 10_340);
+    assert!(v4.iter().chain(&v6).all(|c| got.get(c) == Some(&5)));
+    // The /24 goes, the /16 over it still matches.
+    dp.remove_feed_nets(&v4[..1]).unwrap();
+    assert_eq!(
+        dp.feed_match(ip("100.0.0.1")).unwrap(),
+        Some(FeedEntry { feed_id: 5 })
+    );
+    assert_eq!(kernel(&dp).get(&cidr("100.0.0.0/16")), Some(&5));
+    assert_eq!(kernel(&dp).get(&cidr("100.0.0.0/24")), None);
+    // Every other prefix deleted already; the batch delete must carry on
+    // past each absent key rather than stop at the first.
+    let odd: Vec<Cidr> = v4.iter().skip(1).step_by(2).copied().collect();
+    dp.remove_feed_nets(&odd).unwrap();
+    assert_eq!(kernel(&dp).len(), 10_340 - 1 - odd.len());
+    dp.remove_feed_nets(&v4).unwrap();
+    dp.remove_feed_nets(&v6).unwrap();
+    assert!(kernel(&dp).is_empty());
+    dp.remove_feed_nets(&v6).unwrap();
+    // A host has no place in the tries.
+    let err = dp.set_feed_nets(&cs(&["192.0.2.1"]), &e).unwrap_err();
+    assert!(err.to_string().contains("192.0.2.1"), "{err}");
+    assert!(kernel(&dp).is_empty());
+}
+
+#[test]
+fn a_failed_prefix_batch_is_rolled_back_to_what_the_index_says() {
+    // A v4 trie of 8 entries: the second version's prefixes cannot fit,
+    // and the kernel refuses part way through the batch.
+    let mut dp = Dataplane::load(&LoadOptions {
+        capacities: vec![("FEED_NET_V4", 8)],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut ix = FeedIndex::new();
+    let net = |i: u32| Cidr::new(IpAddr::from((0xc633_0000 + (i << 8)).to_be_bytes()), 24).unwrap();
+    let v1: Vec<Cidr> = (0..6).map(net).chain(cs(&["192.0.2.1"])).collect();
+    refresh(&mut dp, &mut ix, 1, &v1);
+    let before = kernel(&dp);
+    assert_eq!(before.len(), 7);
+
+    let v2: Vec<Cidr> = (3..20).map(net).collect();
+    let plan = ix.plan(1, &v2);
+    let err = apply_plan(&mut dp, &plan).unwrap_err();
+    assert!(err.to_string().contains("FEED_NET_V4"), "{err}");
+    assert!(
+        kernel(&dp).len() > before.len(),
+        "part of the batch went in"
+    );
+    apply_plan(&mut dp, &plan.rollback()).unwrap();
+    assert_eq!(kernel(&dp), before);
+    assert_eq!(kernel(&dp), expected(&ix));
+}
+
+#[test]
 fn a_failed_apply_is_rolled_back_to_what_the_index_says() {
     // A FEED_V4 map of 16 entries: the second feed version cannot fit, and
     // the kernel refuses part way through the batch.

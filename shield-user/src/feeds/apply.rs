@@ -18,9 +18,9 @@ pub struct ApplyStats {
 
 /// Applies `plan`: every addition first, then the relabels, then the
 /// removals, so that no entry the feed keeps, and no entry another feed
-/// still lists, is ever missing from the maps. Hosts go through the batched
-/// hash-map writes; prefixes one by one (the kernel's LPM tries have no
-/// batch operations).
+/// still lists, is ever missing from the maps. Hosts and prefixes alike go
+/// in batches, thousands per syscall; relabels (rare: an entry another
+/// feed lists too) one by one.
 ///
 /// On error the maps hold a prefix of the plan. Either apply the same plan
 /// again (every step is idempotent) or apply [`Plan::rollback`]; only then
@@ -33,17 +33,13 @@ pub fn apply_plan(dp: &mut Dataplane, plan: &Plan) -> Result<ApplyStats, Datapla
     };
     dp.set_feed_hosts(plan.add.v4_hosts(), &entry)?;
     dp.set_feed_hosts(plan.add.v6_hosts(), &entry)?;
-    for net in plan.add.nets() {
-        dp.set_feed_entry(net, &entry)?;
-    }
+    dp.set_feed_nets(&plan.add.nets().collect::<Vec<_>>(), &entry)?;
     for (net, feed_id) in &plan.relabel {
         dp.set_feed_entry(*net, &FeedEntry { feed_id: *feed_id })?;
     }
     dp.remove_feed_hosts(plan.remove.v4_hosts())?;
     dp.remove_feed_hosts(plan.remove.v6_hosts())?;
-    for net in plan.remove.nets() {
-        dp.remove_feed_entry(net)?;
-    }
+    dp.remove_feed_nets(&plan.remove.nets().collect::<Vec<_>>())?;
     Ok(ApplyStats {
         added: plan.add.len(),
         relabelled: plan.relabel.len(),

@@ -1,5 +1,6 @@
 //! Reading a feed line by line with bounded memory: one reused buffer that
-//! never grows past `MAX_LINE`, whatever the input.
+//! never grows past `MAX_LINE`, whatever the input; or, for a body already
+//! in memory, borrowed slices of it with the same cuts and no copy.
 
 use std::io::{self, BufRead, Read as _};
 
@@ -69,8 +70,89 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
+/// The lines of a body already in memory, cut exactly as [`LineReader`]
+/// cuts them (`\n` or `\r\n` ends, over-long lines truncated to
+/// `MAX_LINE` and flagged, a last line without a newline kept), but
+/// borrowed from the body instead of copied: the agent's refresh of a
+/// million-line feed reads every line this way.
+pub(crate) struct SliceLines<'a> {
+    rest: &'a [u8],
+    number: u64,
+}
+
+impl<'a> SliceLines<'a> {
+    pub fn new(body: &'a [u8]) -> Self {
+        SliceLines {
+            rest: body,
+            number: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for SliceLines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (raw, ended) = match memchr::memchr(b'\n', self.rest) {
+            Some(i) => {
+                let raw = &self.rest[..i];
+                self.rest = &self.rest[i + 1..];
+                (raw, true)
+            }
+            None => (std::mem::take(&mut self.rest), false),
+        };
+        self.number += 1;
+        // The reader sees `MAX_LINE + 1` bytes without a newline in them
+        // exactly when the line (with any `\r`) is longer than `MAX_LINE`.
+        let (bytes, overlong) = if raw.len() > MAX_LINE {
+            (&raw[..MAX_LINE], true)
+        } else if ended {
+            (raw.strip_suffix(b"\r").unwrap_or(raw), false)
+        } else {
+            (raw, false)
+        };
+        Some(Line {
+            number: self.number,
+            bytes,
+            overlong,
+        })
+    }
+}
+
+/// Cuts `body` into at most `parts` pieces of about equal size, each ending
+/// just after a `\n` (the last one at the end of the body), so that every
+/// line lies whole in exactly one piece.
+pub(crate) fn split_at_lines(body: &[u8], parts: usize) -> Vec<&[u8]> {
+    let parts = parts.max(1);
+    let mut out = Vec::with_capacity(parts);
+    let mut rest = body;
+    for left in (1..=parts).rev() {
+        if rest.is_empty() {
+            break;
+        }
+        if left == 1 {
+            out.push(rest);
+            break;
+        }
+        let want = rest.len() / left;
+        let cut = match memchr::memchr(b'\n', &rest[want..]) {
+            Some(i) => want + i + 1,
+            None => rest.len(),
+        };
+        let (piece, tail) = rest.split_at(cut);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Lines as (number, text, overlong), read through a tiny buffer so that
@@ -131,5 +213,88 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(!got[0].2 && !got[1].2);
         assert_eq!((got[0].1.len(), got[1].1.len()), (MAX_LINE, MAX_LINE));
+    }
+
+    fn slice_all(input: &[u8]) -> Vec<(u64, Vec<u8>, bool)> {
+        SliceLines::new(input)
+            .map(|l| (l.number, l.bytes.to_vec(), l.overlong))
+            .collect()
+    }
+
+    #[test]
+    fn slices_cut_like_the_reader_at_the_edges() {
+        let long = |n: usize, end: &[u8]| {
+            let mut v = vec![b'z'; n];
+            v.extend_from_slice(end);
+            v
+        };
+        let cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\n".to_vec(),
+            b"\r\n".to_vec(),
+            b"\r".to_vec(),
+            b"a\rb\n\n  c \r\nlast\r".to_vec(),
+            long(MAX_LINE, b"\n"),
+            long(MAX_LINE, b"\r\n"),
+            long(MAX_LINE - 1, b"\r\n"),
+            long(MAX_LINE + 1, b"\n"),
+            long(MAX_LINE + 1, b""),
+            long(MAX_LINE, b""),
+            long(3 * MAX_LINE, b"\n1.2.3.4\n"),
+        ];
+        for c in &cases {
+            assert_eq!(
+                slice_all(c),
+                read_all(c),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn pieces_hold_whole_lines_and_cover_the_body() {
+        let body = b"1.2.3.4\n\n10.0.0.0/8\r\nxx\nlast";
+        for parts in 1..12 {
+            let pieces = split_at_lines(body, parts);
+            assert!(pieces.len() <= parts);
+            assert_eq!(pieces.concat(), body.to_vec());
+            for p in &pieces[..pieces.len() - 1] {
+                assert!(p.ends_with(b"\n"), "{parts}: {pieces:?}");
+            }
+            let lines: Vec<_> = pieces.iter().flat_map(|p| slice_all(p)).collect();
+            let want: Vec<_> = slice_all(body)
+                .into_iter()
+                .map(|(_, b, o)| (b, o))
+                .collect();
+            assert_eq!(
+                lines
+                    .into_iter()
+                    .map(|(_, b, o)| (b, o))
+                    .collect::<Vec<_>>(),
+                want
+            );
+        }
+        assert!(split_at_lines(b"", 4).is_empty());
+        assert_eq!(split_at_lines(b"one line, no newline", 4).len(), 1);
+    }
+
+    proptest! {
+        /// Whatever the bytes, the slices are the reader's lines.
+        #[test]
+        fn slices_agree_with_the_reader(
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..20),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"\n".to_vec()),
+                    (MAX_LINE - 2..MAX_LINE + 3).prop_map(|n| vec![b'x'; n]),
+                ],
+                0..12,
+            ),
+        ) {
+            let input = pieces.concat();
+            prop_assert_eq!(slice_all(&input), read_all(&input));
+        }
     }
 }

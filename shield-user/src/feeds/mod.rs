@@ -26,7 +26,7 @@ pub use crate::config::FeedFormat;
 pub use apply::{ApplyStats, apply_plan};
 pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch, redact_url};
 pub use index::{FeedIndex, FeedSet, IndexError, Plan, shrink_held};
-pub use parse::{parse_feed, parse_feed_unordered};
+pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};
 pub use sniff::sniff;
 
 use crate::net::Cidr;
@@ -78,7 +78,8 @@ pub struct ParsedFeed {
     /// The format used; `Auto` is resolved to what was sniffed.
     pub format: FeedFormat,
     /// The networks to block: sorted and deduplicated, whatever the order
-    /// and repetition in the input.
+    /// and repetition in the input. Empty from [`parse_feed_set`], which
+    /// hands them over as a [`FeedSet`].
     pub entries: Vec<Cidr>,
     /// Lines read (a last line without a newline counts).
     pub lines: u64,

@@ -26,7 +26,27 @@ fn opts(format: FeedFormat) -> ParseOptions {
 fn parse(input: &[u8], opts: &ParseOptions) -> ParsedFeed {
     let feed = parse_feed(input, opts).expect("reading a slice cannot fail");
     assert_invariants(input, &feed);
+    assert_same_as_set_parse(input, opts, &feed);
     feed
+}
+
+/// The agent's parse (into the compact set, the body cut into pieces)
+/// reports exactly what the streaming parse does, however it is cut.
+fn assert_same_as_set_parse(input: &[u8], opts: &ParseOptions, feed: &ParsedFeed) {
+    let want_set = FeedSet::from_cidrs(&feed.entries);
+    let want_report = ParsedFeed {
+        entries: Vec::new(),
+        ..feed.clone()
+    };
+    let (report, set) = parse_feed_set(input, opts);
+    assert_eq!(report, want_report, "parse_feed_set");
+    assert_eq!(set, want_set, "parse_feed_set");
+    let format = parse::resolved_format(input, opts);
+    for pieces in 2..5 {
+        let (report, set) = parse::parse_in_pieces(input, format, opts, pieces);
+        assert_eq!(report, want_report, "{pieces} pieces");
+        assert_eq!(set, want_set, "{pieces} pieces");
+    }
 }
 
 /// What must hold for any input at all.
@@ -777,5 +797,48 @@ fn unordered_parse_has_the_same_entries_and_counts() {
                 .entries
         ),
         super::FeedSet::from_cidrs(&sorted.entries)
+    );
+}
+
+/// The agent's refresh parse against the streaming parse plus a
+/// `FeedSet`, on a million lines; run with
+/// `cargo test --release -p shield-user --lib feeds::tests::million_lines_into_a_set -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run in release"]
+fn million_lines_into_a_set_timing() {
+    use std::{fmt::Write as _, time::Instant};
+
+    let mut body = String::new();
+    for i in 0..1_000_000u32 {
+        let x = i.wrapping_mul(2_654_435_761);
+        match i % 20 {
+            0 | 1 => _ = writeln!(body, "{}/24", std::net::Ipv4Addr::from(x & 0xffff_ff00)),
+            2 => _ = writeln!(body, "2001:db8:{:x}:{:x}::1", x >> 16, x & 0xffff),
+            _ => _ = writeln!(body, "{}", std::net::Ipv4Addr::from(x)),
+        }
+    }
+    let o = opts(FeedFormat::Plain);
+    let best = |f: &dyn Fn() -> usize| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let n = f();
+                (t.elapsed().as_secs_f64() * 1e3, n)
+            })
+            .fold((f64::MAX, 0), |a, b| if b.0 < a.0 { b } else { a })
+    };
+    let (old, n_old) = best(&|| {
+        let p = parse_feed_unordered(body.as_bytes(), &o).unwrap();
+        FeedSet::from_cidrs(&p.entries).len()
+    });
+    let (new, n_new) = best(&|| parse_feed_set(body.as_bytes(), &o).1.len());
+    let (one, _) = best(&|| {
+        parse::parse_in_pieces(body.as_bytes(), FeedFormat::Plain, &o, 1)
+            .1
+            .len()
+    });
+    assert_eq!(n_old, n_new);
+    println!(
+        "{n_new} entries: streaming parse + FeedSet {old:.1} ms; parse_feed_set {new:.1} ms (one piece {one:.1} ms)"
     );
 }

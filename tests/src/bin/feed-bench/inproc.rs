@@ -2,7 +2,6 @@
 //! (unpinned, unattached) dataplane: where the time of a load goes.
 
 use std::{
-    io::BufRead,
     net::IpAddr,
     path::Path,
     time::{Duration, Instant},
@@ -14,7 +13,7 @@ use shield_user::{
     dataplane::{Dataplane, LoadOptions},
     feeds::{
         FeedIndex, FeedSet, FetchOptions, Fetched, ParseOptions, Validators, apply_plan, cache,
-        fetch, parse_feed_unordered,
+        fetch, parse_feed_set, parse_feed_unordered,
     },
     net::Cidr,
 };
@@ -25,8 +24,8 @@ use crate::sys::{Ctx, Res};
 #[derive(Clone, Copy, Default)]
 pub struct Load {
     pub fetch: Duration,
+    /// Into the compact set, as the agent parses (`parse_feed_set`).
     pub parse: Duration,
-    pub set: Duration,
     pub plan: Duration,
     pub apply: Duration,
     pub commit: Duration,
@@ -42,7 +41,7 @@ pub struct Load {
 impl Load {
     /// Read to enforced and recorded: read, parse, diff, write, commit.
     pub fn total(&self) -> Duration {
-        self.fetch + self.parse + self.set + self.plan + self.apply + self.commit
+        self.fetch + self.parse + self.plan + self.apply + self.commit
     }
 
     /// The part that needs the new set already built: diff, kernel
@@ -52,7 +51,7 @@ impl Load {
     }
 }
 
-/// fetch → parse → FeedSet → plan → apply → commit → cache, as the agent
+/// fetch → parse into the set → plan → apply → commit → cache, as the agent
 /// does (it too holds the body until the cache has it).
 pub fn load(
     dp: &mut Dataplane,
@@ -77,8 +76,7 @@ pub fn load(
     let fetch_t = t.elapsed();
 
     let t = Instant::now();
-    // The agent's path: unordered entries, sorted once as compact keys by FeedSet.
-    let parsed = parse_feed_unordered(&bytes[..], &ParseOptions::default()).ctx(|| "parsing")?;
+    let (parsed, set) = parse_feed_set(&bytes[..], &ParseOptions::default());
     let parse_t = t.elapsed();
     if parsed.rejected > 0 {
         return Err(format!(
@@ -86,11 +84,6 @@ pub fn load(
             parsed.first_rejects
         ));
     }
-
-    let t = Instant::now();
-    let set = FeedSet::from_cidrs(&parsed.entries);
-    drop(parsed);
-    let set_t = t.elapsed();
     let entries = set.len();
 
     let t = Instant::now();
@@ -112,7 +105,6 @@ pub fn load(
     Ok(Load {
         fetch: fetch_t,
         parse: parse_t,
-        set: set_t,
         plan: plan_t,
         apply: apply_t,
         commit: commit_t,
@@ -159,8 +151,8 @@ pub fn round(v1: &Path, v2: &Path, state_dir: &Path, verify: bool, compare: bool
 }
 
 /// Where apply's time goes, and what batching buys: the same entries into
-/// fresh dataplanes, hosts batched, hosts one syscall each, and prefixes
-/// (always one each: LPM tries have no batch operations).
+/// fresh dataplanes, hosts batched, hosts one syscall each, and the
+/// prefixes batched into the tries.
 fn compare_writes(set: &FeedSet) -> Res<()> {
     let e = FeedEntry { feed_id: 1 };
     let hosts = set.v4_hosts();
@@ -181,12 +173,10 @@ fn compare_writes(set: &FeedSet) -> Res<()> {
     }
     let single = t.elapsed();
     let t = Instant::now();
-    let mut nets = 0;
-    for n in set.nets() {
-        dp.set_feed_entry(n, &e).ctx(|| "insert")?;
-        nets += 1;
-    }
+    let nets: Vec<Cidr> = set.nets().collect();
+    dp.set_feed_nets(&nets, &e).ctx(|| "insert")?;
     let tries = t.elapsed();
+    let nets = nets.len();
     eprintln!(
         "  compare: {} v4 hosts batched {:.0} ms (delete {:.0} ms) vs one syscall each {:.0} ms; {nets} prefixes into the tries {:.0} ms",
         hosts.len(),
@@ -198,74 +188,35 @@ fn compare_writes(set: &FeedSet) -> Res<()> {
     Ok(())
 }
 
-/// The parse of a body taken apart: what share is finding lines, what is
-/// reading addresses, what is sorting; and what building the [`FeedSet`]
-/// costs from sorted input (as now) and from unsorted input (if the parser
-/// left the sorting to it).
+/// The agent's parse against the way it parsed before: streaming
+/// `parse_feed_unordered` into a `Vec<Cidr>`, then `FeedSet::from_cidrs`.
 #[derive(Clone, Copy, Default)]
 pub struct ParseSplit {
-    pub lines: Duration,
-    pub addresses: Duration,
-    pub sort: Duration,
-    pub set_sorted: Duration,
-    pub set_unsorted: Duration,
+    pub streaming: Duration,
+    pub into_set: Duration,
 }
 
-/// Each piece is the fastest of three tries: they are tens of
-/// milliseconds each, short enough for one burst of another process on
-/// these shared cores to double a single try.
+/// Each is the fastest of three tries: they are tens of milliseconds
+/// each, short enough for one burst of another process on these shared
+/// cores to double a single try.
 pub fn parse_split(body: &[u8]) -> Res<ParseSplit> {
-    let mut best = parse_split_once(body)?;
-    for _ in 1..3 {
-        let s = parse_split_once(body)?;
-        best.lines = best.lines.min(s.lines);
-        best.addresses = best.addresses.min(s.addresses);
-        best.sort = best.sort.min(s.sort);
-        best.set_sorted = best.set_sorted.min(s.set_sorted);
-        best.set_unsorted = best.set_unsorted.min(s.set_unsorted);
+    let o = ParseOptions::default();
+    let mut best = ParseSplit {
+        streaming: Duration::MAX,
+        into_set: Duration::MAX,
+    };
+    for _ in 0..3 {
+        let t = Instant::now();
+        let parsed = parse_feed_unordered(body, &o).ctx(|| "parsing")?;
+        let old = FeedSet::from_cidrs(&parsed.entries);
+        best.streaming = best.streaming.min(t.elapsed());
+        drop((parsed, old));
+        let t = Instant::now();
+        let new = parse_feed_set(body, &o);
+        best.into_set = best.into_set.min(t.elapsed());
+        drop(new);
     }
     Ok(best)
-}
-
-fn parse_split_once(body: &[u8]) -> Res<ParseSplit> {
-    let t = Instant::now();
-    let (mut reader, mut buf, mut n) = (body, Vec::with_capacity(128), 0usize);
-    while reader.read_until(b'\n', &mut buf).ctx(|| "reading")? > 0 {
-        n += 1;
-        buf.clear();
-    }
-    let lines = t.elapsed();
-
-    let t = Instant::now();
-    let mut entries = Vec::with_capacity(n);
-    for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let text = std::str::from_utf8(line).ctx(|| "the generated feed")?;
-        let (c, _) = Cidr::parse_normalizing(text).ctx(|| "the generated feed")?;
-        entries.push(c);
-    }
-    let addresses = t.elapsed();
-
-    let t = Instant::now();
-    let unsorted = FeedSet::from_cidrs(&entries);
-    let set_unsorted = t.elapsed();
-    drop(unsorted);
-
-    let t = Instant::now();
-    entries.sort_unstable();
-    entries.dedup();
-    let sort = t.elapsed();
-
-    let t = Instant::now();
-    let sorted = FeedSet::from_cidrs(&entries);
-    let set_sorted = t.elapsed();
-    drop(sorted);
-    Ok(ParseSplit {
-        lines,
-        addresses,
-        sort,
-        set_sorted,
-        set_unsorted,
-    })
 }
 
 pub fn ms(d: Duration) -> f64 {
