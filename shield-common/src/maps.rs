@@ -25,9 +25,11 @@ pub const MAP_BUCKETS: &str = "BUCKETS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_BUCKETS_CREATED: &str = "BUCKETS_CREATED";
 pub const MAP_EVENTS_LOST: &str = "EVENTS_LOST";
+pub const MAP_LISTS_GENERATION: &str = "LISTS_GENERATION";
+pub const MAP_SOURCE_CACHE: &str = "SOURCE_CACHE";
 
 /// Every map the program declares, in a stable order.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 21] = [
     MAP_CONFIG,
     MAP_COUNTERS,
     MAP_SRC_V4,
@@ -47,6 +49,8 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_EVENTS,
     MAP_BUCKETS_CREATED,
     MAP_EVENTS_LOST,
+    MAP_LISTS_GENERATION,
+    MAP_SOURCE_CACHE,
 ];
 
 /// The XDP program's name in the object file.
@@ -77,6 +81,10 @@ pub const LIMIT_SLOTS: u32 = MAX_TIERS * MAX_CLASSES;
 pub const CFG_DRY_RUN: u32 = 1;
 /// Malformed packets pass (still counted under `malformed`).
 pub const CFG_MALFORMED_PASS: u32 = 2;
+/// Never use `SOURCE_CACHE`: every packet takes every list lookup. For the
+/// benchmark's full-pipeline cases and for ruling the cache out when
+/// debugging.
+pub const CFG_NO_SOURCE_CACHE: u32 = 4;
 
 /// The single entry of the `CONFIG` array.
 #[repr(C)]
@@ -283,6 +291,56 @@ pub struct Bucket {
 }
 const _: () = assert!(core::mem::size_of::<Bucket>() == 32);
 
+// ---- LISTS_GENERATION ----
+/// `LISTS_GENERATION`: one u64 in a memory-mappable array. The agent adds
+/// one after every change to the allowlist/tier, ban or feed maps (after,
+/// so a packet that reads the new value also sees the change); a
+/// `SOURCE_CACHE` entry stamped with an older value is looked up again.
+/// Only ever incremented, and kept in its pin across restarts, so a stamp
+/// can never come back into date.
+pub const LISTS_GENERATION_SLOTS: u32 = 1;
+
+// ---- SOURCE_CACHE ----
+/// `SOURCE_CACHE`: per CPU, a direct-mapped cache of what the list lookups
+/// said about recent IPv4 sources, so a source's next packets skip them
+/// while the lists stay unchanged. Direct-mapped (a slot per hash of the
+/// address, overwritten by the next source that hashes there) so that a
+/// flood of spoofed sources costs a plain store per packet, not the insert
+/// and eviction an LRU map would take. IPv6 is not cached: bans and
+/// buckets key it at a prefix while the lists tell its addresses apart.
+pub const SOURCE_CACHE_BITS: u32 = 14;
+pub const SOURCE_CACHE_SLOTS: u32 = 1 << SOURCE_CACHE_BITS;
+
+/// `SourceMemo::verdict`: what the lookups decided.
+pub const MEMO_CLEAN: u8 = 1;
+pub const MEMO_ALLOWED: u8 = 2;
+pub const MEMO_FEED: u8 = 3;
+pub const MEMO_BANNED: u8 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceMemo {
+    /// The `LISTS_GENERATION` read before the lookups; 0 for an empty slot.
+    pub generation: u64,
+    /// `MEMO_BANNED`: the ban's expiry (CLOCK_MONOTONIC ns); the memo is
+    /// void from then on, though no list changed.
+    pub until_ns: u64,
+    /// `MEMO_CLEAN`: the source's tier and ACL sets.
+    pub class: SourceClass,
+    pub addr: [u8; 4],
+    /// `MEMO_FEED`: the listing feed, whose hits are still counted.
+    pub feed_id: u32,
+    pub verdict: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<SourceMemo>() == 48);
+
+/// The slot of `addr` (Fibonacci hashing: the top bits of a multiplication,
+/// which spread neighbouring addresses over the whole table).
+pub const fn source_cache_slot(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr).wrapping_mul(0x9E37_79B1) >> (32 - SOURCE_CACHE_BITS)
+}
+
 /// `BUCKETS_CREATED`: a per-CPU count of buckets the program created. The
 /// agent never deletes buckets, so once `BUCKETS` is full every creation
 /// evicts the least recently used one: evictions = created − live entries.
@@ -300,6 +358,15 @@ pub const FLOOD_EVENT_INTERVAL_NS: u64 = 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_24_of_neighbours_spreads_over_the_source_cache() {
+        let slots: alloc::collections::BTreeSet<u32> = (0..=255u8)
+            .map(|i| super::source_cache_slot([198, 51, 100, i]))
+            .collect();
+        assert!(slots.iter().all(|s| *s < super::SOURCE_CACHE_SLOTS));
+        assert_eq!(slots.len(), 256, "no two neighbours share a slot");
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,7 @@ pod!(
     Limits,
     BucketKey,
     Bucket,
+    SourceMemo,
     Gcra,
     FloodEvent
 );

@@ -30,47 +30,52 @@ pub fn source_class(p: &Packet) -> SourceClass {
     }
 }
 
-/// An unexpired exact ban (v6 at the configured prefix) or CIDR ban.
+/// An unexpired exact ban (v6 at the configured prefix) or CIDR ban: the
+/// expiry of the one found.
 #[inline(always)]
-pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> bool {
+pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> Option<u64> {
     if p.v6 {
         let key = apply_mask(p.src6, v6_mask);
         if let Some(b) = unsafe { BAN_V6.get(key) }
             && b.active(now)
         {
-            return true;
+            return Some(b.expires_ns);
         }
         cidr_banned(&BAN_NET_V6, p.src6, now)
     } else {
         if let Some(b) = unsafe { BAN_V4.get(p.src4) }
             && b.active(now)
         {
-            return true;
+            return Some(b.expires_ns);
         }
         cidr_banned(&BAN_NET_V4, p.src4, now)
     }
 }
 
-/// An unexpired CIDR ban covers `addr`. The trie answers with the longest
-/// match only; when that one has expired, a shorter one may still be in
-/// force, so look again below it.
+/// An unexpired CIDR ban covers `addr`: its expiry. The trie answers with
+/// the longest match only; when that one has expired, a shorter one may
+/// still be in force, so look again below it.
 #[inline(always)]
-fn cidr_banned<const N: usize>(trie: &LpmTrie<[u8; N], Ban>, addr: [u8; N], now: u64) -> bool {
+fn cidr_banned<const N: usize>(
+    trie: &LpmTrie<[u8; N], Ban>,
+    addr: [u8; N],
+    now: u64,
+) -> Option<u64> {
     let mut len = (N * 8) as u32;
     for _ in 0..BAN_TRIE_LOOKUPS {
         match trie.get(Key::new(len, addr)) {
-            Some(b) if b.active(now) => return true,
+            Some(b) if b.active(now) => return Some(b.expires_ns),
             Some(b) if b.prefix_len > 0 => len = u32::from(b.prefix_len) - 1,
-            _ => return false,
+            _ => return None,
         }
     }
-    false
+    None
 }
 
 /// Listed by a feed: exact host entries first (flat cost at any feed size),
-/// then prefixes. Counts the hit against the feed.
+/// then prefixes. Returns the listing feed, its hit counted.
 #[inline(always)]
-pub fn feed_listed(p: &Packet) -> bool {
+pub fn feed_listed(p: &Packet) -> Option<u32> {
     let hit = if p.v6 {
         match unsafe { FEED_V6.get(p.src6) } {
             Some(f) => Some(*f),
@@ -82,13 +87,15 @@ pub fn feed_listed(p: &Packet) -> bool {
             None => FEED_NET_V4.get(Key::new(32, p.src4)).copied(),
         }
     };
-    match hit {
-        Some(f) => {
-            if let Some(n) = FEED_HITS.get_ptr_mut(f.feed_id) {
-                unsafe { *n += 1 };
-            }
-            true
-        }
-        None => false,
+    let f = hit?;
+    count_feed_hit(f.feed_id);
+    Some(f.feed_id)
+}
+
+#[inline(always)]
+pub fn count_feed_hit(feed_id: u32) {
+    if let Some(n) = FEED_HITS.get_ptr_mut(feed_id) {
+        // SAFETY: per-CPU slot, so no other writer.
+        unsafe { *n += 1 };
     }
 }

@@ -8,6 +8,7 @@
 mod limit;
 mod lists;
 mod maps;
+mod memo;
 mod parse;
 
 use aya_ebpf::{
@@ -15,7 +16,10 @@ use aya_ebpf::{
 };
 use shield_common::{
     decide::verdict,
-    maps::{GlobalConfig, Limits, PORT_DRY_RUN, PortRule, SRC_ALLOWED, limits_slot, port_slot},
+    maps::{
+        GlobalConfig, Limits, MEMO_ALLOWED, MEMO_BANNED, MEMO_CLEAN, MEMO_FEED, PORT_DRY_RUN,
+        PortRule, SRC_ALLOWED, limits_slot, port_slot,
+    },
     reason::{Reason, Verdict, counter_index},
 };
 
@@ -47,22 +51,40 @@ pub fn shield(ctx: XdpContext) -> u32 {
 /// rule is dry-run only.
 #[inline(always)]
 fn judge(p: &Packet, cfg: &GlobalConfig) -> (Reason, bool) {
-    let src = lists::source_class(p);
-    if src.flags & SRC_ALLOWED != 0 {
-        return (Reason::Allowed, false);
-    }
-    // Only bans and buckets need the clock; allowlisted traffic skips it.
     // The coarse clock (CLOCK_MONOTONIC at scheduler-tick resolution) costs a
     // few ns where bpf_ktime_get_ns costs ~30 on these machines; see
     // docs/BENCHMARKS.md and `shield_common::gcra` for what the tick means
     // for limits.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if lists::banned(p, &cfg.ipv6_mask, now) {
-        return (Reason::Banned, false);
-    }
-    if lists::feed_listed(p) {
-        return (Reason::Feed, false);
-    }
+    // A source seen since the lists last changed skips the list lookups,
+    // most of the cost of a packet (see `memo`).
+    let slot = memo::slot(p, cfg.flags);
+    let src = match memo::recall(p, &slot, now) {
+        Some((MEMO_CLEAN, class, _)) => class,
+        Some((MEMO_ALLOWED, _, _)) => return (Reason::Allowed, false),
+        Some((MEMO_BANNED, _, _)) => return (Reason::Banned, false),
+        Some((_, _, feed_id)) => {
+            lists::count_feed_hit(feed_id);
+            return (Reason::Feed, false);
+        }
+        None => {
+            let src = lists::source_class(p);
+            if src.flags & SRC_ALLOWED != 0 {
+                memo::remember(p, &slot, MEMO_ALLOWED, &src, 0, u64::MAX);
+                return (Reason::Allowed, false);
+            }
+            if let Some(until) = lists::banned(p, &cfg.ipv6_mask, now) {
+                memo::remember(p, &slot, MEMO_BANNED, &src, 0, until);
+                return (Reason::Banned, false);
+            }
+            if let Some(feed_id) = lists::feed_listed(p) {
+                memo::remember(p, &slot, MEMO_FEED, &src, feed_id, u64::MAX);
+                return (Reason::Feed, false);
+            }
+            memo::remember_clean(p, &slot, &src);
+            src
+        }
+    };
     let rule = match port_slot(p.proto, p.dport) {
         Some(slot) if p.has_l4 => match PORTS.get(slot) {
             Some(r) => *r,

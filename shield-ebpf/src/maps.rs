@@ -2,7 +2,7 @@
 //! agent may resize the big ones at load time.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -65,3 +65,13 @@ pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENTS_
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Mapped into the agent's memory so that it can bump the generation with
+/// one atomic add after every list change instead of a syscall.
+#[map(name = "LISTS_GENERATION")]
+pub static LISTS_GENERATION: Array<u64> =
+    Array::with_max_entries(LISTS_GENERATION_SLOTS, BPF_F_MMAPABLE);
+
+#[map(name = "SOURCE_CACHE")]
+pub static SOURCE_CACHE: PerCpuArray<SourceMemo> =
+    PerCpuArray::with_max_entries(SOURCE_CACHE_SLOTS, 0);

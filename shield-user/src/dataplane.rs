@@ -25,6 +25,7 @@ use shield_common::{
 use crate::net::Cidr;
 
 mod attach;
+mod generation;
 pub mod pins;
 mod read;
 
@@ -66,6 +67,13 @@ pub enum DataplaneError {
         "pinned map {path} does not match this build ({detail}); it was left by an incompatible shield version. `shield-agent --detach` removes the old pins (bans come back from the journal)"
     )]
     Incompatible { path: PathBuf, detail: String },
+    #[error("removing the outdated pin {path}: {source}")]
+    Unpin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mapping map `{0}` into memory: {1}")]
+    Mmap(&'static str, std::io::Error),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -87,6 +95,8 @@ pub struct Dataplane {
     /// if the pins go (bpffs unmounted or remounted under us), the links,
     /// and so enforcement, live on as long as this process does.
     links: std::collections::BTreeMap<String, (AttachMode, aya::programs::links::FdLink)>,
+    /// Bumped after every list change; see [`generation`].
+    generation: generation::Generation,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -122,9 +132,15 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()?;
         prog.load()?;
+        let gen_map = ebpf
+            .map(MAP_LISTS_GENERATION)
+            .ok_or(DataplaneError::MissingMap(MAP_LISTS_GENERATION))?;
+        let generation = generation::Generation::map(gen_map, monotonic_ns())
+            .map_err(|e| DataplaneError::Mmap(MAP_LISTS_GENERATION, e))?;
         let mut dp = Dataplane {
             ebpf,
             links: Default::default(),
+            generation,
         };
         // A fresh CONFIG array reads as all zeroes; make it a valid config.
         if dp.config()?.ipv6_prefix == 0 {
@@ -192,11 +208,13 @@ impl Dataplane {
     // ---- SRC (allowlist, tiers, ACL sets) ----
 
     pub fn set_source_class(&mut self, net: Cidr, class: &SourceClass) -> Result<()> {
-        self.trie_insert(MAP_SRC_V4, MAP_SRC_V6, net, class)
+        let r = self.trie_insert(MAP_SRC_V4, MAP_SRC_V6, net, class);
+        self.lists_changed(r)
     }
 
     pub fn remove_source_class(&mut self, net: Cidr) -> Result<()> {
-        self.trie_remove::<SourceClass>(MAP_SRC_V4, MAP_SRC_V6, net)
+        let r = self.trie_remove::<SourceClass>(MAP_SRC_V4, MAP_SRC_V6, net);
+        self.lists_changed(r)
     }
 
     // ---- bans ----
@@ -205,7 +223,7 @@ impl Dataplane {
     /// as long as the configured `ipv6_prefix`, goes to the exact map (the
     /// v6 one keyed at that prefix); anything broader to the CIDR trie.
     pub fn set_ban(&mut self, net: Cidr, ban: &Ban) -> Result<()> {
-        match ban_placement(net, self.config()?.ipv6_prefix) {
+        let r = match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_insert(MAP_BAN_V4, k, ban),
             Placement::ExactV6(k) => self.hash_insert(MAP_BAN_V6, k, ban),
             Placement::Trie => self.trie_insert(
@@ -214,40 +232,45 @@ impl Dataplane {
                 net,
                 &ban.in_trie(net.prefix_len()),
             ),
-        }
+        };
+        self.lists_changed(r)
     }
 
     /// Many bans at once, each with its own value: exact entries go in
     /// batches ([`BATCH`] per syscall), prefixes one by one. What a
     /// CrowdSec resync of 100k decisions needs to be quick.
     pub fn set_bans(&mut self, bans: &[(Cidr, Ban)]) -> Result<()> {
-        let prefix = self.config()?.ipv6_prefix;
-        let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (net, ban) in bans {
-            match ban_placement(*net, prefix) {
-                Placement::ExactV4(k) => {
-                    k4.push(k);
-                    v4.push(*ban);
-                }
-                Placement::ExactV6(k) => {
-                    k6.push(k);
-                    v6.push(*ban);
-                }
-                Placement::Trie => {
-                    self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, *net, ban)?;
+        let r = (|| {
+            let prefix = self.config()?.ipv6_prefix;
+            let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (net, ban) in bans {
+                match ban_placement(*net, prefix) {
+                    Placement::ExactV4(k) => {
+                        k4.push(k);
+                        v4.push(*ban);
+                    }
+                    Placement::ExactV6(k) => {
+                        k6.push(k);
+                        v6.push(*ban);
+                    }
+                    Placement::Trie => {
+                        self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, *net, ban)?;
+                    }
                 }
             }
-        }
-        self.hash_update_pairs(MAP_BAN_V4, &k4, &v4)?;
-        self.hash_update_pairs(MAP_BAN_V6, &k6, &v6)
+            self.hash_update_pairs(MAP_BAN_V4, &k4, &v4)?;
+            self.hash_update_pairs(MAP_BAN_V6, &k6, &v6)
+        })();
+        self.lists_changed(r)
     }
 
     pub fn remove_ban(&mut self, net: Cidr) -> Result<()> {
-        match ban_placement(net, self.config()?.ipv6_prefix) {
+        let r = match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_remove::<[u8; 4], Ban>(MAP_BAN_V4, k),
             Placement::ExactV6(k) => self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, k),
             Placement::Trie => self.trie_remove::<Ban>(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net),
-        }
+        };
+        self.lists_changed(r)
     }
 
     /// The keys of the exact v6 ban map (networks at the configured prefix).
@@ -258,26 +281,29 @@ impl Dataplane {
     }
 
     pub fn remove_v6_exact_ban(&mut self, key: [u8; 16]) -> Result<()> {
-        self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, key)
+        let r = self.hash_remove::<[u8; 16], Ban>(MAP_BAN_V6, key);
+        self.lists_changed(r)
     }
 
     // ---- feeds ----
 
     /// Hosts (/32, /128) go to the exact maps, prefixes to the tries.
     pub fn set_feed_entry(&mut self, net: Cidr, entry: &FeedEntry) -> Result<()> {
-        match feed_placement(net) {
+        let r = match feed_placement(net) {
             Placement::ExactV4(k) => self.hash_insert(MAP_FEED_V4, k, entry),
             Placement::ExactV6(k) => self.hash_insert(MAP_FEED_V6, k, entry),
             Placement::Trie => self.trie_insert(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net, entry),
-        }
+        };
+        self.lists_changed(r)
     }
 
     pub fn remove_feed_entry(&mut self, net: Cidr) -> Result<()> {
-        match feed_placement(net) {
+        let r = match feed_placement(net) {
             Placement::ExactV4(k) => self.hash_remove::<[u8; 4], FeedEntry>(MAP_FEED_V4, k),
             Placement::ExactV6(k) => self.hash_remove::<[u8; 16], FeedEntry>(MAP_FEED_V6, k),
             Placement::Trie => self.trie_remove::<FeedEntry>(MAP_FEED_NET_V4, MAP_FEED_NET_V6, net),
-        }
+        };
+        self.lists_changed(r)
     }
 
     /// Writes `entry` for every host in `keys`: v4 hosts (`N == 4`) to
@@ -290,32 +316,44 @@ impl Dataplane {
         keys: &[[u8; N]],
         entry: &FeedEntry,
     ) -> Result<()> {
-        let name = feed_host_map::<N>()?;
-        self.hash_update_many(name, keys, entry)
+        let r = (|| {
+            let name = feed_host_map::<N>()?;
+            self.hash_update_many(name, keys, entry)
+        })();
+        self.lists_changed(r)
     }
 
     /// Deletes every host in `keys` from `FEED_V4` (`N == 4`) or `FEED_V6`
     /// (`N == 16`); keys already absent are fine. Batched like
     /// [`Dataplane::set_feed_hosts`].
     pub fn remove_feed_hosts<const N: usize>(&mut self, keys: &[[u8; N]]) -> Result<()> {
-        let name = feed_host_map::<N>()?;
-        self.hash_delete_many::<[u8; N], FeedEntry>(name, keys)
+        let r = (|| {
+            let name = feed_host_map::<N>()?;
+            self.hash_delete_many::<[u8; N], FeedEntry>(name, keys)
+        })();
+        self.lists_changed(r)
     }
 
     /// Writes `entry` for every prefix in `nets` (none of them a host):
     /// batched into the v4 and v6 tries.
     pub fn set_feed_nets(&mut self, nets: &[Cidr], entry: &FeedEntry) -> Result<()> {
-        let (v4, v6) = trie_keys(nets)?;
-        self.trie_update_many(MAP_FEED_NET_V4, &v4, entry)?;
-        self.trie_update_many(MAP_FEED_NET_V6, &v6, entry)
+        let r = (|| {
+            let (v4, v6) = trie_keys(nets)?;
+            self.trie_update_many(MAP_FEED_NET_V4, &v4, entry)?;
+            self.trie_update_many(MAP_FEED_NET_V6, &v6, entry)
+        })();
+        self.lists_changed(r)
     }
 
     /// Deletes every prefix in `nets` (none of them a host) from the tries;
     /// prefixes already absent are fine.
     pub fn remove_feed_nets(&mut self, nets: &[Cidr]) -> Result<()> {
-        let (v4, v6) = trie_keys(nets)?;
-        self.trie_delete_many::<[u8; 4], FeedEntry>(MAP_FEED_NET_V4, &v4)?;
-        self.trie_delete_many::<[u8; 16], FeedEntry>(MAP_FEED_NET_V6, &v6)
+        let r = (|| {
+            let (v4, v6) = trie_keys(nets)?;
+            self.trie_delete_many::<[u8; 4], FeedEntry>(MAP_FEED_NET_V4, &v4)?;
+            self.trie_delete_many::<[u8; 16], FeedEntry>(MAP_FEED_NET_V6, &v6)
+        })();
+        self.lists_changed(r)
     }
 
     /// What the program finds for a packet from `addr`: the exact host
@@ -472,6 +510,18 @@ impl Dataplane {
             .take_map(MAP_EVENTS)
             .ok_or(DataplaneError::MissingMap(MAP_EVENTS))?;
         aya::maps::RingBuf::try_from(m).map_err(map_err(MAP_EVENTS))
+    }
+
+    /// Publishes a list change to the program (whether or not `r` says it
+    /// went through: a failed batch may have written part of it).
+    fn lists_changed<T>(&self, r: Result<T>) -> Result<T> {
+        self.generation.bump();
+        r
+    }
+
+    /// The lists' current generation (see [`generation`]).
+    pub fn lists_generation(&self) -> u64 {
+        self.generation.get()
     }
 
     // ---- generic helpers ----
@@ -858,6 +908,21 @@ fn check_pinned_layout(dir: &std::path::Path) -> Result<()> {
         }
         let info = aya::maps::MapInfo::from_pin(&path).map_err(map_err(name))?;
         if (key, value) != (0, 0) && (info.key_size(), info.value_size()) != (key, value) {
+            if pins::REBUILDABLE.contains(&name) {
+                // The old program keeps its own copy until the new one
+                // replaces it on the link; only the pin goes.
+                tracing::warn!(
+                    "pinned map {} has another build's layout (key/value sizes {}/{}, now {key}/{value}); replacing it, so rate limits start afresh",
+                    path.display(),
+                    info.key_size(),
+                    info.value_size()
+                );
+                std::fs::remove_file(&path).map_err(|source| DataplaneError::Unpin {
+                    path: path.clone(),
+                    source,
+                })?;
+                continue;
+            }
             return Err(DataplaneError::Incompatible {
                 path,
                 detail: format!(

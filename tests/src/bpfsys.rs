@@ -8,6 +8,9 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -59,6 +62,27 @@ pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?;
     // SAFETY: the kernel just gave us this descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A hash map with the given key and value sizes, pinned at `path`: a pin
+/// as another build of shield might have left it.
+pub fn pin_hash_map(path: &std::path::Path, key: u32, value: u32, max: u32) -> io::Result<()> {
+    use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_HASH);
+    a.u32(4, key);
+    a.u32(8, value);
+    a.u32(12, max);
+    let fd = bpf(BPF_MAP_CREATE, &mut a)?;
+    // SAFETY: the kernel just gave us this descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("a NUL in the pin path"))?;
+    let mut a = Attr::new();
+    a.u64(0, cpath.as_ptr() as u64);
+    a.u32(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut a)?;
+    Ok(())
 }
 
 /// What one BPF_PROG_TEST_RUN returned.

@@ -668,3 +668,222 @@ fn unlimited_when_no_limits_are_set() {
         None
     );
 }
+
+/// A recent IPv4 source's verdict is remembered per CPU, stamped with the
+/// lists' generation; every list change must reach such a source at its
+/// very next packet, as it reaches one never seen before.
+#[test]
+fn a_remembered_source_sees_every_list_change_at_once() {
+    let mut h = Harness::new();
+    // Limits on, far too high to drop anything.
+    h.packet_limit(0, 0, 1_000_000, 1_000_000);
+    let f = Pkt::udp(V4, 9999).build();
+    let remembered = |h: &Harness, verdict: u8| {
+        let memos = h.dp.source_memos(V4.parse().unwrap()).unwrap();
+        memos
+            .iter()
+            .any(|m| m.verdict == verdict && m.generation == h.dp.lists_generation())
+    };
+    let clean_and_stamped = |h: &mut Harness, step: &str| {
+        for _ in 0..3 {
+            assert_eq!(h.judge(&f).2, Reason::Clean, "{step}");
+        }
+        assert!(remembered(h, MEMO_CLEAN), "{step}: remembered");
+    };
+    clean_and_stamped(&mut h, "fresh");
+
+    h.ban(V4, FOREVER);
+    for _ in 0..3 {
+        assert_eq!(h.judge(&f).2, Reason::Banned, "exact ban");
+    }
+    assert!(remembered(&h, MEMO_BANNED));
+    h.dp.remove_ban(cidr(V4)).unwrap();
+    clean_and_stamped(&mut h, "unbanned");
+
+    h.ban("198.51.100.0/24", FOREVER);
+    assert_eq!(h.judge(&f).2, Reason::Banned, "CIDR ban");
+    h.dp.remove_ban(cidr("198.51.100.0/24")).unwrap();
+    clean_and_stamped(&mut h, "CIDR unbanned");
+
+    h.feed(V4, 3);
+    for _ in 0..3 {
+        assert_eq!(h.judge(&f).2, Reason::Feed, "feed host");
+    }
+    assert!(remembered(&h, MEMO_FEED));
+    assert_eq!(h.dp.feed_hits(3).unwrap(), 3, "remembered hits are counted");
+    h.dp.remove_feed_entry(cidr(V4)).unwrap();
+    clean_and_stamped(&mut h, "feed host gone");
+
+    h.feed("198.51.0.0/16", 4);
+    assert_eq!(h.judge(&f).2, Reason::Feed, "feed prefix");
+    h.dp.remove_feed_entry(cidr("198.51.0.0/16")).unwrap();
+    let key: [u8; 4] = "198.51.100.7"
+        .parse::<std::net::Ipv4Addr>()
+        .unwrap()
+        .octets();
+    h.dp.set_feed_hosts(&[key], &FeedEntry { feed_id: 5 })
+        .unwrap();
+    assert_eq!(h.judge(&f).2, Reason::Feed, "feed batch");
+    h.dp.remove_feed_hosts(&[key]).unwrap();
+    clean_and_stamped(&mut h, "feed batch gone");
+    h.dp.set_feed_nets(&[cidr("198.51.100.0/25")], &FeedEntry { feed_id: 6 })
+        .unwrap();
+    assert_eq!(h.judge(&f).2, Reason::Feed, "feed prefix batch");
+    h.dp.remove_feed_nets(&[cidr("198.51.100.0/25")]).unwrap();
+    clean_and_stamped(&mut h, "feeds gone");
+
+    // A new tier with a limit of one packet: the remembered tier 0 must
+    // not outlive the change.
+    h.packet_limit(1, 0, 1, 1);
+    let tier1 = SourceClass {
+        tier: 1,
+        ..Default::default()
+    };
+    h.dp.set_source_class(cidr("198.51.100.0/24"), &tier1)
+        .unwrap();
+    // Tier 0 never drops; tier 1 drops at once or at the second packet
+    // (the bucket's TAT carries tier 0's recent packets).
+    let seen: Vec<Reason> = (0..2).map(|_| h.judge(&f).2).collect();
+    assert!(seen.contains(&Reason::Ratelimit), "tier 1 limit: {seen:?}");
+    h.dp.remove_source_class(cidr("198.51.100.0/24")).unwrap();
+    clean_and_stamped(&mut h, "back in tier 0");
+
+    // An ACL on the port: the remembered (empty) ACL set is re-read when
+    // the source joins it.
+    h.dp.set_port_rule(
+        PROTO_UDP,
+        9999,
+        &PortRule {
+            class: 0,
+            acl: 1,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(h.judge(&f).2, Reason::Acl, "not in the ACL");
+    let member = SourceClass {
+        acl_mask: 1,
+        ..Default::default()
+    };
+    h.dp.set_source_class(cidr(V4), &member).unwrap();
+    clean_and_stamped(&mut h, "in the ACL");
+
+    h.allow(V4);
+    for _ in 0..3 {
+        assert_eq!(h.judge(&f).2, Reason::Allowed, "allowlisted");
+    }
+    assert!(remembered(&h, MEMO_ALLOWED));
+}
+
+/// A remembered ban ends with the ban, though no list changed.
+#[test]
+fn a_remembered_ban_expires_on_time() {
+    let mut h = Harness::new();
+    let f = Pkt::udp(V4, 9999).build();
+    let until = monotonic_ns() + 600_000_000;
+    h.ban(V4, until);
+    for _ in 0..3 {
+        assert_eq!(h.judge(&f).2, Reason::Banned);
+    }
+    let generation = h.dp.lists_generation();
+    while monotonic_ns() < until + 2 * kernel_clock_tick_ns() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(h.judge(&f).2, Reason::Clean, "expired");
+    assert_eq!(h.dp.lists_generation(), generation, "no list changed");
+}
+
+/// A v6 bucket covers the whole /64, but the lists tell its addresses
+/// apart: what one address's lookups found must not stand for another's.
+#[test]
+fn a_v6_bucket_never_vouches_for_its_neighbours() {
+    let mut h = Harness::new();
+    h.packet_limit(0, 0, 1_000_000, 1_000_000);
+    let listed = "2001:db8:1:2::8";
+    h.feed(&format!("{listed}/128"), 1);
+    assert_eq!(h.judge(&Pkt::udp(V6, 9999).build()).2, Reason::Clean);
+    assert_eq!(h.judge(&Pkt::udp(V6, 9999).build()).2, Reason::Clean);
+    assert_eq!(h.judge(&Pkt::udp(listed, 9999).build()).2, Reason::Feed);
+}
+
+/// The remembered class is what lets a clean packet skip the list
+/// lookups: a ban written straight into the map, behind the agent's back
+/// (no generation bump), goes unseen by a remembered source until the
+/// cache is switched off. The agent never writes that way; this shows the
+/// bump is what every list change depends on.
+#[test]
+fn only_a_generation_bump_reaches_a_remembered_source() {
+    use aya::maps::{HashMap, Map, MapData};
+    use shield_user::dataplane::LoadOptions;
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/shield-test-cache-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = Harness::with_options(&LoadOptions {
+        pin_dir: Some(dir.clone()),
+        capacities: Vec::new(),
+    });
+    h.packet_limit(0, 0, 1_000_000, 1_000_000);
+    let f = Pkt::udp(V4, 9999).build();
+    assert_eq!(h.judge(&f).2, Reason::Clean);
+    let data = MapData::from_pin(dir.join(MAP_BAN_V4)).unwrap();
+    let mut bans: HashMap<MapData, [u8; 4], Ban> = HashMap::try_from(Map::HashMap(data)).unwrap();
+    let key = V4.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    bans.insert(key, Ban::new(FOREVER, BAN_ORIGIN_MANUAL), 0)
+        .unwrap();
+    assert_eq!(h.judge(&f).2, Reason::Clean, "remembered, not looked up");
+    h.set_flags(CFG_NO_SOURCE_CACHE);
+    assert_eq!(h.judge(&f).2, Reason::Banned, "cache off: looked up");
+    h.set_flags(0);
+    assert_eq!(
+        h.judge(&f).2,
+        Reason::Clean,
+        "cache on again: still remembered"
+    );
+    drop(h);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An upgrade that changes a map's layout: rate buckets are state the
+/// program can rebuild, so another build's pin is replaced; a ban map holds
+/// what an operator put there, so another build's pin is refused, naming it.
+#[test]
+fn another_builds_bucket_pin_is_replaced_and_its_ban_pin_refused() {
+    use shield_tests::bpfsys::pin_hash_map;
+    use shield_user::dataplane::{Dataplane, DataplaneError, LoadOptions};
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/shield-test-layout-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = LoadOptions {
+        pin_dir: Some(dir.clone()),
+        capacities: Vec::new(),
+    };
+    let key = size_of::<BucketKey>() as u32;
+    pin_hash_map(&dir.join(MAP_BUCKETS), key, 24, 16).unwrap();
+    let dp = Dataplane::load(&opts).expect("an old bucket map is no obstacle");
+    let info = aya::maps::MapInfo::from_pin(dir.join(MAP_BUCKETS)).unwrap();
+    assert_eq!(
+        (info.key_size(), info.value_size()),
+        (key, size_of::<Bucket>() as u32),
+        "the pin is this build's map now"
+    );
+    drop(dp);
+
+    std::fs::remove_file(dir.join(MAP_BAN_V4)).unwrap();
+    pin_hash_map(&dir.join(MAP_BAN_V4), 4, 8, 16).unwrap();
+    match Dataplane::load(&opts) {
+        Err(e @ DataplaneError::Incompatible { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(MAP_BAN_V4) && msg.contains("--detach"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("another build's ban map was adopted"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

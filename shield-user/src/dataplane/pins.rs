@@ -18,7 +18,7 @@ use shield_common::maps::*;
 /// Key and value sizes of every map, as this build's program declares them.
 /// A pinned map from another build with a different layout must not be
 /// adopted: the program would read garbage from it.
-pub const MAP_LAYOUT: [(&str, u32, u32); 19] = [
+pub const MAP_LAYOUT: [(&str, u32, u32); 21] = [
     (MAP_CONFIG, 4, size_of::<GlobalConfig>() as u32),
     (MAP_COUNTERS, 4, size_of::<Counter>() as u32),
     (MAP_SRC_V4, 8, size_of::<SourceClass>() as u32),
@@ -42,7 +42,15 @@ pub const MAP_LAYOUT: [(&str, u32, u32); 19] = [
     (MAP_EVENTS, 0, 0),
     (MAP_BUCKETS_CREATED, 4, 8),
     (MAP_EVENTS_LOST, 4, 8),
+    (MAP_LISTS_GENERATION, 4, 8),
+    (MAP_SOURCE_CACHE, 4, size_of::<SourceMemo>() as u32),
 ];
+
+/// Maps whose contents the agent can lose without losing anything an
+/// operator put there: rate state that refills within a second or two. A
+/// pinned one with another build's layout is replaced instead of refused,
+/// so an upgrade that changes it still goes through.
+pub const REBUILDABLE: [&str; 2] = [MAP_BUCKETS, MAP_SOURCE_CACHE];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";

@@ -10,6 +10,22 @@ use super::{Dataplane, Result, map_err};
 use crate::net::Cidr;
 
 impl Dataplane {
+    /// What each CPU's `SOURCE_CACHE` remembers about `addr` (memos of
+    /// other sources in its slot left out).
+    pub fn source_memos(&self, addr: std::net::Ipv4Addr) -> Result<Vec<SourceMemo>> {
+        let a: aya::maps::PerCpuArray<&MapData, SourceMemo> =
+            aya::maps::PerCpuArray::try_from(self.map(MAP_SOURCE_CACHE)?)
+                .map_err(map_err(MAP_SOURCE_CACHE))?;
+        let per_cpu = a
+            .get(&source_cache_slot(addr.octets()), 0)
+            .map_err(map_err(MAP_SOURCE_CACHE))?;
+        Ok(per_cpu
+            .iter()
+            .filter(|m| m.addr == addr.octets())
+            .copied()
+            .collect())
+    }
+
     /// Every entry of `SRC_V4` and `SRC_V6`.
     pub fn source_entries(&self) -> Result<BTreeMap<Cidr, SourceClass>> {
         let mut out = self.trie_entries::<4, SourceClass>(MAP_SRC_V4)?;

@@ -49,6 +49,16 @@ pub fn run(p: &Params, dir: &Path, out: &mut Results) -> String {
     let (mut d1k, t1k) = load::instance(f1k, sources);
     let (mut d100k, t100k) = load::instance(f100k, sources);
     let (mut d1m, t1m) = load::instance(f1m, sources);
+    // The same 1M instance with the bucket's class cache switched off:
+    // every packet takes every lookup, as a source's first packet does
+    // and every packet does right after a list change.
+    let (mut d1m_full, _) = load::instance(f1m, sources);
+    let (mut d1k_full, _) = load::instance(f1k, sources);
+    for d in [&mut d1m_full, &mut d1k_full] {
+        let mut cfg = d.config().unwrap();
+        cfg.flags |= shield_common::maps::CFG_NO_SOURCE_CACHE;
+        d.set_config(&cfg).unwrap();
+    }
     // The baseline comes from an instance of its own, so that each
     // program below borrows a different Dataplane.
     let (mut dnoop, _) = load::instance(Feed::mixed(1), 0);
@@ -65,6 +75,8 @@ pub fn run(p: &Params, dir: &Path, out: &mut Results) -> String {
     let p1k: &Xdp = d1k.program().unwrap();
     let p100k: &Xdp = d100k.program().unwrap();
     let p1m: &Xdp = d1m.program().unwrap();
+    let p1m_full: &Xdp = d1m_full.program().unwrap();
+    let p1k_full: &Xdp = d1k_full.program().unwrap();
 
     let clean = load::probe(&load::source(5).to_string());
     let limited = load::probe("198.51.100.7");
@@ -86,6 +98,12 @@ pub fn run(p: &Params, dir: &Path, out: &mut Results) -> String {
             "shield, pass: 1M feed entries, 100k sources, clean packet",
             Some("xdp.pass_ns"),
             Driver::Aya(p1m),
+            &clean,
+        ),
+        case(
+            "shield, pass: the same, source cache off (every list looked up)",
+            Some("xdp.pass_full_ns"),
+            Driver::Aya(p1m_full),
             &clean,
         ),
         case(
@@ -114,6 +132,22 @@ pub fn run(p: &Params, dir: &Path, out: &mut Results) -> String {
         ));
         cases.push(case(
             &format!("shield, feed drop, {size} entries: host hit (exact map)"),
+            None,
+            Driver::Aya(prog),
+            &load::probe(&feed.host_hit().to_string()),
+        ));
+    }
+    // A source's first packet, or any packet right after a list change, or
+    // every packet of a flood whose sources are all new: the lookups run.
+    for (size, prog, feed) in [("1k", p1k_full, f1k), ("1M", p1m_full, f1m)] {
+        cases.push(case(
+            &format!("shield, feed drop, {size} entries: prefix hit, source cache off"),
+            None,
+            Driver::Aya(prog),
+            &load::probe(&feed.net_hit().to_string()),
+        ));
+        cases.push(case(
+            &format!("shield, feed drop, {size} entries: host hit, source cache off"),
             None,
             Driver::Aya(prog),
             &load::probe(&feed.host_hit().to_string()),
