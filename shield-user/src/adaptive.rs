@@ -172,6 +172,24 @@ impl Adaptive {
     }
 }
 
+/// The tests' config: on at 1000 drops/s, factor 2, three levels, a step
+/// every 5 s, relaxing after `relax_after`.
+#[cfg(test)]
+pub(crate) fn test_config(relax_after: std::time::Duration) -> AdaptiveConfig {
+    AdaptiveConfig {
+        enabled: true,
+        drop_rate: Some(Rate {
+            count: 1000,
+            per: std::time::Duration::from_secs(1),
+        }),
+        pass_rate: None,
+        factor: 2,
+        max_level: 3,
+        step: std::time::Duration::from_secs(5),
+        relax_after,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -181,18 +199,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn cfg() -> AdaptiveConfig {
-        AdaptiveConfig {
-            enabled: true,
-            drop_rate: Some(Rate {
-                count: 1000,
-                per: Duration::from_secs(1),
-            }),
-            pass_rate: None,
-            factor: 2,
-            max_level: 3,
-            step: Duration::from_secs(5),
-            relax_after: Duration::from_secs(30),
-        }
+        test_config(Duration::from_secs(30))
     }
 
     /// Runs `secs` one-second ticks at `drops_per_sec`, returning every step.

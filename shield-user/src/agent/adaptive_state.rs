@@ -101,21 +101,9 @@ pub fn refresh_every(cfg: &AdaptiveConfig) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Rate;
 
     fn cfg() -> AdaptiveConfig {
-        AdaptiveConfig {
-            enabled: true,
-            drop_rate: Some(Rate {
-                count: 1000,
-                per: Duration::from_secs(1),
-            }),
-            pass_rate: None,
-            factor: 2,
-            max_level: 3,
-            step: Duration::from_secs(5),
-            relax_after: Duration::from_secs(60),
-        }
+        crate::adaptive::test_config(Duration::from_secs(60))
     }
 
     #[test]

@@ -17,7 +17,9 @@ use prometheus_client::{
 };
 use shield_common::reason::{Reason, Verdict};
 
-use super::snapshot::{CrowdsecMetrics, FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot};
+use super::snapshot::{
+    ControlDropped, CrowdsecMetrics, FeedMetrics, InterfaceMetrics, MapMetrics, Snapshot,
+};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -244,49 +246,38 @@ pub fn render(s: &Snapshot) -> String {
         "Pins missing under pin_dir at the last check (bpffs unmounted or cleared); enforcement continues, a restart would not find them.",
     );
     o.sample("shield_pins_missing", &[], s.health.pins_missing);
-    o.family(
+    connection_drops(
+        &mut o,
         "shield_control_connections_dropped_total",
-        "counter",
         "Control-socket connections refused or cut, by reason (busy, evicted, timeout, oversized).",
+        s.health.control_dropped,
     );
-    if let Some(d) = s.health.control_dropped {
-        for (reason, n) in [
-            ("busy", d.busy),
-            ("evicted", d.evicted),
-            ("timeout", d.timeout),
-            ("oversized", d.oversized),
-        ] {
-            o.sample(
-                "shield_control_connections_dropped_total",
-                &[("reason", reason)],
-                n,
-            );
-        }
-    }
-
-    o.family(
+    connection_drops(
+        &mut o,
         "shield_metrics_connections_dropped_total",
-        "counter",
         "Metrics-endpoint connections refused or cut before an answer, by reason (busy, evicted, timeout, oversized).",
+        s.health.metrics_dropped,
     );
-    if let Some(d) = s.health.metrics_dropped {
-        for (reason, n) in [
-            ("busy", d.busy),
-            ("evicted", d.evicted),
-            ("timeout", d.timeout),
-            ("oversized", d.oversized),
-        ] {
-            o.sample(
-                "shield_metrics_connections_dropped_total",
-                &[("reason", reason)],
-                n,
-            );
-        }
-    }
 
     o.crowdsec(s.crowdsec.as_ref());
 
     o.encode()
+}
+
+/// A `…_connections_dropped_total{reason}` family: the control socket and
+/// the metrics endpoint count the same four reasons.
+fn connection_drops(o: &mut Out, name: &str, help: &str, d: Option<ControlDropped>) {
+    o.family(name, "counter", help);
+    if let Some(d) = d {
+        for (reason, n) in [
+            ("busy", d.busy),
+            ("evicted", d.evicted),
+            ("timeout", d.timeout),
+            ("oversized", d.oversized),
+        ] {
+            o.sample(name, &[("reason", reason)], n);
+        }
+    }
 }
 
 /// The items sorted by `key`, the first of each key kept. Sorting makes the
