@@ -49,7 +49,7 @@ pub fn run(p: &Params, dir: &Path, out: &mut Results) -> String {
     let (mut d1k, t1k) = load::instance(f1k, sources);
     let (mut d100k, t100k) = load::instance(f100k, sources);
     let (mut d1m, t1m) = load::instance(f1m, sources);
-    // The same 1M instance with the bucket's class cache switched off:
+    // The same 1M and 1k instances with the source cache switched off:
     // every packet takes every lookup, as a source's first packet does
     // and every packet does right after a list change.
     let (mut d1m_full, _) = load::instance(f1m, sources);
