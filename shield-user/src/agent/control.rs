@@ -669,6 +669,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         .bucket(&crate::dataplane::bucket_key(
             addr,
             class_id,
+            class.tier,
             &agent.policy.global.ipv6_mask,
         ))
         .ok()

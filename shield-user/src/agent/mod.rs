@@ -720,7 +720,7 @@ impl Agent {
     fn sample_flood_rates(&mut self, now: u64) {
         let mask = self.policy.global.ipv6_mask;
         for f in self.floods.all_mut() {
-            let key = dataplane::bucket_key(f.source.addr(), f.class, &mask);
+            let key = dataplane::bucket_key(f.source.addr(), f.class, f.tier, &mask);
             let Ok(Some(b)) = self.dp.bucket(&key) else {
                 continue;
             };
