@@ -3,7 +3,7 @@
 //! (BPF_PROG_TEST_RUN) and through [`Model::judge`] and demands the same
 //! verdict, the same counters and the same bucket and feed-hit state.
 //!
-//! The model is written from the pipeline's specification (DESIGN.md,
+//! The model is written from the pipeline's specification (docs/ARCHITECTURE.md,
 //! "The packet pipeline") over plain collections, not from the kernel code:
 //! its own frame parser ([`frame`]), linear longest-prefix scans instead of
 //! LPM tries, and list semantics stated as sets ("a source is banned when an

@@ -75,8 +75,9 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// DESIGN.md's exit codes: 2 for what the operator must fix in the
-    /// config or command line, 1 for everything that went wrong at runtime.
+    /// The exit codes in docs/ARCHITECTURE.md ("Start-up"): 2 for what the
+    /// operator must fix in the config or command line, 1 for everything that
+    /// went wrong at runtime.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::Usage(_) | AgentError::Policy(_) => 2,

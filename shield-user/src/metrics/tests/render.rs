@@ -189,7 +189,7 @@ fn golden() {
     assert_eq!(text, GOLDEN);
 }
 
-/// The families DESIGN.md names, plus this module's extras, in order.
+/// Every family docs/metrics.md documents, in the order they are rendered.
 const FAMILIES: [(&str, &str); 32] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
