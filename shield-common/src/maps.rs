@@ -237,6 +237,14 @@ pub const fn port_slot(proto: u8, port: u16) -> Option<u32> {
     }
 }
 
+/// True when a port rule's ACL keeps out a source with `acl_mask`: rule
+/// `acl` n (1-based; 0 is no ACL) admits the sources with bit `(n - 1) % 64`
+/// set. The one ACL test of the kernel, the agent's `check` and the model.
+#[inline(always)]
+pub const fn acl_refuses(acl: u8, acl_mask: u64) -> bool {
+    acl != 0 && acl_mask & (1u64 << ((acl - 1) as u32 & 63)) == 0
+}
+
 // ---- LIMITS ----
 /// The effective limits of a (tier, class) pair, inheritance already applied.
 #[repr(C)]
@@ -421,6 +429,11 @@ mod tests {
     fn limit_slots_stay_in_range() {
         assert_eq!(limits_slot(0, 0), 0);
         assert_eq!(limits_slot(1, 2), MAX_CLASSES + 2);
+        assert!(!acl_refuses(0, 0), "no ACL");
+        assert!(acl_refuses(1, 0b10) && !acl_refuses(1, 0b01));
+        assert!(!acl_refuses(64, 1 << 63));
+        // Ids past 64 wrap rather than overflow the shift.
+        assert!(!acl_refuses(65, 1) && acl_refuses(200, 1));
         assert_eq!(limits_slot(63, 63), LIMIT_SLOTS - 1);
         assert_eq!(limits_slot(64, 3), 3);
         assert_eq!(limits_slot(u16::MAX, u16::MAX), 0);

@@ -24,7 +24,7 @@ use crate::{
     gcra::{Gcra, rebase, step},
     maps::{
         BucketKey, CFG_DRY_RUN, CFG_MALFORMED_PASS, Counter, Limits, MAX_CLASSES, MAX_TIERS,
-        PORT_DRY_RUN, PortRule, SRC_ALLOWED, SourceClass,
+        PORT_DRY_RUN, PortRule, SRC_ALLOWED, SourceClass, acl_refuses,
     },
     reason::{COUNTER_SLOTS, Reason, Verdict, counter_index},
 };
@@ -203,7 +203,7 @@ impl Model {
             PortRule::default()
         };
         let rule_dry = rule.flags & PORT_DRY_RUN != 0;
-        if rule.acl != 0 && src.acl_mask & (1 << ((rule.acl - 1) % 64)) == 0 {
+        if acl_refuses(rule.acl, src.acl_mask) {
             return (Reason::Acl, rule_dry);
         }
         let tier = if u32::from(src.tier) < MAX_TIERS {

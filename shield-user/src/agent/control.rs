@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use shield_common::{
     decide,
-    maps::{PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, port_slot},
+    maps::{PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, acl_refuses, port_slot},
     reason::{Reason, Verdict as KVerdict},
 };
 
@@ -727,8 +727,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         steps.push("allowlist: no match".into());
         steps.push("bans: none".into());
         steps.push("feeds: none".into());
-        let acl_denied =
-            rule.is_some_and(|r| r.acl != 0 && class.acl_mask & (1u64 << (r.acl - 1)) == 0);
+        let acl_denied = rule.is_some_and(|r| acl_refuses(r.acl, class.acl_mask));
         match rule {
             Some(r) if r.acl != 0 => steps.push(format!(
                 "port rule `{class_name}` admits only its allow_from: {}",
