@@ -362,3 +362,74 @@ fn sigterm_does_not_wait_for_a_stalled_download() {
     );
     server.set_stall(false);
 }
+
+#[test]
+fn concurrent_refreshes_of_one_feed_share_one_download() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    // A timeout far longer than the test holds the download in flight.
+    let feed = feed("list", &server, "").replace("timeout = \"10s\"", "timeout = \"2m\"");
+    let agent = start(&lab, &home, &feed);
+    wait_feed(&home, "list", applied);
+    let before = server.requests();
+    server.set_body(format!("{x}\n192.0.2.1\n").as_bytes());
+    server.set_hold(true);
+    const N: usize = 24;
+    let outs = thread::scope(|s| {
+        let runs: Vec<_> = (0..N)
+            .map(|_| s.spawn(|| home.ctl(&["feeds", "refresh", "list"])))
+            .collect();
+        // Every request has reached the agent, and a download is in
+        // flight: only now may it finish.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = agent
+                .logs()
+                .matches("control request: feeds refresh")
+                .count();
+            if seen >= N && server.requests() > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {seen} of {N} refresh requests arrived"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        server.set_hold(false);
+        runs.into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        server.requests() - before,
+        1,
+        "{N} concurrent refreshes of one feed started more than one download"
+    );
+    for o in &outs {
+        assert!(o.ok(), "{o:?}");
+        assert!(o.stdout.contains("list: 2 entries"), "{o:?}");
+    }
+    assert_eq!(feed_row(&home, "list")["entries"], 2);
+    // The feed is not stuck "in flight": the next refresh runs on its own.
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("not modified"), "{out}");
+    assert_eq!(server.requests() - before, 2);
+    // And the cache holds one pair, no temporaries.
+    let dir = home.state_dir.join("feeds");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        if names == ["list.cache", "list.cache.json"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{names:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
