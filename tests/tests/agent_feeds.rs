@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use shield_tests::{
-    agent::{Agent, AgentHome, feed_row},
+    agent::{Agent, AgentHome, feed_row, metric, scrape},
     flow::{FlowReport, Flows},
     http::FeedServer,
     lab::Lab,
@@ -432,4 +432,96 @@ fn concurrent_refreshes_of_one_feed_share_one_download() {
         assert!(Instant::now() < deadline, "{names:?}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_feed_covering_more_than_its_address_cap_is_refused() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    // Seventeen /8s, each within the per-entry limit, together over the
+    // default cap of sixteen; none of them holds the lab's addresses.
+    let mut wide = format!("{x}\n");
+    for i in 20..37 {
+        let _ = writeln!(wide, "{i}.0.0.0/8");
+    }
+    server.set_body(wide.as_bytes());
+    for args in [
+        &["feeds", "refresh", "list"][..],
+        // The same content again does not confirm it, nor does --force.
+        &["feeds", "refresh", "list"],
+        &["feeds", "refresh", "list", "--force"],
+    ] {
+        let o = home.ctl(args);
+        assert_eq!(o.code, Some(1), "{args:?} {o:?}");
+        assert!(o.stderr.contains("max_addresses"), "{o:?}");
+        let row = feed_row(&home, "list");
+        assert_eq!(row["entries"], 1, "{row}");
+        assert!(row["held"].as_str().unwrap().contains("cap"), "{row}");
+    }
+    assert_eq!(
+        probe(&lab, &[x]).received(x),
+        0,
+        "the last good entry stays"
+    );
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(&m, "shield_feed_held_total{feed=\"list\",guard=\"cap\"}"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "shield_feed_held{feed=\"list\"}"), Some(1.0));
+    assert!(agent.logs().contains("max_addresses"));
+
+    // An operator who means it raises the cap.
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        feed("list", &server, "max_addresses = 536870912\n")
+    ));
+    agent.reload(&home);
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("18 entries"), "{out}");
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(
+            &m,
+            "shield_feed_covered_addresses{feed=\"list\",family=\"ipv4\"}"
+        ),
+        Some((17u64 << 24) as f64 + 1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_refresh_that_more_than_doubles_the_covered_space_waits_for_confirmation() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n198.18.0.0/16\n").as_bytes());
+    let _agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    let v2 = format!("{x}\n198.18.0.0/15\n203.0.113.0/24\n");
+    server.set_body(v2.as_bytes());
+    let o = home.ctl(&["feeds", "refresh", "list"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("double"), "{o:?}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].as_str().unwrap().contains("double"), "{row}");
+    assert_eq!(row["entries"], 2, "{row}");
+    // The next refresh brings the same content: confirmed.
+    server.set_body(v2.as_bytes());
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("3 entries"), "{out}");
+    assert!(feed_row(&home, "list")["held"].is_null());
+    // Doubling again: held, and --force applies it.
+    server.set_body(format!("{x}\n198.16.0.0/13\n").as_bytes());
+    assert_eq!(home.ctl(&["feeds", "refresh", "list"]).code, Some(1));
+    let out = home.ctl_ok(&["feeds", "refresh", "list", "--force"]);
+    assert!(out.contains("2 entries"), "{out}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].is_null(), "{row}");
 }

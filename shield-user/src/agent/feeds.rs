@@ -21,8 +21,8 @@ use crate::{
     clock,
     config::{FeedConfig, FeedSource},
     feeds::{
-        self, FeedIndex, FeedSet, FetchOptions, Fetched, ParseOptions, ParsedFeed, Validators,
-        cache, retry,
+        self, Coverage, FeedIndex, FeedSet, FetchOptions, Fetched, Hold, ParseOptions, ParsedFeed,
+        Validators, cache, retry,
     },
     statefile,
 };
@@ -44,8 +44,14 @@ pub struct FeedState {
     /// From the last parse: malformed lines, and the first few of them.
     pub rejected: u64,
     pub first_rejects: Vec<String>,
-    /// Why the last refresh was held back, and what it would have applied.
+    /// Why the last refresh was held back, and what it would have applied
+    /// (only for a hold that a confirmation or `--force` may lift).
     pub held: Option<String>,
+    /// Refreshes held back since the agent started, by guard: shrink,
+    /// growth, cap.
+    pub held_total: [u64; 3],
+    /// The address space the enforced entries cover.
+    pub covered: Coverage,
     held_set: Option<(FeedSet, Vec<u8>, Validators)>,
     pub next_refresh_mono_ns: u64,
     /// The refresh running now, if one is: everyone who asks for this
@@ -216,7 +222,9 @@ impl Agent {
             match still {
                 Some(f) => {
                     let mut st = st;
-                    let parse_changed = parse_options(f) != parse_options(&st.cfg);
+                    // A new cap is judged against a fresh body too.
+                    let parse_changed = parse_options(f) != parse_options(&st.cfg)
+                        || f.max_addresses != st.cfg.max_addresses;
                     st.cfg = f.clone();
                     if parse_changed {
                         // Re-read with the new settings at the next refresh.
@@ -250,6 +258,8 @@ impl Agent {
                 rejected: 0,
                 first_rejects: Vec::new(),
                 held: None,
+                held_total: [0; 3],
+                covered: Coverage::default(),
                 held_set: None,
                 next_refresh_mono_ns: 0,
                 flight: None,
@@ -273,9 +283,23 @@ impl Agent {
             }
         };
         let (parsed, set) = parse(&st.cfg, &cached.bytes);
+        let covered = set.coverage();
+        // A copy from before a lower cap is not enforced.
+        if let Some(h) = feeds::hold(
+            (0, Coverage::default()),
+            (set.len(), covered),
+            st.cfg.max_addresses,
+        ) {
+            let why = format!("cached copy not applied: {h}");
+            tracing::warn!(feed = st.cfg.name, "{why}");
+            st.held_total[guard_index(&h)] += 1;
+            st.held = Some(why);
+            return;
+        }
         let plan = self.feeds.index.plan_set(st.id, set);
         match self.apply_feed_plan(plan) {
             Ok(()) => {
+                st.covered = covered;
                 st.validators = cached.validators;
                 st.last_success_unix = Some(cached.fetched_unix);
                 st.rejected = parsed.rejected + parsed.refused_broad;
@@ -343,7 +367,11 @@ impl Agent {
     /// Joins the refresh of `name` that is running, or starts one.
     fn begin_refresh(&mut self, name: &str, force: bool) -> Begin {
         if force
-            && self.feeds.states.iter().any(|s| s.cfg.name == name && s.flight.is_none())
+            && self
+                .feeds
+                .states
+                .iter()
+                .any(|s| s.cfg.name == name && s.flight.is_none())
             && let Some(r) = self.apply_held(name)
         {
             return Begin::Done(r.map_err(RefreshError::Failed));
@@ -372,10 +400,12 @@ impl Agent {
         let (set, bytes, validators) = self.feeds.states[i].held_set.take()?;
         let id = self.feeds.states[i].id;
         let new_len = set.len();
+        let covered = set.coverage();
         let plan = self.feeds.index.plan_set(id, set);
         Some(self.apply_feed_plan(plan).map(|()| {
             let st = &mut self.feeds.states[i];
             st.held = None;
+            st.covered = covered;
             let _ = cache::store(
                 &self.cfg.state_dir,
                 name,
@@ -428,13 +458,31 @@ impl Agent {
                 }
                 // The next refresh "agrees" when it brings the same content.
                 let agrees = st.held_set.as_ref().is_some_and(|(h, _, _)| *h == set);
-                if feeds::shrink_held(old_len, new_len) && !force && !agrees {
-                    let why = format!(
-                        "refresh would shrink the feed from {old_len} to {new_len} entries (more than half gone); held back until the next refresh agrees or `shieldctl feeds refresh {name} --force`"
-                    );
-                    tracing::warn!(feed = name, old_len, new_len, "{why}");
+                let old_cov = self
+                    .feeds
+                    .index
+                    .entries(id)
+                    .map(FeedSet::coverage)
+                    .unwrap_or_default();
+                let new_cov = set.coverage();
+                let hold =
+                    feeds::hold((old_len, old_cov), (new_len, new_cov), st.cfg.max_addresses)
+                        .filter(|h| !(h.confirmable() && (force || agrees)));
+                if let Some(h) = hold {
+                    let why = if h.confirmable() {
+                        format!(
+                            "{h}; held back until the next refresh agrees or `shieldctl feeds refresh {name} --force`"
+                        )
+                    } else {
+                        format!(
+                            "{h}: the last good entries stay; raise this feed's max_addresses to accept it"
+                        )
+                    };
+                    tracing::warn!(feed = name, guard = h.guard(), old_len, new_len, "{why}");
+                    st.held_total[guard_index(&h)] += 1;
                     st.held = Some(why.clone());
-                    st.held_set = Some((set, bytes, validators));
+                    // Only what may be confirmed is kept for it.
+                    st.held_set = h.confirmable().then_some((set, bytes, validators));
                     Err(why)
                 } else {
                     st.held = None;
@@ -445,6 +493,7 @@ impl Agent {
                         Err(e) => Err(e),
                         Ok(()) => {
                             let st = &mut self.feeds.states[i];
+                            st.covered = new_cov;
                             job = Some(CacheJob {
                                 writes: self.writes.clone(),
                                 state_dir: self.cfg.state_dir.clone(),
@@ -535,6 +584,15 @@ impl CacheJob {
 
 fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
     a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The slot of `held_total` a hold counts in.
+fn guard_index(h: &Hold) -> usize {
+    match h {
+        Hold::Shrink { .. } => 0,
+        Hold::Growth { .. } => 1,
+        Hold::Cap { .. } => 2,
+    }
 }
 
 /// Marks `st` in flight and makes the ticket that runs its refresh.

@@ -480,7 +480,9 @@ fn is_tmp_of(file: &str, base: &str) -> bool {
     };
     rest == ".tmp"
         || rest.strip_prefix(TMP).is_some_and(|r| {
-            r.len() == 16 && r.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            r.len() == 16
+                && r.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         })
 }
 
@@ -488,8 +490,7 @@ fn is_tmp_of(file: &str, base: &str) -> bool {
 /// feed's two files. Only exact temporary names match, so no other feed's
 /// files (whose names always end in `.cache` or `.json`) can.
 fn remove_temporaries(body: &Path) {
-    let (Some(dir), Some(base)) = (body.parent(), body.file_name().and_then(|n| n.to_str()))
-    else {
+    let (Some(dir), Some(base)) = (body.parent(), body.file_name().and_then(|n| n.to_str())) else {
         return;
     };
     let side = format!("{base}.json");
