@@ -249,6 +249,16 @@ fn the_cached_copy_is_enforced_while_the_source_is_down() {
     let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
     let agent = start(&lab, &home, &feed("list", &server, ""));
     wait_feed(&home, "list", applied);
+    // The copy is stored after the apply, off the agent's lock; a stop
+    // before it is written would leave nothing to restart from.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !home.state_dir.join("feeds/list.cache.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the feed's copy was never stored"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(agent.stop().success());
     // A reboot: no pins, and the feed's server is unreachable.
     let (ok, out) = home.run(
@@ -483,7 +493,9 @@ fn a_feed_covering_more_than_its_address_cap_is_refused() {
         feed("list", &server, "max_addresses = 536870912\n")
     ));
     agent.reload(&home);
-    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    // Within the cap now, but still more than double what the feed
+    // covered: the growth guard holds it until confirmed or forced.
+    let out = home.ctl_ok(&["feeds", "refresh", "list", "--force"]);
     assert!(out.contains("18 entries"), "{out}");
     let m = scrape(&lab.server_ns, 9964);
     assert_eq!(
