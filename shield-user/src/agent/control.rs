@@ -234,7 +234,7 @@ fn feed_rows(agent: &Agent) -> Vec<FeedRow> {
             last_success_unix: st.last_success_unix,
             last_error: st.last_error.clone(),
             held: st.held.clone(),
-            next_refresh_secs: (!st.in_flight)
+            next_refresh_secs: (!st.in_flight())
                 .then(|| st.next_refresh_mono_ns.saturating_sub(now) / 1_000_000_000),
             hits: agent.dp.feed_hits(st.id).unwrap_or(0),
             origin: st.origin.clone(),

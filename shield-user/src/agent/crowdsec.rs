@@ -75,6 +75,7 @@ fn filter(cfg: &CrowdsecConfig) -> Filter {
         scopes: cfg.scopes.clone(),
         types: cfg.types.clone(),
         origins: cfg.origins.clone(),
+        max_addresses: cfg.max_addresses,
     }
 }
 
@@ -148,6 +149,8 @@ impl Agent {
                 .book
                 .apply_page(page.new, page.deleted, startup, &filter(cfg), now_ms);
         self.crowdsec.rejected_total += out.rejected.len() as u64;
+        // Refused decisions (malformed, too broad, past the address cap)
+        // are counted in rejected_total; the first few are named.
         for r in out.rejected.iter().take(3) {
             tracing::warn!(
                 id = r.id,

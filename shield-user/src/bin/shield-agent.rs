@@ -287,8 +287,8 @@ async fn refresh_feeds(agent: Arc<Mutex<Agent>>, name: Option<String>, force: bo
     for n in names {
         match agent::feeds::refresh(agent.clone(), n.clone(), force).await {
             Ok(m) => lines.push(m),
-            Err(e) if e.starts_with("no feed named") => {
-                return Response::error(ErrorKind::NotFound, e);
+            Err(e @ agent::feeds::RefreshError::NotFound(_)) => {
+                return Response::error(ErrorKind::NotFound, e.to_string());
             }
             Err(e) => {
                 failed = true;
@@ -376,11 +376,8 @@ async fn event_loop(
                     a.tick();
                     a.feeds_due()
                 };
-                for name in due {
-                    let agent = agent_arc.clone();
-                    tokio::spawn(async move {
-                        let _ = agent::feeds::refresh(agent, name, false).await;
-                    });
+                for ticket in due {
+                    tokio::spawn(agent::feeds::run(agent_arc.clone(), ticket));
                 }
             }
             _ = exit.notified() => break,

@@ -25,6 +25,9 @@ pub struct Filter {
     pub types: Vec<String>,
     /// Empty: every origin.
     pub origins: Vec<String>,
+    /// The most address space the Range decisions held may cover together,
+    /// as for a feed (`[crowdsec] max_addresses`, feeds::v6_cap).
+    pub max_addresses: u64,
 }
 
 impl Filter {
@@ -78,6 +81,21 @@ pub struct DecisionBook {
     by_id: HashMap<i64, Decision>,
     /// The ids on each prefix, so a delta re-evaluates only its prefixes.
     by_net: HashMap<Cidr, Vec<i64>>,
+    /// The space the distinct Range prefixes held cover (IPv4 addresses,
+    /// IPv6 /64s), summed: overlapping ranges count twice, which only
+    /// errs towards refusing.
+    ranges: (u128, u128),
+}
+
+/// What a prefix counts against the cap: nothing for a host (an Ip
+/// decision), its IPv4 addresses or IPv6 /64s for a range.
+fn range_size(net: &Cidr) -> (u128, u128) {
+    let len = u32::from(net.prefix_len());
+    match (net.is_host(), net.is_v4()) {
+        (true, _) => (0, 0),
+        (false, true) => (1u128 << (32 - len), 0),
+        (false, false) => (0, if len >= 64 { 1 } else { 1u128 << (64 - len) }),
+    }
 }
 
 impl DecisionBook {
@@ -96,6 +114,7 @@ impl DecisionBook {
             out.deleted = self.by_id.len();
             self.by_id.clear();
             self.by_net.clear();
+            self.ranges = (0, 0);
         } else {
             for d in &deleted {
                 if let Some(gone) = self.remove(d.id) {
@@ -107,6 +126,18 @@ impl DecisionBook {
         self.by_id.reserve(new.len());
         for w in new {
             match take(&w, filter, now_unix_ms) {
+                Ok(Some(d)) if self.over_cap(&d.net, filter.max_addresses) => {
+                    out.rejected.push(Rejected {
+                        id: w.id,
+                        value: w.value.chars().take(64).collect(),
+                        why: format!(
+                            "{} would take the Range decisions past the cap of {} IPv4 addresses and {} IPv6 /64s ([crowdsec] max_addresses); refused",
+                            d.net,
+                            filter.max_addresses,
+                            crate::feeds::v6_cap(filter.max_addresses)
+                        ),
+                    });
+                }
                 Ok(Some(d)) => {
                     if !startup {
                         out.touched.push(d.net);
@@ -125,12 +156,28 @@ impl DecisionBook {
         out
     }
 
+    /// Whether a decision on `net` would take the ranges held past the
+    /// cap (a prefix already held adds nothing).
+    fn over_cap(&self, net: &Cidr, max_addresses: u64) -> bool {
+        let (v4, v6) = range_size(net);
+        if (v4, v6) == (0, 0) || self.by_net.contains_key(net) {
+            return false;
+        }
+        self.ranges.0 + v4 > u128::from(max_addresses)
+            || self.ranges.1 + v6 > crate::feeds::v6_cap(max_addresses)
+    }
+
     fn insert(&mut self, d: Decision) {
         let (id, net) = (d.id, d.net);
         if let Some(old) = self.by_id.insert(id, d) {
             self.unlink(old.net, id);
         }
-        self.by_net.entry(net).or_default().push(id);
+        let ids = self.by_net.entry(net).or_default();
+        if ids.is_empty() {
+            let (v4, v6) = range_size(&net);
+            self.ranges = (self.ranges.0 + v4, self.ranges.1 + v6);
+        }
+        ids.push(id);
     }
 
     fn remove(&mut self, id: i64) -> Option<Decision> {
@@ -144,6 +191,11 @@ impl DecisionBook {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.by_net.remove(&net);
+                let (v4, v6) = range_size(&net);
+                self.ranges = (
+                    self.ranges.0.saturating_sub(v4),
+                    self.ranges.1.saturating_sub(v6),
+                );
             }
         }
     }

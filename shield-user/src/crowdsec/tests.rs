@@ -20,6 +20,7 @@ fn all() -> Filter {
         scopes: vec![DecisionScope::Ip, DecisionScope::Range],
         types: vec!["ban".into()],
         origins: vec![],
+        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
     }
 }
 
@@ -120,6 +121,7 @@ fn filters_and_hostile_values() {
         scopes: vec![DecisionScope::Ip],
         types: vec!["ban".into(), "captcha".into()],
         origins: vec!["cscli".into()],
+        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
     };
     let out = b.apply_page(
         vec![
@@ -298,4 +300,49 @@ fn a_delta_names_the_prefixes_it_touched() {
     }
     assert_eq!(b.expire(3_600_000), 2);
     assert!(b.desired_for(&[ip("192.0.2.1/32")], 3_600_000)[&ip("192.0.2.1/32")].is_none());
+}
+
+/// A LAPI (hostile, or intercepted) that sends many broad ranges, each
+/// within the per-decision limit, cannot black-hole IPv4: past the
+/// address cap, Range decisions are refused, counted and named.
+#[test]
+fn range_decisions_past_the_address_cap_are_refused() {
+    let mut b = DecisionBook::default();
+    let ranges: Vec<WireDecision> = (0..200)
+        .map(|i| {
+            w(
+                i,
+                "Range",
+                &format!("{}.0.0.0/8", i + 1),
+                "ban",
+                "CAPI",
+                "1h",
+            )
+        })
+        .collect();
+    let out = b.apply_page(ranges, vec![], true, &all(), 1_000);
+    assert_eq!(out.added, 16, "sixteen /8s fit the default cap");
+    assert_eq!(out.rejected.len(), 184);
+    assert!(
+        out.rejected[0].why.contains("max_addresses"),
+        "{:?}",
+        out.rejected[0]
+    );
+    // Hosts still come in, and a delta that frees room lets a range in.
+    let out = b.apply_page(
+        vec![w(500, "Ip", "203.0.113.9", "ban", "CAPI", "1h")],
+        vec![w(0, "Range", "1.0.0.0/8", "ban", "CAPI", "1h")],
+        false,
+        &all(),
+        1_000,
+    );
+    assert_eq!((out.added, out.deleted), (1, 1));
+    let out = b.apply_page(
+        vec![w(501, "Range", "100.0.0.0/8", "ban", "CAPI", "1h")],
+        vec![],
+        false,
+        &all(),
+        1_000,
+    );
+    assert_eq!(out.added, 1, "{:?}", out.rejected);
 }
