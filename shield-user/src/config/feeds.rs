@@ -210,6 +210,7 @@ const CROWDSEC_KEYS: &[&str] = &[
     "key_file",
     "machine_id",
     "password_file",
+    "max_decisions",
 ];
 
 /// Polling faster than this only loads the LAPI; decisions are minutes long.
@@ -324,7 +325,10 @@ pub(super) fn crowdsec(sec: &Section<'_, '_>, r: &mut Report<'_>) -> CrowdsecCon
         "to push autobans to CrowdSec",
         r,
     );
+    let max_decisions = bounded(sec, "max_decisions", "200000", 1..=100_000_000, r)
+        .map_or(defaults::CROWDSEC_MAX_DECISIONS, |n| n as usize);
     CrowdsecConfig {
+        max_decisions,
         lapi_url,
         api_key_file,
         poll,

@@ -117,6 +117,8 @@ pub struct CrowdsecConfig {
     pub key_file: Option<PathBuf>,
     pub machine_id: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Decisions one stream page may hold; a bigger page is refused.
+    pub max_decisions: usize,
 }
 
 /// What a CrowdSec decision applies to.

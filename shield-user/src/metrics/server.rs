@@ -6,8 +6,14 @@
 //! from accept to arrive whole and `max_head_bytes` to fit in (431 past
 //! that); at most `max_connections` are served at once (503 to the rest);
 //! a reply has `write_timeout` to be taken by the client. Snapshots are
-//! taken off the async workers, one at a time, and shared by every request
-//! that was waiting for one.
+//! taken off the async workers, one at a time, at most once per
+//! `max_age`: every request within that time is answered from the same
+//! rendering, so a local client looping complete requests costs the agent
+//! one snapshot a second, not one per request. When every slot is taken,
+//! a newcomer evicts first the oldest connection already answered (its
+//! client still reading or not closing), then the oldest still waiting for
+//! its request head; only connections waiting for a rendering (at most
+//! one a second, shared) cannot be evicted.
 
 use std::{
     io,
@@ -57,6 +63,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Time for a snapshot and its rendering; 503 past it.
     pub render_timeout: Duration,
+    /// A rendering whose snapshot started this long before a request is
+    /// still good for it; past that, the request waits for a new one.
+    pub max_age: Duration,
     /// After replying, how long to wait for the client to close, discarding
     /// anything it still sends. Closing with unread input makes the kernel
     /// reset the connection, which can destroy the reply before the client
@@ -108,6 +117,10 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             render_timeout: Duration::from_secs(10),
+            // Prometheus scrapes every 15 s or so: a body up to 1 s old
+            // is as good as new to it, and caps the snapshots taken under
+            // the agent's lock at one a second whoever asks.
+            max_age: Duration::from_secs(1),
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             dropped: Arc::default(),
@@ -172,10 +185,12 @@ pub async fn serve_with<S>(
     let ctx = Arc::new(Ctx {
         renderer: Renderer {
             snapshot,
+            max_age: config.max_age,
             state: Mutex::new(RenderState::default()),
         },
         config,
         waiting: WaitQueue::default(),
+        answered: WaitQueue::default(),
     });
     // Semaphore::new panics past MAX_PERMITS; no cap that high is meant.
     let cap = ctx.config.max_connections.min(Semaphore::MAX_PERMITS);
@@ -189,10 +204,13 @@ pub async fn serve_with<S>(
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                // Every slot taken: the connection that has waited longest
-                // for its request head hands its slot over (crate::evict),
-                // so idle local connections cannot keep Prometheus out.
-                Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()) {
+                // Every slot taken: the oldest connection already answered
+                // hands its slot over, else the one that has waited longest
+                // for its request head (crate::evict), so neither idle nor
+                // looping local clients can keep Prometheus out.
+                Ok((stream, _)) => match take_slot(&slots, || {
+                    ctx.answered.evict_oldest().or_else(|| ctx.waiting.evict_oldest())
+                }) {
                     Some(permit) => {
                         let parked = ctx.waiting.park(permit);
                         let ctx = Arc::clone(&ctx);
@@ -233,11 +251,15 @@ struct Ctx {
     config: ServerConfig,
     /// Connections still waiting for their request head.
     waiting: WaitQueue<OwnedSemaphorePermit>,
+    /// Connections answered, sending the reply or lingering: the first to
+    /// make room, as what they asked for is already theirs.
+    answered: WaitQueue<OwnedSemaphorePermit>,
 }
 
 /// Takes snapshots one at a time and lets requests share them.
 struct Renderer {
     snapshot: SnapshotFn,
+    max_age: Duration,
     state: Mutex<RenderState>,
 }
 
@@ -253,15 +275,16 @@ struct RenderState {
 }
 
 impl Renderer {
-    /// A rendering whose snapshot was started no earlier than `asked`:
-    /// never older than the request, but a burst of scrapes (or a slow
-    /// agent lock) costs one snapshot, not one each. `None` if the snapshot
-    /// function panicked.
+    /// A rendering whose snapshot was started no earlier than `max_age`
+    /// before `asked`: a burst of scrapes (or a slow agent lock, or a
+    /// client looping requests) costs one snapshot, not one each. `None`
+    /// if the snapshot function panicked.
     async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
         let mut st = self.state.lock().await;
+        let oldest = asked.checked_sub(self.max_age).unwrap_or(asked);
         loop {
             if let Some((started, body)) = &st.last
-                && *started >= asked
+                && *started >= oldest
             {
                 return Some(Arc::clone(body));
             }
@@ -300,8 +323,9 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
         () = ticket.evicted() => None,
         h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
     };
-    // Held until the reply is out; gone if evicted as the head completed.
-    let Some(_slot) = ticket.done() else {
+    // Held until the reply is out (or the connection is evicted once
+    // answered); gone if evicted as the head completed.
+    let Some(slot) = ticket.done() else {
         DropCounters::bump(&cfg.dropped.evicted);
         debug!("metrics: closed a connection with no request yet to make room");
         return;
@@ -328,19 +352,35 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
         }
         Ok(Ok(Head::Complete(head))) => answer(&head, ctx).await,
     };
-    let sent = timeout(cfg.write_timeout, async {
-        stream.write_all(reply.head.as_bytes()).await?;
-        if let Some(body) = &reply.body {
-            stream.write_all(body.as_bytes()).await?;
+    // Answered: from here on the connection is the first to make room.
+    let answered = ctx.answered.wait(slot);
+    let mut written = false;
+    let send = async {
+        let sent = timeout(cfg.write_timeout, async {
+            stream.write_all(reply.head.as_bytes()).await?;
+            if let Some(body) = &reply.body {
+                stream.write_all(body.as_bytes()).await?;
+            }
+            stream.shutdown().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            debug!("metrics: client did not take the reply");
+            return;
         }
-        stream.shutdown().await
-    })
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
-        debug!("metrics: client did not take the reply");
-        return;
+        written = true;
+        linger(&mut stream, cfg.linger).await;
+    };
+    tokio::select! {
+        () = answered.evicted() => {
+            // Closed while lingering is no loss: the reply is out.
+            if !written {
+                DropCounters::bump(&cfg.dropped.evicted);
+                debug!("metrics: closed a connection still taking its reply to make room");
+            }
+        }
+        () = send => {}
     }
-    linger(&mut stream, cfg.linger).await;
 }
 
 enum Head {
