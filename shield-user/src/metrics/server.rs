@@ -187,6 +187,7 @@ pub async fn serve_with<S>(
             snapshot,
             max_age: config.max_age,
             state: Mutex::new(RenderState::default()),
+            quick: std::sync::Mutex::default(),
         },
         config,
         waiting: WaitQueue::default(),
@@ -261,6 +262,14 @@ struct Renderer {
     snapshot: SnapshotFn,
     max_age: Duration,
     state: Mutex<RenderState>,
+    /// The last rendering, readable without waiting for one under way.
+    quick: std::sync::Mutex<Quick>,
+}
+
+#[derive(Default)]
+struct Quick {
+    last: Option<(Instant, Arc<str>)>,
+    rendering: bool,
 }
 
 #[derive(Default)]
@@ -280,8 +289,25 @@ impl Renderer {
     /// client looping requests) costs one snapshot, not one each. `None`
     /// if the snapshot function panicked.
     async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
-        let mut st = self.state.lock().await;
         let oldest = asked.checked_sub(self.max_age).unwrap_or(asked);
+        {
+            // While a new rendering is under way, requests take the last
+            // one if it is at most twice `max_age` old, without waiting:
+            // waiting connections cannot be evicted, and a loop of
+            // requests must not fill every slot with them. Past that they
+            // wait, so a stuck agent still shows as 503s.
+            let quick = self
+                .quick
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let stale_ok = asked.checked_sub(self.max_age * 2).unwrap_or(asked);
+            if let Some((started, body)) = &quick.last
+                && (*started >= oldest || (quick.rendering && *started >= stale_ok))
+            {
+                return Some(Arc::clone(body));
+            }
+        }
+        let mut st = self.state.lock().await;
         loop {
             if let Some((started, body)) = &st.last
                 && *started >= oldest
@@ -297,16 +323,29 @@ impl Renderer {
                     // must not stall the async workers. A panic comes back
                     // as a JoinError.
                     let pending = tokio::task::spawn_blocking(move || render(&f()));
+                    self.set_quick(|q| q.rendering = true);
                     let (started, pending) = slot.insert((Instant::now(), pending));
                     (*started, pending)
                 }
             };
             let done = pending.await;
             st.pending = None;
-            st.last = Some((started, done.ok()?.into()));
+            self.set_quick(|q| q.rendering = false);
+            let body: Arc<str> = done.ok()?.into();
+            self.set_quick(|q| q.last = Some((started, Arc::clone(&body))));
+            st.last = Some((started, body));
             // A rendering an earlier request started before this one asked
             // is stale for it; the loop starts another.
         }
+    }
+}
+
+impl Renderer {
+    fn set_quick(&self, f: impl FnOnce(&mut Quick)) {
+        f(&mut self
+            .quick
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 
