@@ -911,9 +911,25 @@ fn a_local_loop_of_complete_metrics_requests_does_not_starve_scrapes() {
     let mut failed = Vec::new();
     const SCRAPES: usize = 30;
     for _ in 0..SCRAPES {
-        let text = scrape(&lab.server_ns, 9964);
+        let ns = lab.server_ns.clone();
+        // The scrape helper, keeping the read error: a reset tells an
+        // evicted or refused connection from a slow one.
+        let (text, err) = thread::spawn(move || {
+            use std::io::Read;
+            Lab::enter(&ns);
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9964)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let err = s.read_to_string(&mut out).err();
+            (out, err)
+        })
+        .join()
+        .unwrap();
         if !text.starts_with("HTTP/1.1 200") {
-            failed.push(text.lines().next().unwrap_or("(nothing)").to_string());
+            let first = text.lines().next().unwrap_or("(nothing)");
+            failed.push(format!("{first} {err:?}"));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -922,8 +938,13 @@ fn a_local_loop_of_complete_metrics_requests_does_not_starve_scrapes() {
         h.join().unwrap();
     }
     let hostile_requests = sent.load(Ordering::Relaxed);
+    let after = scrape(&lab.server_ns, 9964);
+    let dropped: Vec<_> = after
+        .lines()
+        .filter(|l| l.starts_with("shield_metrics_connections_dropped_total{"))
+        .collect();
     eprintln!(
-        "hostile: {hostile_requests} complete metrics requests on connections held open; {} of {SCRAPES} scrapes failed {failed:?}",
+        "hostile: {hostile_requests} complete metrics requests on connections held open; {} of {SCRAPES} scrapes failed {failed:?}; {dropped:?}",
         failed.len()
     );
     assert!(

@@ -22,19 +22,20 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
-    task::{JoinHandle, JoinSet},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    task::JoinSet,
     time::timeout,
 };
 use tracing::{debug, warn};
 
-use crate::evict::{Parked, WaitQueue, take_slot};
+use crate::evict::{Parked, WaitQueue, take_slot_patiently};
 
 use super::{
     http::{self, Request, Route},
@@ -186,8 +187,8 @@ pub async fn serve_with<S>(
         renderer: Renderer {
             snapshot,
             max_age: config.max_age,
-            state: Mutex::new(RenderState::default()),
-            quick: std::sync::Mutex::default(),
+            render_timeout: config.render_timeout,
+            state: Arc::default(),
         },
         config,
         waiting: WaitQueue::default(),
@@ -208,12 +209,15 @@ pub async fn serve_with<S>(
                 // Every slot taken: the oldest connection already answered
                 // hands its slot over, else the one that has waited longest
                 // for its request head (crate::evict), so neither idle nor
-                // looping local clients can keep Prometheus out.
-                Ok((stream, _)) => match take_slot(&slots, || {
+                // looping local clients can keep Prometheus out. A
+                // connection not yet read is not evicted: a burst of
+                // accepts must not close a scrape whose request is already
+                // in its buffer; the newcomer waits for its task instead.
+                Ok((stream, _)) => match take_slot_patiently(&slots, &ctx.waiting, || {
                     ctx.answered.evict_oldest().or_else(|| ctx.waiting.evict_oldest())
-                }) {
+                }, ctx.config.read_timeout).await {
                     Some(permit) => {
-                        let parked = ctx.waiting.park(permit);
+                        let parked = ctx.waiting.park_unread(permit);
                         let ctx = Arc::clone(&ctx);
                         tasks.spawn(async move { connection(stream, parked, &ctx).await });
                     }
@@ -261,91 +265,101 @@ struct Ctx {
 struct Renderer {
     snapshot: SnapshotFn,
     max_age: Duration,
-    state: Mutex<RenderState>,
-    /// The last rendering, readable without waiting for one under way.
-    quick: std::sync::Mutex<Quick>,
+    render_timeout: Duration,
+    /// A std mutex, never held across an await: deciding whether a request
+    /// can be answered at once and starting a rendering are one step, so a
+    /// burst of requests as the last rendering ages starts one rendering
+    /// and waits for none.
+    state: Arc<std::sync::Mutex<RenderState>>,
 }
 
-#[derive(Default)]
-struct Quick {
-    last: Option<(Instant, Arc<str>)>,
-    rendering: bool,
-}
+/// The outcome of a rendering: `None` while under way, `Some(None)` if the
+/// snapshot function panicked.
+type Outcome = Option<Option<Arc<str>>>;
 
 #[derive(Default)]
 struct RenderState {
     /// The last rendering, and when its snapshot was started.
     last: Option<(Instant, Arc<str>)>,
-    /// A rendering under way, and when it was started. It stays here when
-    /// the request waiting for it times out, so the next request waits for
-    /// the same one: an agent whose lock is stuck ties up one blocking
-    /// thread, not one per scrape.
-    pending: Option<(Instant, JoinHandle<String>)>,
+    /// A rendering under way, when it was started, and where its outcome
+    /// shows. It runs in a task of its own, so it stays here when every
+    /// request waiting for it times out and the next request waits for the
+    /// same one: an agent whose lock is stuck ties up one blocking thread,
+    /// not one per scrape.
+    pending: Option<(Instant, watch::Receiver<Outcome>)>,
+}
+
+fn lock(state: &std::sync::Mutex<RenderState>) -> std::sync::MutexGuard<'_, RenderState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Renderer {
     /// A rendering whose snapshot was started no earlier than `max_age`
     /// before `asked`: a burst of scrapes (or a slow agent lock, or a
-    /// client looping requests) costs one snapshot, not one each. `None`
-    /// if the snapshot function panicked.
+    /// client looping requests) costs one snapshot, not one each. While a
+    /// new rendering is under way (for less than `render_timeout`), the
+    /// last one is answered at once if it was at most twice `max_age` old
+    /// when the new one started, that is, while requests keep coming:
+    /// connections waiting for a rendering cannot be evicted, and a loop of
+    /// requests must not fill every slot with them while the agent's lock
+    /// is busy. A stuck agent still shows as 503s once `render_timeout` has
+    /// passed. `None` if the snapshot function panicked.
     async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
         let oldest = asked.checked_sub(self.max_age).unwrap_or(asked);
-        {
-            // While a new rendering is under way, requests take the last
-            // one if it is at most twice `max_age` old, without waiting:
-            // waiting connections cannot be evicted, and a loop of
-            // requests must not fill every slot with them. Past that they
-            // wait, so a stuck agent still shows as 503s.
-            let quick = self
-                .quick
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let stale_ok = asked.checked_sub(self.max_age * 2).unwrap_or(asked);
-            if let Some((started, body)) = &quick.last
-                && (*started >= oldest || (quick.rendering && *started >= stale_ok))
-            {
-                return Some(Arc::clone(body));
-            }
-        }
-        let mut st = self.state.lock().await;
+        let recent = asked.checked_sub(self.render_timeout).unwrap_or(asked);
         loop {
-            if let Some((started, body)) = &st.last
-                && *started >= oldest
-            {
-                return Some(Arc::clone(body));
-            }
-            let (started, pending) = match &mut st.pending {
-                Some((started, pending)) => (*started, pending),
-                slot @ None => {
-                    let f = Arc::clone(&self.snapshot);
-                    // A blocking thread: the agent's closure takes a std
-                    // mutex that its other work may hold for a while, which
-                    // must not stall the async workers. A panic comes back
-                    // as a JoinError.
-                    let pending = tokio::task::spawn_blocking(move || render(&f()));
-                    self.set_quick(|q| q.rendering = true);
-                    let (started, pending) = slot.insert((Instant::now(), pending));
-                    (*started, pending)
+            let mut outcome = {
+                let mut st = lock(&self.state);
+                let st = &mut *st;
+                match (&st.last, &st.pending) {
+                    (Some((started, body)), _) if *started >= oldest => {
+                        return Some(Arc::clone(body));
+                    }
+                    (Some((last, body)), Some((started, _)))
+                        if *started >= recent
+                            && *last >= started.checked_sub(self.max_age * 2).unwrap_or(*last) =>
+                    {
+                        return Some(Arc::clone(body));
+                    }
+                    (_, Some((_, outcome))) => outcome.clone(),
+                    (_, None) => self.start(st),
                 }
             };
-            let done = pending.await;
-            st.pending = None;
-            self.set_quick(|q| q.rendering = false);
-            let body: Arc<str> = done.ok()?.into();
-            self.set_quick(|q| q.last = Some((started, Arc::clone(&body))));
-            st.last = Some((started, body));
-            // A rendering an earlier request started before this one asked
-            // is stale for it; the loop starts another.
+            let done = outcome.wait_for(Option::is_some).await.ok()?.clone();
+            // The new rendering is in `last` now; the loop returns it, or
+            // starts another if it was started before `oldest`.
+            done.flatten()?;
         }
     }
-}
 
-impl Renderer {
-    fn set_quick(&self, f: impl FnOnce(&mut Quick)) {
-        f(&mut self
-            .quick
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    /// Starts a rendering in a task of its own; it stores its outcome in
+    /// `state` before telling the requests waiting for it.
+    fn start(&self, st: &mut RenderState) -> watch::Receiver<Outcome> {
+        let (tell, outcome) = watch::channel(None);
+        let started = Instant::now();
+        st.pending = Some((started, outcome.clone()));
+        let f = Arc::clone(&self.snapshot);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            // A blocking thread: the agent's closure takes a std mutex that
+            // its other work may hold for a while, which must not stall the
+            // async workers. A panic comes back as a JoinError.
+            let body: Option<Arc<str>> = tokio::task::spawn_blocking(move || render(&f()))
+                .await
+                .ok()
+                .map(Into::into);
+            {
+                let mut st = lock(&state);
+                st.pending = None;
+                if let Some(body) = &body {
+                    st.last = Some((started, Arc::clone(body)));
+                }
+            }
+            let _ = tell.send(Some(body));
+        });
+        outcome
     }
 }
 
@@ -358,9 +372,23 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
     // The reply goes out as head then body; without Nagle the body's last
     // segment is not held back waiting for the ACK of the head.
     let _ = stream.set_nodelay(true);
-    let head = tokio::select! {
-        () = ticket.evicted() => None,
-        h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
+    let head = {
+        let read = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes));
+        tokio::pin!(read);
+        // A first look before the connection can be evicted: a request
+        // already here is read whatever the accept loop does meanwhile
+        // (crate::evict).
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx).map(Some))).await;
+        match first {
+            Poll::Ready(h) => h,
+            Poll::Pending => {
+                ticket.arm();
+                tokio::select! {
+                    () = ticket.evicted() => None,
+                    h = &mut read => Some(h),
+                }
+            }
+        }
     };
     // Held until the reply is out (or the connection is evicted once
     // answered); gone if evicted as the head completed.
