@@ -614,17 +614,20 @@ impl Agent {
         self.save_offences();
         match self.bans.add_many(&mut self.dp, &recs) {
             Ok(()) => {
+                // One pass over the floods, not one per ban: a distributed
+                // flood brings thousands of bans in one tick.
+                let mut rates: std::collections::HashMap<Cidr, f64> =
+                    std::collections::HashMap::new();
+                for f in self.floods.all() {
+                    let r = rates.entry(f.source).or_insert(0.0);
+                    *r = r.max(f.drop_rate);
+                }
+                let mut alerts = Vec::with_capacity(due.len());
                 for d in &due {
                     self.tallies.ban_added(BanOrigin::Autoban);
-                    let rate_pps = self
-                        .floods
-                        .all()
-                        .filter(|f| f.source == d.net)
-                        .map(|f| f.drop_rate)
-                        .fold(0.0, f64::max);
-                    self.spool_autoban(crate::crowdsec::Alert {
+                    alerts.push(crate::crowdsec::Alert {
                         source: d.net,
-                        rate_pps,
+                        rate_pps: rates.get(&d.net).copied().unwrap_or(0.0),
                         reason: d.reason.clone(),
                         duration_secs: d.ttl.as_secs().max(1),
                         at_unix_ms: now_ms,
@@ -638,6 +641,7 @@ impl Agent {
                         );
                     }
                 }
+                self.spool_autobans(alerts);
             }
             Err(e) => tracing::error!(bans = due.len(), error = %e, "autoban failed"),
         }

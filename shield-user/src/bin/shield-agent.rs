@@ -253,7 +253,10 @@ async fn main_loop(
     };
     tokio::spawn(agent::crowdsec::poll_loop(agent.clone()));
     tokio::spawn(agent::crowdsec::push_loop(agent.clone()));
+    tokio::spawn(agent::crowdsec::spool_write_loop(agent.clone()));
     let result = event_loop(agent.clone(), ring, &exit).await;
+    // Autobans spooled since the spool's last write: on disk before exit.
+    agent::crowdsec::spool_flush(&agent).await;
     let _ = stop_serving.send(true);
     let _ = server.await;
     let _ = metrics.await;

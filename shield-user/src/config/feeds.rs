@@ -232,6 +232,7 @@ const CROWDSEC_KEYS: &[&str] = &[
     "machine_id",
     "password_file",
     "max_addresses",
+    "max_decisions",
 ];
 
 /// Polling faster than this only loads the LAPI; decisions are minutes long.
@@ -347,8 +348,11 @@ pub(super) fn crowdsec(sec: &Section<'_, '_>, r: &mut Report<'_>) -> CrowdsecCon
         r,
     );
     let max_addresses = max_addresses(sec, r).unwrap_or(crate::feeds::DEFAULT_MAX_ADDRESSES);
+    let max_decisions = bounded(sec, "max_decisions", "200000", 1..=100_000_000, r)
+        .map_or(defaults::CROWDSEC_MAX_DECISIONS, |n| n as usize);
     CrowdsecConfig {
         max_addresses,
+        max_decisions,
         lapi_url,
         api_key_file,
         poll,

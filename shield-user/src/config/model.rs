@@ -123,6 +123,8 @@ pub struct CrowdsecConfig {
     /// The most address space all Range decisions together may cover, as
     /// for a feed's `max_addresses`.
     pub max_addresses: u64,
+    /// Decisions one stream page may hold; a bigger page is refused.
+    pub max_decisions: usize,
 }
 
 /// What a CrowdSec decision applies to.

@@ -8,8 +8,6 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
-
 use super::{client::WireDecision, duration::parse_go_duration};
 use crate::{config::DecisionScope, net::Cidr};
 
@@ -333,17 +331,119 @@ fn clip(s: &str) -> String {
 }
 
 /// The body of `GET /v1/decisions/stream`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct StreamBody {
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub new: Vec<WireDecision>,
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub deleted: Vec<WireDecision>,
 }
 
-fn null_as_empty<'de, D>(d: D) -> Result<Vec<WireDecision>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Ok(Option::<Vec<WireDecision>>::deserialize(d)?.unwrap_or_default())
+/// Why a stream body was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamBodyError {
+    #[error("more than {max} decisions in one page")]
+    TooMany { max: usize },
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Parses a stream body holding at most `max` decisions (new and deleted
+/// together). The count is checked as the decisions are parsed, so an
+/// oversized page is refused before it is held in memory: a 256 MiB body
+/// of tiny decisions would otherwise become gigabytes of them.
+pub fn parse_stream_body(bytes: &[u8], max: usize) -> Result<StreamBody, StreamBodyError> {
+    use serde::de::DeserializeSeed;
+    let over = std::cell::Cell::new(false);
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let parsed = BodySeed {
+        left: std::cell::Cell::new(max),
+        over: &over,
+    }
+    .deserialize(&mut d)
+    .and_then(|b| d.end().map(|()| b));
+    match parsed {
+        Ok(b) => Ok(b),
+        Err(_) if over.get() => Err(StreamBodyError::TooMany { max }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The body's object: `new` and `deleted` (each a list or null), every
+/// other key ignored, all drawing on one budget of decisions.
+struct BodySeed<'a> {
+    left: std::cell::Cell<usize>,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = StreamBody;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<StreamBody, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
+    type Value = StreamBody;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with `new` and `deleted` lists")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StreamBody, A::Error> {
+        let mut body = StreamBody::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let list = ListSeed {
+                left: &self.left,
+                over: self.over,
+            };
+            match key.as_ref() {
+                "new" => body.new = map.next_value_seed(list)?,
+                "deleted" => body.deleted = map.next_value_seed(list)?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// One list of decisions (null is an empty one), counted against the
+/// page's budget.
+#[derive(Clone, Copy)]
+struct ListSeed<'a> {
+    left: &'a std::cell::Cell<usize>,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = Vec<WireDecision>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListSeed<'_> {
+    type Value = Vec<WireDecision>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of decisions or null")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(w) = seq.next_element::<WireDecision>()? {
+            let Some(left) = self.left.get().checked_sub(1) else {
+                self.over.set(true);
+                return Err(serde::de::Error::custom("too many decisions"));
+            };
+            self.left.set(left);
+            out.push(w);
+        }
+        Ok(out)
+    }
 }

@@ -412,6 +412,30 @@ impl Out {
                 cs.alerts_pushed_total,
             );
         }
+        self.family(
+            "shield_crowdsec_alerts_dropped_total",
+            "counter",
+            "Autobans dropped without being pushed because the CrowdSec alert spool was full (10,000 alerts).",
+        );
+        if let Some(cs) = cs {
+            self.sample(
+                "shield_crowdsec_alerts_dropped_total",
+                &[],
+                cs.alerts_dropped_total,
+            );
+        }
+        self.family(
+            "shield_crowdsec_spool_writes_total",
+            "counter",
+            "Writes of the CrowdSec alert spool to state_dir (at most one a second).",
+        );
+        if let Some(cs) = cs {
+            self.sample(
+                "shield_crowdsec_spool_writes_total",
+                &[],
+                cs.spool_writes_total,
+            );
+        }
     }
 
     fn feed_family(

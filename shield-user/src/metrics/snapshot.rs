@@ -63,6 +63,10 @@ pub struct CrowdsecMetrics {
     pub errors_total: u64,
     /// Autobans the LAPI accepted as alerts.
     pub alerts_pushed_total: u64,
+    /// Autobans dropped unpushed because the spool was full.
+    pub alerts_dropped_total: u64,
+    /// Writes of the alert spool's file.
+    pub spool_writes_total: u64,
 }
 
 /// Failures that do not stop enforcement but need an operator.

@@ -110,6 +110,8 @@ pub(super) fn sample_snapshot() -> Snapshot {
             last_poll_success_unix: Some(1_700_000_100),
             errors_total: 6,
             alerts_pushed_total: 8,
+            alerts_dropped_total: 5,
+            spool_writes_total: 12,
         }),
         flood_log_suppressed_total: 42,
         adaptive_level: 2,

@@ -192,6 +192,12 @@ shield_crowdsec_errors_total 6
 # HELP shield_crowdsec_alerts_pushed_total Autobans the CrowdSec LAPI accepted as alerts.
 # TYPE shield_crowdsec_alerts_pushed_total counter
 shield_crowdsec_alerts_pushed_total 8
+# HELP shield_crowdsec_alerts_dropped_total Autobans dropped without being pushed because the CrowdSec alert spool was full (10,000 alerts).
+# TYPE shield_crowdsec_alerts_dropped_total counter
+shield_crowdsec_alerts_dropped_total 5
+# HELP shield_crowdsec_spool_writes_total Writes of the CrowdSec alert spool to state_dir (at most one a second).
+# TYPE shield_crowdsec_spool_writes_total counter
+shield_crowdsec_spool_writes_total 12
 "#;
 
 #[test]
@@ -204,7 +210,7 @@ fn golden() {
 }
 
 /// Every family docs/metrics.md documents, in the order they are rendered.
-const FAMILIES: [(&str, &str); 34] = [
+const FAMILIES: [(&str, &str); 36] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -242,6 +248,8 @@ const FAMILIES: [(&str, &str); 34] = [
     ),
     ("shield_crowdsec_errors_total", "counter"),
     ("shield_crowdsec_alerts_pushed_total", "counter"),
+    ("shield_crowdsec_alerts_dropped_total", "counter"),
+    ("shield_crowdsec_spool_writes_total", "counter"),
 ];
 
 #[test]
@@ -298,6 +306,8 @@ fn empty_snapshot_has_no_optional_samples() {
         "shield_crowdsec_last_poll_success_timestamp_seconds",
         "shield_crowdsec_errors_total",
         "shield_crowdsec_alerts_pushed_total",
+        "shield_crowdsec_alerts_dropped_total",
+        "shield_crowdsec_spool_writes_total",
     ] {
         assert_eq!(count(name), Some(0), "{name}");
     }
