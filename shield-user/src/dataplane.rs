@@ -277,14 +277,14 @@ impl Dataplane {
     /// `max_entries` of map `name`, as the kernel made it (a load may
     /// override the default; see [`LoadOptions::capacities`]).
     pub fn capacity(&self, name: &'static str) -> Result<u32> {
-        let data = match self.map(name)? {
-            Map::HashMap(d)
-            | Map::LpmTrie(d)
-            | Map::LruHashMap(d)
-            | Map::Array(d)
-            | Map::PerCpuArray(d)
-            | Map::RingBuf(d) => d,
-            _ => return Err(DataplaneError::MissingMap(name)),
+        let (Map::HashMap(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data)) = self.map(name)?
+        else {
+            return Err(DataplaneError::MissingMap(name));
         };
         Ok(data.info().map_err(map_err(name))?.max_entries())
     }

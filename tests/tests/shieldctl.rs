@@ -477,6 +477,13 @@ fn a_host_ban_ending_leaves_its_64_banned() {
     let host = format!("{c}/128");
     home.ctl_ok(&["ban", "add", &net64, "--ttl", "1h"]);
     home.ctl_ok(&["ban", "add", &s(lab.client_v6), "--ttl", "2s"]);
+    // Two bans, one kernel entry: the map's fill counts it once.
+    let text = shield_tests::agent::scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        shield_tests::agent::metric(&text, "shield_map_entries{map=\"BAN_V6\"}"),
+        Some(1.0),
+        "{text}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let list = loop {
         let list = home.ctl_json(&["ban", "list"]);
