@@ -423,14 +423,26 @@ impl BanBook {
 
     /// Whether `rec` may take a new entry: an autoban may not once its map
     /// holds its [`AUTOBAN_SHARE`]. One on an entry already there costs
-    /// nothing.
-    fn admit(&self, dp: &Dataplane, rec: &BanRecord) -> Result<(), BanError> {
+    /// nothing. `capacities` caches the maps' sizes across a batch.
+    fn admit(
+        &self,
+        dp: &Dataplane,
+        rec: &BanRecord,
+        capacities: &mut [Option<u64>; 4],
+    ) -> Result<(), BanError> {
         let key = self.occupied.key(rec.net);
         if rec.origin != BanOrigin::Autoban || self.occupied.holds(&key) {
             return Ok(());
         }
         let map = self.occupied.map(key);
-        let capacity = u64::from(dp.capacity(map.name())?);
+        let capacity = match capacities[map.index()] {
+            Some(c) => c,
+            None => {
+                let c = u64::from(dp.capacity(map.name())?);
+                capacities[map.index()] = Some(c);
+                c
+            }
+        };
         let limit = autoban_limit(capacity);
         let entries = self.occupied.per_map[map.index()];
         if entries >= limit {
@@ -452,13 +464,18 @@ impl BanBook {
     /// refuse (full) is not taken into the book.
     pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
         self.follow_prefix(dp)?;
-        self.add_one(dp, rec)?;
+        self.add_one(dp, rec, &mut [None; 4])?;
         self.save();
         Ok(())
     }
 
-    fn add_one(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
-        self.admit(dp, &rec)?;
+    fn add_one(
+        &mut self,
+        dp: &mut Dataplane,
+        rec: BanRecord,
+        capacities: &mut [Option<u64>; 4],
+    ) -> Result<(), BanError> {
+        self.admit(dp, &rec, capacities)?;
         let (net, origin) = (rec.net, rec.origin);
         let prev = self.put(rec);
         if let Err(e) = self.enforce_net(dp, net) {
@@ -477,8 +494,9 @@ impl BanBook {
     pub fn add_many(&mut self, dp: &mut Dataplane, recs: &[BanRecord]) -> Result<Added, BanError> {
         self.follow_prefix(dp)?;
         let mut out = Added::default();
+        let mut capacities = [None; 4];
         for rec in recs {
-            match self.add_one(dp, rec.clone()) {
+            match self.add_one(dp, rec.clone(), &mut capacities) {
                 Ok(()) => out.added.push(rec.clone()),
                 Err(e) => out.refused.push((rec.clone(), e)),
             }
