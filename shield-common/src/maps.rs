@@ -196,6 +196,85 @@ impl Ban {
     }
 }
 
+/// The four ban maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BanMap {
+    /// `BAN_V4`: IPv4 hosts.
+    ExactV4 = 0,
+    /// `BAN_V6`: IPv6 networks at `ipv6_prefix`.
+    ExactV6 = 1,
+    /// `BAN_NET_V4`: IPv4 prefixes shorter than /32.
+    TrieV4 = 2,
+    /// `BAN_NET_V6`: IPv6 prefixes shorter than `ipv6_prefix`.
+    TrieV6 = 3,
+}
+
+impl BanMap {
+    pub const ALL: [BanMap; 4] = [
+        BanMap::ExactV4,
+        BanMap::ExactV6,
+        BanMap::TrieV4,
+        BanMap::TrieV6,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanMap::ExactV4 => MAP_BAN_V4,
+            BanMap::ExactV6 => MAP_BAN_V6,
+            BanMap::TrieV4 => MAP_BAN_NET_V4,
+            BanMap::TrieV6 => MAP_BAN_NET_V6,
+        }
+    }
+
+    /// The position in [`BanMap::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The kernel entry a ban lives in: its map, and the prefix length of its
+/// key (the ban's address masked to that length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanSlot {
+    pub map: BanMap,
+    pub len: u8,
+}
+
+/// Which kernel entry holds a ban on a network of `len` bits: the one rule
+/// the agent, its `check` and the host model share.
+///
+/// The program looks a source up in the exact maps as it is (IPv4) or
+/// masked to `ipv6_prefix` (IPv6), then in the tries. So an IPv4 host is
+/// exact; an IPv6 network at least `ipv6_prefix` long is exact at
+/// `ipv6_prefix`, which means that every such ban inside one
+/// `ipv6_prefix` network shares one entry (a /128 and the /64 around it,
+/// at the default /64); any other network is a trie entry of its own.
+pub const fn ban_slot(v6: bool, len: u8, ipv6_prefix: u8) -> BanSlot {
+    if !v6 {
+        if len >= 32 {
+            BanSlot {
+                map: BanMap::ExactV4,
+                len: 32,
+            }
+        } else {
+            BanSlot {
+                map: BanMap::TrieV4,
+                len,
+            }
+        }
+    } else if len >= ipv6_prefix {
+        BanSlot {
+            map: BanMap::ExactV6,
+            len: ipv6_prefix,
+        }
+    } else {
+        BanSlot {
+            map: BanMap::TrieV6,
+            len,
+        }
+    }
+}
+
 // ---- FEED_* ----
 /// Which feed lists the entry (the agent keeps the full set; the kernel only
 /// needs one id to count the hit against).
@@ -445,6 +524,27 @@ mod tests {
         assert!(b.active(99));
         assert!(!b.active(100));
         assert!(Ban::new(BAN_FOREVER, 0).active(u64::MAX - 1));
+    }
+
+    #[test]
+    fn ban_slots_follow_the_kernel_lookups() {
+        let slot = |v6, len, p| {
+            let s = ban_slot(v6, len, p);
+            (s.map, s.len)
+        };
+        assert_eq!(slot(false, 32, 64), (BanMap::ExactV4, 32));
+        assert_eq!(slot(false, 24, 64), (BanMap::TrieV4, 24));
+        // Everything from the configured prefix down shares its entry.
+        assert_eq!(slot(true, 128, 64), (BanMap::ExactV6, 64));
+        assert_eq!(slot(true, 96, 64), (BanMap::ExactV6, 64));
+        assert_eq!(slot(true, 64, 64), (BanMap::ExactV6, 64));
+        assert_eq!(slot(true, 63, 64), (BanMap::TrieV6, 63));
+        assert_eq!(slot(true, 127, 128), (BanMap::TrieV6, 127));
+        assert_eq!(slot(true, 128, 128), (BanMap::ExactV6, 128));
+        for m in BanMap::ALL {
+            assert_eq!(BanMap::ALL[m.index()], m);
+        }
+        assert_eq!(BanMap::TrieV6.name(), MAP_BAN_NET_V6);
     }
 
     #[test]

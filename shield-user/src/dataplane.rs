@@ -219,21 +219,24 @@ impl Dataplane {
 
     // ---- bans ----
 
-    /// Bans `net` until `ban.expires_ns`. A v4 host, or a v6 network at least
-    /// as long as the configured `ipv6_prefix`, goes to the exact map (the
-    /// v6 one keyed at that prefix); anything broader to the CIDR trie.
+    /// Bans `net` until `ban.expires_ns`, in the entry [`ban_placement`]
+    /// gives it. This writes the entry as it is: when several bans share
+    /// it, the caller passes their union (the agent's ban book does).
     pub fn set_ban(&mut self, net: Cidr, ban: &Ban) -> Result<()> {
         let r = match ban_placement(net, self.config()?.ipv6_prefix) {
             Placement::ExactV4(k) => self.hash_insert(MAP_BAN_V4, k, ban),
             Placement::ExactV6(k) => self.hash_insert(MAP_BAN_V6, k, ban),
-            Placement::Trie => self.trie_insert(
-                MAP_BAN_NET_V4,
-                MAP_BAN_NET_V6,
-                net,
-                &ban.in_trie(net.prefix_len()),
-            ),
+            Placement::Trie => self.set_trie_ban(net, ban),
         };
         self.lists_changed(r)
+    }
+
+    /// A CIDR-trie ban, always with its prefix length in the value: the
+    /// program needs it to look below an expired match (see
+    /// [`Ban::prefix_len`]), so no path may write a trie ban without it.
+    fn set_trie_ban(&mut self, net: Cidr, ban: &Ban) -> Result<()> {
+        let value = ban.in_trie(net.prefix_len());
+        self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net, &value)
     }
 
     /// Many bans at once, each with its own value: exact entries go in
@@ -253,9 +256,7 @@ impl Dataplane {
                         k6.push(k);
                         v6.push(*ban);
                     }
-                    Placement::Trie => {
-                        self.trie_insert(MAP_BAN_NET_V4, MAP_BAN_NET_V6, *net, ban)?;
-                    }
+                    Placement::Trie => self.set_trie_ban(*net, ban)?,
                 }
             }
             self.hash_update_pairs(MAP_BAN_V4, &k4, &v4)?;
@@ -271,6 +272,21 @@ impl Dataplane {
             Placement::Trie => self.trie_remove::<Ban>(MAP_BAN_NET_V4, MAP_BAN_NET_V6, net),
         };
         self.lists_changed(r)
+    }
+
+    /// `max_entries` of map `name`, as the kernel made it (a load may
+    /// override the default; see [`LoadOptions::capacities`]).
+    pub fn capacity(&self, name: &'static str) -> Result<u32> {
+        let (Map::HashMap(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data)) = self.map(name)?
+        else {
+            return Err(DataplaneError::MissingMap(name));
+        };
+        Ok(data.info().map_err(map_err(name))?.max_entries())
     }
 
     /// The keys of the exact v6 ban map (networks at the configured prefix).
@@ -988,14 +1004,23 @@ pub enum Placement {
     Trie,
 }
 
-/// Bans: v4 hosts exact; v6 networks at least `ipv6_prefix` long exact at
-/// that prefix (that is what the kernel looks up); the rest in the trie.
+/// The kernel entry of a ban on `net` ([`shield_common::maps::ban_slot`]).
+pub fn ban_slot_of(net: Cidr, ipv6_prefix: u32) -> BanSlot {
+    let prefix = u8::try_from(ipv6_prefix.min(128)).unwrap_or(128);
+    ban_slot(!net.is_v4(), net.prefix_len(), prefix)
+}
+
+/// Bans, by [`ban_slot_of`]: v4 hosts exact; v6 networks at least
+/// `ipv6_prefix` long exact at that prefix (that is what the kernel looks
+/// up); the rest in the trie.
 pub fn ban_placement(net: Cidr, ipv6_prefix: u32) -> Placement {
-    match (net.v4_octets(), net.v6_octets()) {
-        (Some(a), _) if net.is_host() => Placement::ExactV4(a),
-        (_, Some(a)) if u32::from(net.prefix_len()) >= ipv6_prefix => {
-            Placement::ExactV6(apply_mask(a, &shield_common::addr::v6_mask(ipv6_prefix)))
-        }
+    let slot = ban_slot_of(net, ipv6_prefix);
+    match (slot.map, net.v4_octets(), net.v6_octets()) {
+        (BanMap::ExactV4, Some(a), _) => Placement::ExactV4(a),
+        (BanMap::ExactV6, _, Some(a)) => Placement::ExactV6(apply_mask(
+            a,
+            &shield_common::addr::v6_mask(slot.len.into()),
+        )),
         _ => Placement::Trie,
     }
 }

@@ -113,6 +113,26 @@ impl Cidr {
         Cidr::truncating(other.addr, self.len).addr == self.addr
     }
 
+    /// The network's last address (every host bit set).
+    pub fn last(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = v4_mask(self.len.into());
+                let o = a.octets();
+                IpAddr::V4(Ipv4Addr::from(std::array::from_fn::<u8, 4, _>(|i| {
+                    o[i] | !m[i]
+                })))
+            }
+            IpAddr::V6(a) => {
+                let m = v6_mask(self.len.into());
+                let o = a.octets();
+                IpAddr::V6(Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| {
+                    o[i] | !m[i]
+                })))
+            }
+        }
+    }
+
     /// Network-order bytes for v4 maps; `None` for v6.
     pub fn v4_octets(&self) -> Option<[u8; 4]> {
         match self.addr {
@@ -242,6 +262,15 @@ mod tests {
         let v6: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(!v6.is_v4());
         assert_eq!(" 2001:db8::1 ".parse::<Cidr>().unwrap().prefix_len(), 128);
+    }
+
+    #[test]
+    fn last_address_sets_every_host_bit() {
+        let last = |s: &str| s.parse::<Cidr>().unwrap().last().to_string();
+        assert_eq!(last("10.0.0.0/8"), "10.255.255.255");
+        assert_eq!(last("192.0.2.7"), "192.0.2.7");
+        assert_eq!(last("2001:db8:a::/64"), "2001:db8:a:0:ffff:ffff:ffff:ffff");
+        assert_eq!(last("2001:db8::/127"), "2001:db8::1");
     }
 
     #[test]

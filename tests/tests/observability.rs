@@ -129,6 +129,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         "ShieldFeedStale",
         "ShieldFeedFailing",
         "ShieldMapNearCapacity",
+        "ShieldAutobansRefused",
         "ShieldAgentDown",
         "ShieldAgentAbsent",
         "ShieldXdpDetached",
@@ -165,6 +166,12 @@ fn dashboard_and_alerts_query_only_metrics_the_agent_exports() {
     assert_eq!(m(&text, "shield_map_entries{map=\"FEED_NET_V4\"}"), 1.0);
     assert_eq!(m(&text, "shield_map_entries{map=\"FEED_V6\"}"), 1.0);
     assert_eq!(m(&text, "shield_map_entries{map=\"FEED_NET_V6\"}"), 0.0);
+    // Capacities as the kernel made the maps; no autoban refused.
+    assert_eq!(m(&text, "shield_map_capacity{map=\"BAN_V4\"}"), 262_144.0);
+    assert_eq!(
+        m(&text, "shield_autobans_refused_total{reason=\"share\"}"),
+        0.0
+    );
     assert_eq!(
         m(
             &text,

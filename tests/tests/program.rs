@@ -156,6 +156,39 @@ fn cidr_bans() {
     );
 }
 
+/// The batched path (what a CrowdSec resync uses) writes CIDR bans with
+/// their prefix length, as the single path does: with no agent to sweep it,
+/// an expired narrow range must not hide a broader ban still in force
+/// (docs/SECURITY.md, "Bans expire on time").
+#[test]
+fn batched_cidr_bans_keep_their_prefix_length() {
+    let mut h = Harness::new();
+    let expired = monotonic_ns() - 2 * kernel_clock_tick_ns();
+    let ban = |expires| Ban::new(expires, BAN_ORIGIN_CROWDSEC);
+    h.dp.set_bans(&[
+        (cidr("203.0.113.0/24"), ban(FOREVER)),
+        (cidr("203.0.113.0/25"), ban(expired)),
+        (cidr("2001:db8:aa00::/40"), ban(FOREVER)),
+        (cidr("2001:db8:aa00::/48"), ban(expired)),
+    ])
+    .unwrap();
+    for (inside_narrow, outside) in [
+        ("203.0.113.9", "203.0.113.200"),
+        ("2001:db8:aa00::9", "2001:db8:aa01::9"),
+    ] {
+        assert_eq!(
+            h.judge(&Pkt::syn(outside, 443).build()).2,
+            Reason::Banned,
+            "{outside}: only the broad ban covers it"
+        );
+        assert_eq!(
+            h.judge(&Pkt::syn(inside_narrow, 443).build()).2,
+            Reason::Banned,
+            "{inside_narrow}: its narrow ban expired, the broad one still holds"
+        );
+    }
+}
+
 #[test]
 fn feeds_drop_and_count_per_feed() {
     let mut h = Harness::new();

@@ -459,6 +459,69 @@ fn ipv6_bans_cover_the_configured_prefix() {
     );
 }
 
+/// Issue 16: `ban add NET/64 --ttl 1h`, then `ban add ADDR --ttl 2s` inside
+/// it. The kernel keys both at the /64; when the address's ban ends, the
+/// /64 stays banned, in the list, in `check` and in the kernel.
+#[test]
+fn a_host_ban_ending_leaves_its_64_banned() {
+    use aya::maps::{HashMap, Map, MapData};
+    use shield_common::maps::{Ban, MAP_BAN_V6};
+    let (lab, home, _agent) = lab_with_agent("");
+    assert!(lab.wait_reachable(lab.server_v6, PORT));
+    let IpAddr::V6(c) = lab.client_v6 else {
+        unreachable!()
+    };
+    let mut key = c.octets();
+    key[8..].fill(0);
+    let net64 = format!("{}/64", std::net::Ipv6Addr::from(key));
+    let host = format!("{c}/128");
+    home.ctl_ok(&["ban", "add", &net64, "--ttl", "1h"]);
+    home.ctl_ok(&["ban", "add", &s(lab.client_v6), "--ttl", "2s"]);
+    // Two bans, one kernel entry: the map's fill counts it once.
+    let text = shield_tests::agent::scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        shield_tests::agent::metric(&text, "shield_map_entries{map=\"BAN_V6\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list = loop {
+        let list = home.ctl_json(&["ban", "list"]);
+        if !list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["net"] == host.as_str())
+        {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "the /128 never expired: {list}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(list["data"][0]["net"], net64.as_str(), "{list}");
+    let data = MapData::from_pin(home.pin_dir.join(MAP_BAN_V6)).unwrap();
+    let bans: HashMap<MapData, [u8; 16], Ban> = HashMap::try_from(Map::HashMap(data)).unwrap();
+    let entry = bans.get(&key, 0).expect("the /64's kernel entry is gone");
+    assert!(
+        entry.expires_ns > shield_user::dataplane::monotonic_ns() + 1_800_000_000_000,
+        "the /64's kernel entry no longer lasts the hour: {entry:?}"
+    );
+    let banned = |home: &shield_tests::agent::AgentHome| {
+        home.ctl_json(&["stats"])["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["verdict"] == "drop" && r["reason"] == "banned")
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap()
+    };
+    let before = banned(&home);
+    assert_eq!(lab.udp_through(lab.server_v6, PORT, 5), 0, "the /64 passes");
+    assert!(banned(&home) > before, "nothing was dropped as banned");
+    let c = home.ctl_json(&["check", &s(lab.client_v6)]);
+    assert_eq!(c["data"]["reason"], "banned", "{c}");
+}
+
 #[test]
 fn a_sustained_flood_becomes_an_autoban() {
     let cfg = "[limits]\npackets = \"100/s\"\npacket_burst = 100\n[autoban]\nafter = \"2s\"\nttl = \"1m\"\n";

@@ -88,11 +88,8 @@ pub struct Policy {
 impl Policy {
     /// The network a ban on `net` actually covers.
     pub fn ban_key(&self, net: Net) -> Net {
-        if net.v6 && net.len >= self.ipv6_prefix {
-            Net::new(true, net.addr, self.ipv6_prefix)
-        } else {
-            net
-        }
+        let slot = crate::maps::ban_slot(net.v6, net.len, self.ipv6_prefix);
+        Net::new(net.v6, net.addr, slot.len)
     }
 
     fn source_class(&self, h: &Header) -> SourceClass {

@@ -6,7 +6,7 @@ use shield_common::maps::{Limits, PortRule};
 
 use super::bans::{BanBook, BanError};
 use crate::{
-    dataplane::{Dataplane, DataplaneError, Placement, ban_placement},
+    dataplane::{Dataplane, DataplaneError},
     policy::{Policy, PolicyDiff},
 };
 
@@ -56,7 +56,7 @@ pub(super) fn apply_with_bans(
     dp: &mut Dataplane,
     d: &PolicyDiff,
     prefix_changed: bool,
-    bans: &BanBook,
+    bans: &mut BanBook,
 ) -> Result<(), BanError> {
     let old_keys = if prefix_changed {
         dp.v6_exact_ban_keys()?
@@ -65,14 +65,7 @@ pub(super) fn apply_with_bans(
     };
     apply(dp, d)?;
     if prefix_changed {
-        let prefix = dp.config()?.ipv6_prefix;
-        let mut kept = Vec::new();
-        for net in bans.v6_bans() {
-            bans.enforce(dp, net)?;
-            if let Placement::ExactV6(k) = ban_placement(net, prefix) {
-                kept.push(k);
-            }
-        }
+        let kept = bans.rekey_v6(dp)?;
         for k in old_keys.into_iter().filter(|k| !kept.contains(k)) {
             dp.remove_v6_exact_ban(k)?;
         }

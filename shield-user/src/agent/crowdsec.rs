@@ -48,6 +48,9 @@ pub struct CrowdsecState {
     pub book: DecisionBook,
     /// The next poll asks for everything (`startup=true`).
     pub need_startup: bool,
+    /// Some decisions did not fit the ban maps: the next poll diffs every
+    /// decision held against the bans again, even with nothing new.
+    pub unenforced: bool,
     pub last_poll_success_unix: Option<u64>,
     pub last_push_success_unix: Option<u64>,
     last_startup_mono_ns: u64,
@@ -102,6 +105,7 @@ impl Default for CrowdsecState {
         CrowdsecState {
             book: DecisionBook::default(),
             need_startup: true,
+            unenforced: false,
             last_poll_success_unix: None,
             last_push_success_unix: None,
             last_startup_mono_ns: 0,
@@ -230,12 +234,14 @@ impl Agent {
         if startup {
             cs.last_startup_mono_ns = clock::monotonic_ns();
         }
-        if !startup && out.added == 0 && out.deleted == 0 {
+        let retry = std::mem::take(&mut self.crowdsec.unenforced);
+        if !startup && !retry && out.added == 0 && out.deleted == 0 {
             return;
         }
-        // A startup page is diffed against everything CrowdSec holds; a
-        // delta only against the prefixes it touched.
-        let synced = if startup {
+        // A startup page is diffed against everything CrowdSec holds, and
+        // so is any page after decisions did not fit; a delta only against
+        // the prefixes it touched.
+        let synced = if startup || retry {
             let desired = self.crowdsec.book.desired(now_ms);
             let book_ms = t.elapsed().as_millis() as u64;
             (self.bans.sync_crowdsec(&mut self.dp, &desired), book_ms)
@@ -248,6 +254,14 @@ impl Agent {
         match synced {
             Ok(s) => {
                 self.tallies.bans.crowdsec += s.added as u64;
+                if s.refused > 0 {
+                    self.crowdsec.unenforced = true;
+                    self.crowdsec.errors_total += 1;
+                    tracing::warn!(
+                        refused = s.refused,
+                        "CrowdSec decisions not enforced: a ban map is full (see shield_map_entries); retried at every poll"
+                    );
+                }
                 if s.changed() || startup {
                     tracing::info!(
                         startup,

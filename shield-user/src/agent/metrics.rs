@@ -2,12 +2,15 @@
 
 use shield_common::maps::*;
 
-use super::{Agent, bans::BanOrigin};
+use super::{
+    Agent,
+    bans::{BanError, BanOrigin},
+};
 use crate::{
     clock,
     metrics::{
-        BanTotals, BuildInfo, FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads,
-        Snapshot, Traffic,
+        AutobansRefused, BanTotals, BuildInfo, FeedMetrics, HealthMetrics, InterfaceMetrics,
+        MapMetrics, Reloads, Snapshot, Traffic,
     },
 };
 
@@ -15,6 +18,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Tallies {
     pub bans: BanTotals,
+    pub autobans_refused: AutobansRefused,
     pub reloads: Reloads,
 }
 
@@ -27,30 +31,16 @@ impl Tallies {
             BanOrigin::Crowdsec => self.bans.crowdsec += 1,
         }
     }
+
+    pub fn autoban_refused(&mut self, e: &BanError) {
+        match e {
+            BanError::AutobanShare { .. } => self.autobans_refused.share += 1,
+            _ => self.autobans_refused.error += 1,
+        }
+    }
 }
 
 impl Agent {
-    /// Entries of BAN_V4, BAN_V6, BAN_NET_V4 and BAN_NET_V6, from the ban
-    /// book placed as the kernel keys them (v6 bans in one prefix share
-    /// one exact entry).
-    fn ban_map_entries(&self) -> [u64; 4] {
-        let prefix = u32::from(self.cfg.ipv6_prefix);
-        let mut v6_keys = std::collections::HashSet::new();
-        let mut n = [0u64; 4];
-        for b in self.bans.list() {
-            match crate::dataplane::ban_placement(b.net, prefix) {
-                crate::dataplane::Placement::ExactV4(_) => n[0] += 1,
-                crate::dataplane::Placement::ExactV6(k) => {
-                    v6_keys.insert(k);
-                }
-                crate::dataplane::Placement::Trie if b.net.is_v4() => n[2] += 1,
-                crate::dataplane::Placement::Trie => n[3] += 1,
-            }
-        }
-        n[1] = v6_keys.len() as u64;
-        n
-    }
-
     pub fn metrics_snapshot(&self) -> Snapshot {
         let now = clock::monotonic_ns();
         let traffic = self
@@ -76,7 +66,9 @@ impl Agent {
                 refresh_interval_secs: st.cfg.refresh.as_secs(),
             })
             .collect();
-        let [ban_v4, ban_v6, ban_net_v4, ban_net_v6] = self.ban_map_entries();
+        // The ban book keeps which kernel entries its bans occupy (bans
+        // sharing one, as a /128 and its /64 do, count once).
+        let [ban_v4, ban_v6, ban_net_v4, ban_net_v6] = self.bans.map_entries();
         let [feed_v4, feed_net_v4, feed_v6, feed_net_v6] =
             self.feeds.index.enforced_by_map().map(|n| n as u64);
         let src_v4 = self.policy.sources.keys().filter(|c| c.is_v4()).count() as u64;
@@ -103,7 +95,8 @@ impl Agent {
         .map(|(name, entries, capacity)| MapMetrics {
             name: name.to_string(),
             entries,
-            capacity: u64::from(capacity),
+            // As loaded; the compiled-in size if the kernel cannot say.
+            capacity: u64::from(self.dp.capacity(name).unwrap_or(capacity)),
         })
         .collect();
         Snapshot {
@@ -111,6 +104,7 @@ impl Agent {
             feeds,
             bans_active: self.bans.len() as u64,
             bans_total: self.tallies.bans,
+            autobans_refused: self.tallies.autobans_refused,
             flood_events_total: self.floods.events_total,
             flood_sources: self.floods.active(now).count() as u64,
             maps,

@@ -271,7 +271,7 @@ impl Agent {
         })?;
         let prefix_changed = in_maps.global.ipv6_prefix != policy.global.ipv6_prefix;
         let diff = PolicyDiff::between(Some(&in_maps), &policy);
-        apply::apply_with_bans(&mut dp, &diff, prefix_changed, &bans)?;
+        apply::apply_with_bans(&mut dp, &diff, prefix_changed, &mut bans)?;
         tracing::info!(
             changes = diff.changes(),
             sources = policy.sources.len(),
@@ -405,7 +405,7 @@ impl Agent {
             .as_deref()
             .map(config_file_warnings)
             .unwrap_or_default();
-        apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;
+        apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &mut self.bans)?;
         self.save_ids(&policy);
         let mut warnings = policy.warnings.clone();
         warnings.extend(file_warnings);
@@ -456,7 +456,7 @@ impl Agent {
     pub fn recompute(&mut self) -> Result<usize, AgentError> {
         let policy = self.compile(&self.cfg.clone())?;
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
-        apply::apply_with_bans(&mut self.dp, &diff, false, &self.bans)?;
+        apply::apply_with_bans(&mut self.dp, &diff, false, &mut self.bans)?;
         self.save_ids(&policy);
         self.policy = policy;
         Ok(diff.changes())
@@ -612,38 +612,57 @@ impl Agent {
             })
             .collect();
         self.save_offences();
-        match self.bans.add_many(&mut self.dp, &recs) {
-            Ok(()) => {
-                // One pass over the floods, not one per ban: a distributed
-                // flood brings thousands of bans in one tick.
-                let mut rates: std::collections::HashMap<Cidr, f64> =
-                    std::collections::HashMap::new();
-                for f in self.floods.all() {
-                    let r = rates.entry(f.source).or_insert(0.0);
-                    *r = r.max(f.drop_rate);
-                }
-                let mut alerts = Vec::with_capacity(due.len());
-                for d in &due {
-                    self.tallies.ban_added(BanOrigin::Autoban);
-                    alerts.push(crate::crowdsec::Alert {
-                        source: d.net,
-                        rate_pps: rates.get(&d.net).copied().unwrap_or(0.0),
-                        reason: d.reason.clone(),
-                        duration_secs: d.ttl.as_secs().max(1),
-                        at_unix_ms: now_ms,
-                    });
-                    if self.log_budget.allow(now) {
-                        tracing::warn!(
-                            source = %d.net,
-                            ttl = ?d.ttl,
-                            reason = d.reason,
-                            "autoban"
-                        );
-                    }
-                }
-                self.spool_autobans(alerts);
+        let added = match self.bans.add_many(&mut self.dp, &recs) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(bans = due.len(), error = %e, "autoban failed");
+                return;
             }
-            Err(e) => tracing::error!(bans = due.len(), error = %e, "autoban failed"),
+        };
+        // One pass over the floods, not one per ban: a distributed flood
+        // brings thousands of bans in one tick.
+        let mut rates: std::collections::HashMap<Cidr, f64> = std::collections::HashMap::new();
+        for f in self.floods.all() {
+            let r = rates.entry(f.source).or_insert(0.0);
+            *r = r.max(f.drop_rate);
+        }
+        let mut alerts = Vec::with_capacity(added.added.len());
+        for rec in &added.added {
+            // `due` is sorted by source.
+            let Ok(i) = due.binary_search_by_key(&rec.net, |d| d.net) else {
+                continue;
+            };
+            let d = &due[i];
+            self.tallies.ban_added(BanOrigin::Autoban);
+            alerts.push(crate::crowdsec::Alert {
+                source: d.net,
+                rate_pps: rates.get(&d.net).copied().unwrap_or(0.0),
+                reason: d.reason.clone(),
+                duration_secs: d.ttl.as_secs().max(1),
+                at_unix_ms: now_ms,
+            });
+            if self.log_budget.allow(now) {
+                tracing::warn!(
+                    source = %d.net,
+                    ttl = ?d.ttl,
+                    reason = d.reason,
+                    "autoban"
+                );
+            }
+        }
+        self.spool_autobans(alerts);
+        // Refused autobans (the map's autoban share used up, or the map
+        // full) are counted, and logged within the per-source log budget:
+        // the flood that brings them could bring a line each.
+        for (rec, e) in &added.refused {
+            self.tallies.autoban_refused(e);
+            if self.log_budget.allow(now) {
+                tracing::warn!(
+                    source = %rec.net,
+                    error = %e,
+                    "autoban refused; the source stays rate-limited"
+                );
+            }
         }
     }
 

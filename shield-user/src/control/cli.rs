@@ -138,7 +138,9 @@ Examples:
   shieldctl ban add 203.0.113.7
   shieldctl ban add 203.0.113.0/24 --ttl 1h30m --reason 'credential stuffing'
 
-Without --ttl the ban lasts until `ban del`.")]
+Without --ttl the ban lasts until `ban del`. An IPv6 ban of `ipv6_prefix`
+bits or more (/64 by default) blocks that whole /64; bans that share it
+never shorten or lift each other.")]
     Add {
         /// ADDR or ADDR/LEN, host bits clear
         #[arg(value_name = "ADDR[/LEN]")]
@@ -151,7 +153,12 @@ Without --ttl the ban lasts until `ban del`.")]
         reason: Option<String>,
     },
     /// Lift a ban
-    #[command(after_help = "Example:\n  shieldctl ban del 203.0.113.0/24")]
+    #[command(after_help = "\
+Example:
+  shieldctl ban del 203.0.113.0/24
+
+Lifts the ban on exactly this prefix; other bans covering it (the /64 around
+an IPv6 address, a CrowdSec decision) stay.")]
     Del {
         #[arg(value_name = "ADDR[/LEN]")]
         net: Cidr,

@@ -27,8 +27,8 @@ pub use server::{
     DEFAULT_LISTEN, DropCounters, MetricsError, ServerConfig, SnapshotFn, bind, serve, serve_with,
 };
 pub use snapshot::{
-    BanTotals, BuildInfo, ControlDropped, ControlRequests, CrowdsecMetrics, FeedMetrics,
-    HealthMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
+    AutobansRefused, BanTotals, BuildInfo, ControlDropped, ControlRequests, CrowdsecMetrics,
+    FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot, Traffic,
 };
 
 #[cfg(test)]

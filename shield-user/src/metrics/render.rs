@@ -137,6 +137,15 @@ pub fn render(s: &Snapshot) -> String {
     ] {
         o.sample("shield_bans_total", &[("source", source)], n);
     }
+    o.family(
+        "shield_autobans_refused_total",
+        "counter",
+        "Autobans not taken, by reason: share (the ban map's autoban share is used up; the rest is kept for manual and CrowdSec bans) or error (the map refused the entry). The source stays rate-limited.",
+    );
+    let r = s.autobans_refused;
+    for (reason, n) in [("share", r.share), ("error", r.error)] {
+        o.sample("shield_autobans_refused_total", &[("reason", reason)], n);
+    }
 
     o.family(
         "shield_flood_events_total",

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub bans_active: u64,
     /// Bans ever added since the agent started, by origin.
     pub bans_total: BanTotals,
+    /// Autobans not taken since the agent started, by why.
+    pub autobans_refused: AutobansRefused,
     /// Flood events read from the data plane's ring buffer.
     pub flood_events_total: u64,
     /// Sources over a limit now.
@@ -183,6 +185,16 @@ pub struct BanTotals {
     pub feed: u64,
     /// Prefixes a CrowdSec decision banned.
     pub crowdsec: u64,
+}
+
+/// Autobans the ban book refused, by why. The source stays rate-limited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutobansRefused {
+    /// The ban map's autoban share was used up (the rest is kept for
+    /// manual and CrowdSec bans).
+    pub share: u64,
+    /// The kernel refused the entry (a full map, or another map error).
+    pub error: u64,
 }
 
 /// One BPF map's fill.

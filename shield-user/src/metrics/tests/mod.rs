@@ -10,8 +10,8 @@ use shield_common::maps::Counter;
 use shield_common::reason::{Reason, Verdict};
 
 use super::snapshot::{
-    BanTotals, BuildInfo, ControlDropped, ControlRequests, CrowdsecMetrics, FeedMetrics,
-    HealthMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot,
+    AutobansRefused, BanTotals, BuildInfo, ControlDropped, ControlRequests, CrowdsecMetrics,
+    FeedMetrics, HealthMetrics, InterfaceMetrics, MapMetrics, Reloads, Snapshot,
 };
 use crate::dataplane::AttachMode;
 
@@ -53,6 +53,7 @@ pub(super) fn sample_snapshot() -> Snapshot {
             feed: 2,
             crowdsec: 4,
         },
+        autobans_refused: AutobansRefused { share: 7, error: 1 },
         flood_events_total: 99,
         buckets_created_total: 300_000,
         flood_events_lost_total: 12,

@@ -114,6 +114,10 @@ shield_bans_total{source="manual"} 1
 shield_bans_total{source="autoban"} 5
 shield_bans_total{source="feed"} 2
 shield_bans_total{source="crowdsec"} 4
+# HELP shield_autobans_refused_total Autobans not taken, by reason: share (the ban map's autoban share is used up; the rest is kept for manual and CrowdSec bans) or error (the map refused the entry). The source stays rate-limited.
+# TYPE shield_autobans_refused_total counter
+shield_autobans_refused_total{reason="share"} 7
+shield_autobans_refused_total{reason="error"} 1
 # HELP shield_flood_events_total Flood events from the data plane: once per second per source and class over a limit.
 # TYPE shield_flood_events_total counter
 shield_flood_events_total 99
@@ -210,7 +214,7 @@ fn golden() {
 }
 
 /// Every family docs/metrics.md documents, in the order they are rendered.
-const FAMILIES: [(&str, &str); 36] = [
+const FAMILIES: [(&str, &str); 37] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -223,6 +227,7 @@ const FAMILIES: [(&str, &str); 36] = [
     ("shield_feed_rejected_lines", "gauge"),
     ("shield_bans_active", "gauge"),
     ("shield_bans_total", "counter"),
+    ("shield_autobans_refused_total", "counter"),
     ("shield_flood_events_total", "counter"),
     ("shield_flood_events_lost_total", "counter"),
     ("shield_flood_sources", "gauge"),
