@@ -75,12 +75,15 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// DESIGN.md's exit codes: 2 for what the operator must fix in the
-    /// config or command line, 1 for everything that went wrong at runtime.
+    /// The exit codes (docs/OPERATIONS.md): 2 for what the operator must
+    /// fix in the config, the command line or the setup it names (a
+    /// `state_dir` others could write: restarting cannot help), 1 for
+    /// everything that went wrong at runtime.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::Usage(_) | AgentError::Policy(_) => 2,
             AgentError::Dataplane(DataplaneError::NoSuchInterface(_)) => 2,
+            AgentError::State(StateFileError::Untrusted { .. }) => 2,
             _ => 1,
         }
     }
