@@ -967,3 +967,58 @@ fn a_state_dir_others_could_write_is_refused() {
     );
     drop(agent);
 }
+
+/// Feed URLs may carry credentials (`user:password@`, `?token=`): a config
+/// that holds one and that every local user can read is called out, by
+/// the agent's log at start and on reload, and by check-config, with the
+/// file and the fix. A config without secrets may stay world-readable.
+#[test]
+fn a_world_readable_config_with_feed_credentials_is_called_out() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    // Nothing listens there: the feed fails, which changes nothing here.
+    let secret_feed = "[[feed]]\nname = \"paid\"\nurl = \"http://127.0.0.1:9/drop.txt?key=K3yValue\"\nallow_http = true\nrefresh = \"1h\"\n";
+    home.write_config(&format!("{}{secret_feed}", home.base_config(&lab)));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = home.config.display().to_string();
+    let fix = format!("chown root:shield {shown} && chmod 0640 {shown}");
+    let check = || home.run(&lab, &["check-config", &shown]).1;
+
+    let out = check();
+    assert!(
+        out.contains("warning:") && out.contains("readable by every user") && out.contains(&fix),
+        "{out}"
+    );
+    assert!(
+        !out.contains("K3yValue"),
+        "the warning shows the secret: {out}"
+    );
+    let agent = home.start(&lab, &[]);
+    let logs = agent.logs();
+    assert!(logs.contains("WARN") && logs.contains(&fix), "{logs}");
+    assert!(!logs.contains("K3yValue"), "{logs}");
+    drop(agent);
+
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = check();
+    assert!(!out.contains("warning"), "{out}");
+
+    // Userinfo counts too; a config with no secret in it is no concern.
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        secret_feed
+            .replace("http://", "http://u:pw@")
+            .replace("?key=K3yValue", "")
+    ));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(check().contains(&fix), "userinfo");
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        secret_feed.replace("?key=K3yValue", "")
+    ));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check();
+    assert!(!out.contains("warning"), "{out}");
+}

@@ -231,7 +231,7 @@ impl Agent {
             tracing::warn!("{w}");
         }
         if let Some(p) = &opts.config_path {
-            for w in config_file_warnings(p) {
+            for w in config_file_warnings(p, &cfg) {
                 tracing::warn!("{w}");
             }
         }
@@ -405,7 +405,7 @@ impl Agent {
             .opts
             .config_path
             .as_deref()
-            .map(config_file_warnings)
+            .map(|p| config_file_warnings(p, &cfg))
             .unwrap_or_default();
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &self.bans)?;
         self.save_ids(&policy);
