@@ -237,6 +237,14 @@ pub const fn port_slot(proto: u8, port: u16) -> Option<u32> {
     }
 }
 
+/// True when a port rule's ACL keeps out a source with `acl_mask`: rule
+/// `acl` n (1-based; 0 is no ACL) admits the sources with bit `(n - 1) % 64`
+/// set. The one ACL test of the kernel, the agent's `check` and the model.
+#[inline(always)]
+pub const fn acl_refuses(acl: u8, acl_mask: u64) -> bool {
+    acl != 0 && acl_mask & (1u64 << ((acl - 1) as u32 & 63)) == 0
+}
+
 // ---- LIMITS ----
 /// The effective limits of a (tier, class) pair, inheritance already applied.
 #[repr(C)]
@@ -250,11 +258,7 @@ const _: () = assert!(core::mem::size_of::<Limits>() == 32);
 /// The `LIMITS` slot of (tier, class); out-of-range ids fold onto the default.
 #[inline(always)]
 pub const fn limits_slot(tier: u16, class: u16) -> u32 {
-    let t = if (tier as u32) < MAX_TIERS {
-        tier as u32
-    } else {
-        0
-    };
+    let t = fold_tier(tier) as u32;
     let c = if (class as u32) < MAX_CLASSES {
         class as u32
     } else {
@@ -264,16 +268,60 @@ pub const fn limits_slot(tier: u16, class: u16) -> u32 {
 }
 
 // ---- BUCKETS ----
+/// A source's bucket for one destination class under one tier.
+///
+/// The tier is part of the key because a TAT is debt measured in time under
+/// the limit that wrote it: carried into another tier's limit it would mean
+/// a different number of packets (one second of debt is one packet at 1/s
+/// and a million at 1M/s). A source the operator moves to another tier
+/// therefore starts with that tier's full burst, and nothing it owed under
+/// the old tier delays it (docs/configuration.md, "Changing limits").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
     /// IPv4-mapped for v4; masked at `ipv6_prefix` for v6.
     pub addr: [u8; 16],
+    /// The port rule's class id as the rule holds it (unfolded).
     pub class: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// The tier whose limits apply, folded as [`limits_slot`] folds it, so
+    /// it always fits: `MAX_TIERS` is 64. (Builds before the tier was keyed
+    /// wrote 0 here, which is tier 0's key: their buckets stay valid.)
+    pub tier: u8,
 }
 const _: () = assert!(core::mem::size_of::<BucketKey>() == 20);
+const _: () = assert!(MAX_TIERS <= 256);
+
+impl BucketKey {
+    /// An IPv4 source's key. With [`BucketKey::v6`], the one derivation of
+    /// a bucket key, used by the kernel, the agent and the model.
+    #[inline(always)]
+    pub const fn v4(src: [u8; 4], class: u16, tier: u16) -> Self {
+        BucketKey {
+            addr: crate::addr::v4_mapped(src),
+            class,
+            family: 4,
+            tier: fold_tier(tier) as u8,
+        }
+    }
+
+    /// An IPv6 source's key: its network at `ipv6_prefix` (`v6_mask`).
+    #[inline(always)]
+    pub const fn v6(src: [u8; 16], v6_mask: &[u8; 16], class: u16, tier: u16) -> Self {
+        BucketKey {
+            addr: crate::addr::apply_mask(src, v6_mask),
+            class,
+            family: 6,
+            tier: fold_tier(tier) as u8,
+        }
+    }
+}
+
+/// Out-of-range tier ids fold onto the default tier, 0.
+#[inline(always)]
+pub const fn fold_tier(tier: u16) -> u16 {
+    if (tier as u32) < MAX_TIERS { tier } else { 0 }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -381,6 +429,11 @@ mod tests {
     fn limit_slots_stay_in_range() {
         assert_eq!(limits_slot(0, 0), 0);
         assert_eq!(limits_slot(1, 2), MAX_CLASSES + 2);
+        assert!(!acl_refuses(0, 0), "no ACL");
+        assert!(acl_refuses(1, 0b10) && !acl_refuses(1, 0b01));
+        assert!(!acl_refuses(64, 1 << 63));
+        // Ids past 64 wrap rather than overflow the shift.
+        assert!(!acl_refuses(65, 1) && acl_refuses(200, 1));
         assert_eq!(limits_slot(63, 63), LIMIT_SLOTS - 1);
         assert_eq!(limits_slot(64, 3), 3);
         assert_eq!(limits_slot(u16::MAX, u16::MAX), 0);

@@ -4,7 +4,6 @@
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use shield_common::{
-    addr::{apply_mask, v4_mapped},
     event::{FLOOD_PACKETS, FLOOD_SYNS, FloodEvent},
     gcra::{Gcra, rebase, step},
     maps::{Bucket, BucketKey, FLOOD_EVENT_INTERVAL_NS, Limits},
@@ -34,15 +33,10 @@ pub fn check(
     if limits.packets.is_unlimited() && !check_syn {
         return None;
     }
-    let key = BucketKey {
-        addr: if p.v6 {
-            apply_mask(p.src6, v6_mask)
-        } else {
-            v4_mapped(p.src4)
-        },
-        class,
-        family: if p.v6 { 6 } else { 4 },
-        _pad: 0,
+    let key = if p.v6 {
+        BucketKey::v6(p.src6, v6_mask, class, tier)
+    } else {
+        BucketKey::v4(p.src4, class, tier)
     };
     let bucket = match BUCKETS.get_ptr_mut(key) {
         Some(b) => b,

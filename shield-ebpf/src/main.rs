@@ -18,7 +18,7 @@ use shield_common::{
     decide::verdict,
     maps::{
         GlobalConfig, Limits, MEMO_ALLOWED, MEMO_BANNED, MEMO_CLEAN, MEMO_FEED, PORT_DRY_RUN,
-        PortRule, SRC_ALLOWED, limits_slot, port_slot,
+        PortRule, SRC_ALLOWED, acl_refuses, limits_slot, port_slot,
     },
     reason::{Reason, Verdict, counter_index},
 };
@@ -93,11 +93,8 @@ fn judge(p: &Packet, cfg: &GlobalConfig) -> (Reason, bool) {
         _ => PortRule::default(),
     };
     let rule_dry = rule.flags & PORT_DRY_RUN != 0;
-    if rule.acl != 0 {
-        let bit = u64::from(rule.acl - 1) & 63;
-        if src.acl_mask & (1u64 << bit) == 0 {
-            return (Reason::Acl, rule_dry);
-        }
+    if acl_refuses(rule.acl, src.acl_mask) {
+        return (Reason::Acl, rule_dry);
     }
     let limits = match LIMITS.get(limits_slot(src.tier, rule.class)) {
         Some(l) => *l,

@@ -478,10 +478,10 @@ impl Dataplane {
         m.keys().map(|k| k.map_err(map_err(MAP_BUCKETS))).collect()
     }
 
-    /// The bucket key the kernel uses for `src` and `class`.
-    pub fn bucket_key(&self, src: IpAddr, class: u16) -> Result<BucketKey> {
+    /// The bucket key the kernel uses for `src`, `class` and `tier`.
+    pub fn bucket_key(&self, src: IpAddr, class: u16, tier: u16) -> Result<BucketKey> {
         let cfg = self.config()?;
-        Ok(bucket_key(src, class, &cfg.ipv6_mask))
+        Ok(bucket_key(src, class, tier, &cfg.ipv6_mask))
     }
 
     // ---- counters ----
@@ -1010,20 +1010,10 @@ pub fn feed_placement(net: Cidr) -> Placement {
 }
 
 /// The kernel's bucket key for a source and class.
-pub fn bucket_key(src: IpAddr, class: u16, v6_mask: &[u8; 16]) -> BucketKey {
+pub fn bucket_key(src: IpAddr, class: u16, tier: u16, v6_mask: &[u8; 16]) -> BucketKey {
     match src {
-        IpAddr::V4(a) => BucketKey {
-            addr: shield_common::addr::v4_mapped(a.octets()),
-            class,
-            family: 4,
-            _pad: 0,
-        },
-        IpAddr::V6(a) => BucketKey {
-            addr: apply_mask(a.octets(), v6_mask),
-            class,
-            family: 6,
-            _pad: 0,
-        },
+        IpAddr::V4(a) => BucketKey::v4(a.octets(), class, tier),
+        IpAddr::V6(a) => BucketKey::v6(a.octets(), v6_mask, class, tier),
     }
 }
 
@@ -1094,11 +1084,15 @@ mod tests {
     #[test]
     fn bucket_keys_separate_families_and_mask_v6() {
         let m = shield_common::addr::v6_mask(64);
-        let a = bucket_key("2001:db8::1".parse().unwrap(), 3, &m);
-        let b = bucket_key("2001:db8::ffff".parse().unwrap(), 3, &m);
+        let a = bucket_key("2001:db8::1".parse().unwrap(), 3, 0, &m);
+        let b = bucket_key("2001:db8::ffff".parse().unwrap(), 3, 0, &m);
         assert_eq!(a, b);
-        let v4 = bucket_key("10.0.0.1".parse().unwrap(), 3, &m);
+        let v4 = bucket_key("10.0.0.1".parse().unwrap(), 3, 0, &m);
         assert_eq!(v4.family, 4);
         assert_ne!(v4, a);
+        // Each tier has its own bucket; an out-of-range tier is tier 0's.
+        let tier1 = bucket_key("10.0.0.1".parse().unwrap(), 3, 1, &m);
+        assert_ne!(tier1, v4);
+        assert_eq!(bucket_key("10.0.0.1".parse().unwrap(), 3, 999, &m), v4);
     }
 }

@@ -10,13 +10,27 @@
 //! it takes the slot back when its request is complete, unless it was
 //! evicted first, in which case the slot went to the connection that
 //! evicted it.
+//!
+//! "Always among the newest" fails when the accept loop outruns the
+//! connection tasks: a flood of connections that do send whole requests
+//! can be accepted many at a time, and a real client's connection
+//! accepted among them would be evicted before its task ever read the
+//! request already in its buffer. A server can therefore park a
+//! connection as *unread* ([`WaitQueue::park_unread`]): it cannot be
+//! evicted until its task has looked for its request once and found it
+//! incomplete ([`Ticket::arm`]), and a newcomer that finds nothing to evict
+//! while unread connections hold slots waits for their tasks
+//! ([`take_slot_patiently`]) instead of being turned away; the newcomers
+//! behind it wait in the kernel's listen backlog.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, futures::Notified};
 
 /// A free slot, or the slot of the connection that has waited longest.
 /// Every accepted connection is parked at accept ([`WaitQueue::park`]), so
@@ -29,10 +43,44 @@ pub fn take_slot(
     Arc::clone(slots).try_acquire_owned().ok().or_else(evict)
 }
 
+/// [`take_slot`], but while connections parked unread in `queue` hold
+/// slots, waits (at most `limit`) for a slot to free or a connection to
+/// become evictable instead of giving up: their tasks are runnable and
+/// will get to them. `None` when every slot is serving a request.
+pub async fn take_slot_patiently<P>(
+    slots: &Arc<Semaphore>,
+    queue: &WaitQueue<P>,
+    evict: impl Fn() -> Option<OwnedSemaphorePermit>,
+    limit: Duration,
+) -> Option<OwnedSemaphorePermit> {
+    let wait = async {
+        loop {
+            // Registered before looking, so a change between the look and
+            // the wait is not missed.
+            let changed = queue.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(slot) = take_slot(slots, &evict) {
+                return Some(slot);
+            }
+            if !queue.has_unread() {
+                return None;
+            }
+            tokio::select! {
+                () = changed => {}
+                slot = Arc::clone(slots).acquire_owned() => return slot.ok(),
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.ok().flatten()
+}
+
 /// Connections waiting for a request, oldest first, with their slots.
 #[derive(Debug)]
 pub struct WaitQueue<P> {
     inner: Mutex<Inner<P>>,
+    /// Told when a connection becomes evictable or leaves the queue.
+    changed: Notify,
 }
 
 impl<P> Default for WaitQueue<P> {
@@ -42,6 +90,7 @@ impl<P> Default for WaitQueue<P> {
                 next: 0,
                 waiting: BTreeMap::new(),
             }),
+            changed: Notify::new(),
         }
     }
 }
@@ -49,7 +98,15 @@ impl<P> Default for WaitQueue<P> {
 #[derive(Debug)]
 struct Inner<P> {
     next: u64,
-    waiting: BTreeMap<u64, (Arc<Notify>, P)>,
+    waiting: BTreeMap<u64, Entry<P>>,
+}
+
+#[derive(Debug)]
+struct Entry<P> {
+    evict: Arc<Notify>,
+    slot: P,
+    /// Its task has looked for its request; only such entries are evicted.
+    armed: bool,
 }
 
 impl<P> WaitQueue<P> {
@@ -64,11 +121,27 @@ impl<P> WaitQueue<P> {
     /// connection must already be in line, in the order of acceptance, and
     /// its slot must be one a newcomer can take.
     pub fn park(&self, slot: P) -> Parked {
+        self.insert(slot, true)
+    }
+
+    /// Like [`WaitQueue::park`], but the connection cannot be evicted
+    /// until its task calls [`Ticket::arm`]: its request may already be
+    /// waiting in its buffer (see the module notes).
+    pub fn park_unread(&self, slot: P) -> Parked {
+        self.insert(slot, false)
+    }
+
+    fn insert(&self, slot: P, armed: bool) -> Parked {
         let mut q = self.lock();
         let id = q.next;
         q.next += 1;
         let evict = Arc::new(Notify::new());
-        q.waiting.insert(id, (Arc::clone(&evict), slot));
+        let entry = Entry {
+            evict: Arc::clone(&evict),
+            slot,
+            armed,
+        };
+        q.waiting.insert(id, entry);
         Parked { id, evict }
     }
 
@@ -92,10 +165,31 @@ impl<P> WaitQueue<P> {
     /// Tells the connection that has waited longest to close, and hands
     /// over its slot; `None` when nobody waits (every slot is serving).
     pub fn evict_oldest(&self) -> Option<P> {
-        let (_, (evict, slot)) = self.lock().waiting.pop_first()?;
+        let mut q = self.lock();
+        let id = q.waiting.iter().find(|(_, e)| e.armed).map(|(id, _)| *id)?;
+        let entry = q.waiting.remove(&id)?;
         // notify_one keeps the notice if the task is not polling yet.
-        evict.notify_one();
-        Some(slot)
+        entry.evict.notify_one();
+        Some(entry.slot)
+    }
+
+    /// Whether a connection parked unread has not been looked at yet.
+    pub fn has_unread(&self) -> bool {
+        self.lock().waiting.values().any(|e| !e.armed)
+    }
+
+    /// Completes after the next time a connection becomes evictable or
+    /// leaves the queue.
+    pub fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
+    }
+
+    fn remove(&self, id: u64) -> Option<P> {
+        let entry = self.lock().waiting.remove(&id);
+        if entry.is_some() {
+            self.changed.notify_waiters();
+        }
+        entry.map(|e| e.slot)
     }
 
     /// Connections waiting now.
@@ -132,7 +226,21 @@ impl<P> Ticket<'_, P> {
     /// Leaves the queue with the slot back; `None` if the connection was
     /// evicted meanwhile (its slot is someone else's now).
     pub fn done(self) -> Option<P> {
-        self.queue.lock().waiting.remove(&self.id).map(|(_, p)| p)
+        self.queue.remove(self.id)
+    }
+
+    /// Makes a connection parked unread evictable: its task looked for its
+    /// request and found it incomplete.
+    pub fn arm(&self) {
+        let armed = self
+            .queue
+            .lock()
+            .waiting
+            .get_mut(&self.id)
+            .is_some_and(|e| !std::mem::replace(&mut e.armed, true));
+        if armed {
+            self.queue.changed.notify_waiters();
+        }
     }
 }
 
@@ -140,14 +248,13 @@ impl<P> Drop for Ticket<'_, P> {
     fn drop(&mut self) {
         // Dropped without `done` (the connection ended while waiting): the
         // slot is released with the entry.
-        self.queue.lock().waiting.remove(&self.id);
+        self.queue.remove(self.id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn the_oldest_waiting_connection_hands_over_its_slot() {

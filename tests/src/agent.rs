@@ -205,6 +205,12 @@ impl AgentHome {
         None
     }
 
+    /// A handle on the notify socket, for a test that watches every message
+    /// (watchdog pings) from a thread of its own while the agent runs.
+    pub fn notify_socket(&self) -> UnixDatagram {
+        self.notify.try_clone().unwrap()
+    }
+
     /// The program id on the pinned link of `iface`, and the link id.
     pub fn link_ids(&self, iface: &str) -> Option<(u32, u32)> {
         shield_user::dataplane::pinned_link_ids(&self.pin_dir, iface)

@@ -45,6 +45,8 @@ struct State {
     body: Vec<u8>,
     version: u32,
     stall: bool,
+    /// Requests wait (counted) until this is cleared.
+    hold: bool,
     redirect: Option<String>,
     requests: u32,
     not_modified: u32,
@@ -140,6 +142,12 @@ impl FeedServer {
         self.state.lock().unwrap().stall = on;
     }
 
+    /// Makes every request wait, already counted, until `set_hold(false)`:
+    /// a download stays in flight for as long as a test needs.
+    pub fn set_hold(&self, on: bool) {
+        self.state.lock().unwrap().hold = on;
+    }
+
     pub fn requests(&self) -> u32 {
         self.state.lock().unwrap().requests
     }
@@ -173,9 +181,14 @@ fn serve<S: Read + Write>(mut s: S, state: &Mutex<State>, stop: &AtomicBool) {
         }
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    state.lock().unwrap().requests += 1;
+    let held_until = Instant::now() + Duration::from_secs(120);
+    while state.lock().unwrap().hold && !stop.load(Ordering::Relaxed) && Instant::now() < held_until
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
     let (body, etag, stall, redirect) = {
-        let mut st = state.lock().unwrap();
-        st.requests += 1;
+        let st = state.lock().unwrap();
         (
             st.body.clone(),
             format!("\"v{}\"", st.version),

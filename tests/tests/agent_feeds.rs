@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use shield_tests::{
-    agent::{Agent, AgentHome, feed_row},
+    agent::{Agent, AgentHome, feed_row, metric, scrape},
     flow::{FlowReport, Flows},
     http::FeedServer,
     lab::Lab,
@@ -249,6 +249,16 @@ fn the_cached_copy_is_enforced_while_the_source_is_down() {
     let mut server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
     let agent = start(&lab, &home, &feed("list", &server, ""));
     wait_feed(&home, "list", applied);
+    // The copy is stored after the apply, off the agent's lock; a stop
+    // before it is written would leave nothing to restart from.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !home.state_dir.join("feeds/list.cache.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the feed's copy was never stored"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(agent.stop().success());
     // A reboot: no pins, and the feed's server is unreachable.
     let (ok, out) = home.run(
@@ -361,4 +371,169 @@ fn sigterm_does_not_wait_for_a_stalled_download() {
         t.elapsed()
     );
     server.set_stall(false);
+}
+
+#[test]
+fn concurrent_refreshes_of_one_feed_share_one_download() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    // A timeout far longer than the test holds the download in flight.
+    let feed = feed("list", &server, "").replace("timeout = \"10s\"", "timeout = \"2m\"");
+    let agent = start(&lab, &home, &feed);
+    wait_feed(&home, "list", applied);
+    let before = server.requests();
+    server.set_body(format!("{x}\n192.0.2.1\n").as_bytes());
+    server.set_hold(true);
+    const N: usize = 24;
+    let outs = thread::scope(|s| {
+        let runs: Vec<_> = (0..N)
+            .map(|_| s.spawn(|| home.ctl(&["feeds", "refresh", "list"])))
+            .collect();
+        // Every request has reached the agent, and a download is in
+        // flight: only now may it finish.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = agent
+                .logs()
+                .matches("control request: feeds refresh")
+                .count();
+            if seen >= N && server.requests() > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {seen} of {N} refresh requests arrived"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        server.set_hold(false);
+        runs.into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        server.requests() - before,
+        1,
+        "{N} concurrent refreshes of one feed started more than one download"
+    );
+    for o in &outs {
+        assert!(o.ok(), "{o:?}");
+        assert!(o.stdout.contains("list: 2 entries"), "{o:?}");
+    }
+    assert_eq!(feed_row(&home, "list")["entries"], 2);
+    // The feed is not stuck "in flight": the next refresh runs on its own.
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("not modified"), "{out}");
+    assert_eq!(server.requests() - before, 2);
+    // And the cache holds one pair, no temporaries.
+    let dir = home.state_dir.join("feeds");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        if names == ["list.cache", "list.cache.json"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{names:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_feed_covering_more_than_its_address_cap_is_refused() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n").as_bytes());
+    let agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    // Seventeen /8s, each within the per-entry limit, together over the
+    // default cap of sixteen; none of them holds the lab's addresses.
+    let mut wide = format!("{x}\n");
+    for i in 20..37 {
+        let _ = writeln!(wide, "{i}.0.0.0/8");
+    }
+    server.set_body(wide.as_bytes());
+    for args in [
+        &["feeds", "refresh", "list"][..],
+        // The same content again does not confirm it, nor does --force.
+        &["feeds", "refresh", "list"],
+        &["feeds", "refresh", "list", "--force"],
+    ] {
+        let o = home.ctl(args);
+        assert_eq!(o.code, Some(1), "{args:?} {o:?}");
+        assert!(o.stderr.contains("max_addresses"), "{o:?}");
+        let row = feed_row(&home, "list");
+        assert_eq!(row["entries"], 1, "{row}");
+        assert!(row["held"].as_str().unwrap().contains("cap"), "{row}");
+    }
+    assert_eq!(
+        probe(&lab, &[x]).received(x),
+        0,
+        "the last good entry stays"
+    );
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(&m, "shield_feed_held_total{feed=\"list\",guard=\"cap\"}"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "shield_feed_held{feed=\"list\"}"), Some(1.0));
+    assert!(agent.logs().contains("max_addresses"));
+
+    // An operator who means it raises the cap.
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        feed("list", &server, "max_addresses = 536870912\n")
+    ));
+    agent.reload(&home);
+    // Within the cap now, but still more than double what the feed
+    // covered: the growth guard holds it until confirmed or forced.
+    let out = home.ctl_ok(&["feeds", "refresh", "list", "--force"]);
+    assert!(out.contains("18 entries"), "{out}");
+    let m = scrape(&lab.server_ns, 9964);
+    assert_eq!(
+        metric(
+            &m,
+            "shield_feed_covered_addresses{feed=\"list\",family=\"ipv4\"}"
+        ),
+        Some((17u64 << 24) as f64 + 1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_refresh_that_more_than_doubles_the_covered_space_waits_for_confirmation() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let server = FeedServer::start_in(&lab.server_ns, format!("{x}\n198.18.0.0/16\n").as_bytes());
+    let _agent = start(&lab, &home, &feed("list", &server, ""));
+    wait_feed(&home, "list", applied);
+    let v2 = format!("{x}\n198.18.0.0/15\n203.0.113.0/24\n");
+    server.set_body(v2.as_bytes());
+    let o = home.ctl(&["feeds", "refresh", "list"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("double"), "{o:?}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].as_str().unwrap().contains("double"), "{row}");
+    assert_eq!(row["entries"], 2, "{row}");
+    // The next refresh brings the same content: confirmed.
+    server.set_body(v2.as_bytes());
+    let out = home.ctl_ok(&["feeds", "refresh", "list"]);
+    assert!(out.contains("3 entries"), "{out}");
+    assert!(feed_row(&home, "list")["held"].is_null());
+    // Doubling again: held, and --force applies it.
+    server.set_body(format!("{x}\n198.16.0.0/13\n").as_bytes());
+    assert_eq!(home.ctl(&["feeds", "refresh", "list"]).code, Some(1));
+    let out = home.ctl_ok(&["feeds", "refresh", "list", "--force"]);
+    assert!(out.contains("2 entries"), "{out}");
+    let row = feed_row(&home, "list");
+    assert!(row["held"].is_null(), "{row}");
 }

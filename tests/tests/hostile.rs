@@ -1022,3 +1022,95 @@ fn a_world_readable_config_with_feed_credentials_is_called_out() {
     let out = check();
     assert!(!out.contains("warning"), "{out}");
 }
+
+/// Finding 8 of issue 16: any local user can loop complete `GET /metrics`
+/// requests on many connections, never closing them. Each used to cost a
+/// snapshot under the agent's lock, and an answered connection kept its
+/// slot (lingering for the client to close) where eviction could not take
+/// it, so Prometheus got 503s. Every well-behaved scrape must get a 200.
+#[test]
+fn a_local_loop_of_complete_metrics_requests_does_not_starve_scrapes() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    let _agent = home.start(&lab, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // 8 threads, each keeping its last 16 connections open after a
+    // complete request (128 > the 64 slots), reading nothing back.
+    let hostile: Vec<_> = (0..8)
+        .map(|_| {
+            let (ns, stop, sent) = (lab.server_ns.clone(), stop.clone(), sent.clone());
+            thread::spawn(move || {
+                Lab::enter(&ns);
+                let mut open = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", 9964)) else {
+                        continue;
+                    };
+                    if c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .is_ok()
+                    {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    open.push_back(c);
+                    if open.len() > 16 {
+                        open.pop_front();
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the loop fill every slot first.
+    while sent.load(Ordering::Relaxed) < 500 {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut failed = Vec::new();
+    const SCRAPES: usize = 30;
+    for _ in 0..SCRAPES {
+        let ns = lab.server_ns.clone();
+        // The scrape helper, keeping the read error: a reset tells an
+        // evicted or refused connection from a slow one.
+        let (text, err) = thread::spawn(move || {
+            use std::io::Read;
+            Lab::enter(&ns);
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9964)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let err = s.read_to_string(&mut out).err();
+            (out, err)
+        })
+        .join()
+        .unwrap();
+        if !text.starts_with("HTTP/1.1 200") {
+            let first = text.lines().next().unwrap_or("(nothing)");
+            failed.push(format!("{first} {err:?}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hostile {
+        h.join().unwrap();
+    }
+    let hostile_requests = sent.load(Ordering::Relaxed);
+    let after = scrape(&lab.server_ns, 9964);
+    let dropped: Vec<_> = after
+        .lines()
+        .filter(|l| l.starts_with("shield_metrics_connections_dropped_total{"))
+        .collect();
+    eprintln!(
+        "hostile: {hostile_requests} complete metrics requests on connections held open; {} of {SCRAPES} scrapes failed {failed:?}; {dropped:?}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {SCRAPES} scrapes failed: {failed:?}",
+        failed.len()
+    );
+}

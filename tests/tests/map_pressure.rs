@@ -117,7 +117,7 @@ fn legitimate_sources_keep_passing_while_a_million_spoofed_sources_fill_the_map(
     );
     // The LRU keeps the buckets of sources that keep sending.
     for (s, _) in &legit {
-        let key = h.dp.bucket_key(s.parse::<IpAddr>().unwrap(), 0).unwrap();
+        let key = h.dp.bucket_key(s.parse::<IpAddr>().unwrap(), 0, 0).unwrap();
         assert!(
             h.dp.bucket(&key).unwrap().is_some(),
             "{s}'s bucket was evicted although it kept sending"
@@ -146,7 +146,7 @@ fn an_evicted_bucket_is_a_fresh_bucket_never_a_ban() {
     limit(&mut h, 1, 3600 * NANOS_PER_SEC, burst);
     let src = "198.51.100.7";
     let frame = Pkt::udp(src, 53).build();
-    let key = h.dp.bucket_key(src.parse().unwrap(), 0).unwrap();
+    let key = h.dp.bucket_key(src.parse().unwrap(), 0, 0).unwrap();
 
     let send_until_limited = |h: &mut Harness| {
         for n in 0..burst {

@@ -249,9 +249,17 @@ fn a_scrape_during_traffic_counts_the_packets_sent() {
         last = seen;
     }
     let r = flows.stop();
-    let after = scrape_ok(&lab);
-    let d = |v, reason| packets(&after, v, reason) - packets(&before, v, reason);
     let (sent, received) = (r.sent(src) as f64, r.received(src) as f64);
+    // A scrape may be answered from a snapshot up to a second old
+    // (docs/metrics.md): wait for one taken after the flow's last packet.
+    let after = wait_for(30, "a snapshot with every packet counted", || {
+        let t = scrape_ok(&lab);
+        let seen = packets(&t, "pass", "clean") + packets(&t, "drop", "ratelimit")
+            - packets(&before, "pass", "clean")
+            - packets(&before, "drop", "ratelimit");
+        (seen >= sent).then_some(t)
+    });
+    let d = |v, reason| packets(&after, v, reason) - packets(&before, v, reason);
     assert!(sent > 500.0 && received < sent, "{r:?}");
     // Every datagram the flow sent and the server did not get was dropped
     // by the rate limit, and counted once; nothing else was.

@@ -7,7 +7,8 @@
 //!
 //! Then the packet fuzzer (`tests/tests/packet_fuzz.rs`): frames through the
 //! real XDP program and the host reference model, by the million.
-//! `cargo xtask test` runs a short round of both ([`smoke`]).
+//! `cargo xtask test` runs a short round of both ([`smoke_build`] and
+//! [`smoke_run`]; the packet fuzzer as its `packet_fuzz` suite).
 
 use std::{
     collections::BTreeSet,
@@ -89,7 +90,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
 /// The short run `cargo xtask test` makes: every target for a few seconds
 /// when nightly and cargo-fuzz are there (setup installs cargo-fuzz). The
 /// packet fuzzer is an ordinary suite there, at its own bounded budget.
-pub fn smoke() -> anyhow::Result<()> {
+pub fn smoke_possible() -> bool {
     let nightly = cmd::succeeds(Command::new("cargo").args(["+nightly", "--version"]));
     if !nightly || !setup::has_cargo_fuzz() {
         eprintln!(
@@ -102,10 +103,19 @@ pub fn smoke() -> anyhow::Result<()> {
             },
             setup::CARGO_FUZZ_VERSION
         );
-        return Ok(());
+        return false;
     }
-    let all = targets(&cmd::root().join("fuzz"))?;
-    fuzz_targets(&all, SMOKE_SECONDS)
+    true
+}
+
+/// Builds every cargo-fuzz target (the sanitizer build), for [`smoke_run`].
+pub fn smoke_build() -> anyhow::Result<()> {
+    build_targets(&targets(&cmd::root().join("fuzz"))?)
+}
+
+/// Fuzzes every target for [`SMOKE_SECONDS`]; [`smoke_build`] comes first.
+pub fn smoke_run() -> anyhow::Result<()> {
+    run_targets(&targets(&cmd::root().join("fuzz"))?, SMOKE_SECONDS)
 }
 
 /// The packet fuzzer suite with a budget of `frames` frames.
@@ -137,10 +147,14 @@ fn packet_fuzzer(frames: u64, seed: u64) -> anyhow::Result<()> {
 
 /// Builds `chosen` and fuzzes each for `seconds`.
 fn fuzz_targets(chosen: &[String], seconds: u64) -> anyhow::Result<()> {
+    build_targets(chosen)?;
+    run_targets(chosen, seconds)
+}
+
+/// One build for all of them: a compile error shows before any time is
+/// spent fuzzing.
+fn build_targets(chosen: &[String]) -> anyhow::Result<()> {
     let root = cmd::root();
-    let fuzz_dir = root.join("fuzz");
-    // One build for all of them: a compile error shows before any time is
-    // spent fuzzing.
     let mut build = nightly_fuzz(&root);
     build.arg("build");
     if let [one] = chosen {
@@ -153,7 +167,12 @@ fn fuzz_targets(chosen: &[String], seconds: u64) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{} failed ({status})", shown(&build));
     }
+    Ok(())
+}
 
+fn run_targets(chosen: &[String], seconds: u64) -> anyhow::Result<()> {
+    let root = cmd::root();
+    let fuzz_dir = root.join("fuzz");
     let mut results = Vec::new();
     for target in chosen {
         let corpus = fuzz_dir.join("corpus").join(target);

@@ -11,6 +11,7 @@ mod install;
 mod layout;
 mod package;
 mod setup;
+mod stages;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::{cmd, fuzz, setup};
+use crate::{cmd, fuzz, setup, stages::Stages};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -14,64 +14,90 @@ pub struct TestArgs {
 }
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    setup::run()?;
+    let mut stages = Stages::new();
+    let result = run_stages(args, &mut stages);
+    // Printed on failure too: a red run's table still says where it stopped
+    // and what the stages before it cost.
+    eprintln!("\nxtask test: where the time went\n{}", stages.table());
+    result?;
+    eprintln!("xtask test: all green");
+    Ok(())
+}
+
+fn run_stages(args: &TestArgs, stages: &mut Stages) -> anyhow::Result<()> {
+    stages.run("setup", setup::run)?;
     if !args.no_lint {
-        cmd::cargo(&["fmt", "--all", "--check"])?;
+        stages.run("lint: fmt", || cmd::cargo(&["fmt", "--all", "--check"]))?;
+        stages.run("lint: clippy (user crates)", || {
+            cmd::cargo(&[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "shield-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        })?;
+        stages.run("lint: clippy (eBPF crate)", || {
+            cmd::run(
+                Command::new("cargo")
+                    .args([
+                        "+nightly",
+                        "clippy",
+                        "--package",
+                        "shield-ebpf",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
+                    .current_dir(cmd::root()),
+            )
+        })?;
+    }
+    // Host unit tests: unprivileged, fast.
+    stages.run("unit tests", || {
         cmd::cargo(&[
-            "clippy",
+            "test",
             "--workspace",
             "--exclude",
             "shield-ebpf",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])?;
-        cmd::run(
-            Command::new("cargo")
-                .args([
-                    "+nightly",
-                    "clippy",
-                    "--package",
-                    "shield-ebpf",
-                    "--target",
-                    "bpfel-unknown-none",
-                    "-Z",
-                    "build-std=core",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
-                .current_dir(cmd::root()),
-        )?;
-    }
-    // Host unit tests: unprivileged, fast.
-    cmd::cargo(&[
-        "test",
-        "--workspace",
-        "--exclude",
-        "shield-ebpf",
-        "--exclude",
-        "shield-tests",
-    ])?;
+            "--exclude",
+            "shield-tests",
+        ])
+    })?;
     // A short fuzz of every cargo-fuzz target, when the toolchain allows.
-    fuzz::smoke()?;
-    // Integration suites drive the real binaries; build them first.
-    cmd::cargo(&["build", "--package", "shield-user", "--bins"])?;
+    // The sanitizer build is most of a fresh machine's fuzz time: shown apart.
+    if fuzz::smoke_possible() {
+        stages.run("fuzz: build", fuzz::smoke_build)?;
+        stages.run("fuzz: run", fuzz::smoke_run)?;
+    }
+    // Integration suites drive the real binaries; build them and every
+    // suite first, so each suite's line below is its own running time.
+    stages.run("build: binaries and suites", || {
+        cmd::cargo(&["build", "--package", "shield-user", "--bins"])?;
+        cmd::cargo(&["test", "--package", "shield-tests", "--no-run"])
+    })?;
     // Root tests share kernel state (netns names, the NIC under test): one at
     // a time. Every file in tests/tests is a suite, so none is forgotten.
     for suite in suites()? {
-        cmd::cargo(&[
-            "test",
-            "--package",
-            "shield-tests",
-            "--test",
-            &suite,
-            "--",
-            "--test-threads=1",
-        ])?;
+        stages.run(format!("suite: {suite}"), || {
+            cmd::cargo(&[
+                "test",
+                "--package",
+                "shield-tests",
+                "--test",
+                &suite,
+                "--",
+                "--test-threads=1",
+            ])
+        })?;
     }
-    eprintln!("xtask test: all green");
     Ok(())
 }
 

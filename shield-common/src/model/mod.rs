@@ -3,7 +3,7 @@
 //! (BPF_PROG_TEST_RUN) and through [`Model::judge`] and demands the same
 //! verdict, the same counters and the same bucket and feed-hit state.
 //!
-//! The model is written from the pipeline's specification (DESIGN.md,
+//! The model is written from the pipeline's specification (docs/ARCHITECTURE.md,
 //! "The packet pipeline") over plain collections, not from the kernel code:
 //! its own frame parser ([`frame`]), linear longest-prefix scans instead of
 //! LPM tries, and list semantics stated as sets ("a source is banned when an
@@ -20,11 +20,11 @@ pub mod frame;
 use alloc::collections::BTreeMap;
 
 use crate::{
-    addr::{apply_mask, v4_mapped, v6_mask},
+    addr::v6_mask,
     gcra::{Gcra, rebase, step},
     maps::{
         BucketKey, CFG_DRY_RUN, CFG_MALFORMED_PASS, Counter, Limits, MAX_CLASSES, MAX_TIERS,
-        PORT_DRY_RUN, PortRule, SRC_ALLOWED, SourceClass,
+        PORT_DRY_RUN, PortRule, SRC_ALLOWED, SourceClass, acl_refuses,
     },
     reason::{COUNTER_SLOTS, Reason, Verdict, counter_index},
 };
@@ -203,7 +203,7 @@ impl Model {
             PortRule::default()
         };
         let rule_dry = rule.flags & PORT_DRY_RUN != 0;
-        if rule.acl != 0 && src.acl_mask & (1 << ((rule.acl - 1) % 64)) == 0 {
+        if acl_refuses(rule.acl, src.acl_mask) {
             return (Reason::Acl, rule_dry);
         }
         let tier = if u32::from(src.tier) < MAX_TIERS {
@@ -221,16 +221,17 @@ impl Model {
         if limits.packets.is_unlimited() && !check_syn {
             return (Reason::Clean, false);
         }
-        // The bucket key keeps the rule's own class id, unfolded.
-        let key = BucketKey {
-            addr: if h.v6 {
-                apply_mask(h.src, &v6_mask(self.policy.ipv6_prefix.into()))
-            } else {
-                v4_mapped(h.src4())
-            },
-            class: rule.class,
-            family: if h.v6 { 6 } else { 4 },
-            _pad: 0,
+        // The bucket key keeps the rule's own class id, unfolded, and the
+        // tier whose limits apply.
+        let key = if h.v6 {
+            BucketKey::v6(
+                h.src,
+                &v6_mask(self.policy.ipv6_prefix.into()),
+                rule.class,
+                tier,
+            )
+        } else {
+            BucketKey::v4(h.src4(), rule.class, tier)
         };
         let now = self.now;
         let b = self.buckets.entry(key).or_default();
@@ -341,6 +342,72 @@ mod tests {
         let mut m = Model::new(p, 1000);
         assert_eq!(m.judge(&udp4([203, 0, 113, 1], 53)).1, Reason::Banned);
         assert_eq!(m.judge(&udp4([203, 0, 114, 1], 53)).1, Reason::Clean);
+    }
+
+    fn limit(rate: u64, burst: u64) -> Limits {
+        Limits {
+            packets: Gcra::new(rate, NANOS_PER_SEC, burst),
+            syns: Gcra::UNLIMITED,
+        }
+    }
+
+    /// A source moved to another tier owes that tier nothing: its debt
+    /// under the old tier's limit is time, which under the new limit would
+    /// mean another number of packets. Both packets are judged at one
+    /// `now`, as the kernel's coarse clock gives every packet in a tick.
+    #[test]
+    fn a_source_moved_to_a_generous_tier_is_not_held_by_the_strict_ones_debt() {
+        let src = [198, 51, 100, 7];
+        let mut p = Policy {
+            ipv6_prefix: 64,
+            ..Policy::default()
+        };
+        p.limits.insert((0, 0), limit(1_000_000, 1_000_000));
+        p.limits.insert((1, 0), limit(1, 1));
+        let tier1 = SourceClass {
+            tier: 1,
+            ..SourceClass::default()
+        };
+        p.sources.insert(v4(src, 24), tier1);
+        let now = 5 * NANOS_PER_SEC;
+        let mut m = Model::new(p, now);
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Clean, "tier 1's one");
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Ratelimit, "tier 1 full");
+        // Back in tier 0 within the same tick: tier 0's own bucket decides.
+        m.policy.sources.clear();
+        for i in 0..100 {
+            assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Clean, "tier 0, {i}");
+        }
+        // And tier 1's debt is still there for it, should it move back.
+        m.policy.sources.insert(v4(src, 24), tier1);
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Ratelimit, "tier 1 again");
+    }
+
+    /// A limit raised in place (same tier and class, as `limits set` or a
+    /// reload does) keeps the bucket. The bound: the source waits at most
+    /// one emission interval of the new limit, as it would had it just
+    /// spent the new limit's whole burst (the rebase in `gcra`).
+    #[test]
+    fn a_raised_limit_holds_a_source_at_most_one_new_interval() {
+        let src = [198, 51, 100, 7];
+        let mut p = Policy {
+            ipv6_prefix: 64,
+            ..Policy::default()
+        };
+        p.limits.insert((0, 0), limit(1, 10));
+        let now = 5 * NANOS_PER_SEC;
+        let mut m = Model::new(p, now);
+        for _ in 0..10 {
+            assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Clean);
+        }
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Ratelimit);
+        // Raised to 50/s with a burst of 100: 10 s of debt is beyond what
+        // the new limit can write, so it is pulled back to an empty bucket.
+        let raised = limit(50, 100);
+        m.policy.limits.insert((0, 0), raised);
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Ratelimit);
+        m.now = now + raised.packets.emission_ns;
+        assert_eq!(m.judge(&udp4(src, 53)).1, Reason::Clean, "one interval on");
     }
 
     #[test]

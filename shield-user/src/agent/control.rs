@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use shield_common::{
     decide,
-    maps::{PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, port_slot},
+    maps::{PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, acl_refuses, port_slot},
     reason::{Reason, Verdict as KVerdict},
 };
 
@@ -234,7 +234,7 @@ fn feed_rows(agent: &Agent) -> Vec<FeedRow> {
             last_success_unix: st.last_success_unix,
             last_error: st.last_error.clone(),
             held: st.held.clone(),
-            next_refresh_secs: (!st.in_flight)
+            next_refresh_secs: (!st.in_flight())
                 .then(|| st.next_refresh_mono_ns.saturating_sub(now) / 1_000_000_000),
             hits: agent.dp.feed_hits(st.id).unwrap_or(0),
             origin: st.origin.clone(),
@@ -669,6 +669,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         .bucket(&crate::dataplane::bucket_key(
             addr,
             class_id,
+            class.tier,
             &agent.policy.global.ipv6_mask,
         ))
         .ok()
@@ -726,8 +727,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         steps.push("allowlist: no match".into());
         steps.push("bans: none".into());
         steps.push("feeds: none".into());
-        let acl_denied =
-            rule.is_some_and(|r| r.acl != 0 && class.acl_mask & (1u64 << (r.acl - 1)) == 0);
+        let acl_denied = rule.is_some_and(|r| acl_refuses(r.acl, class.acl_mask));
         match rule {
             Some(r) if r.acl != 0 => steps.push(format!(
                 "port rule `{class_name}` admits only its allow_from: {}",

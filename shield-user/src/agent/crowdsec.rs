@@ -6,7 +6,10 @@
 //! applying a page (a diff against the ban book) holds it.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,8 +20,12 @@ use crate::{
     clock,
     config::CrowdsecConfig,
     control::protocol::CrowdsecStatus,
-    crowdsec::{Alert, DecisionBook, Filter, Lapi, LapiError, Spool, StreamPage},
+    crowdsec::{
+        Alert, Batch, DecisionBook, Filter, Lapi, LapiError, SPOOL_FILE, Spool, SpoolSnapshot,
+        StreamPage,
+    },
     metrics::CrowdsecMetrics,
+    statefile::StateFileError,
 };
 
 /// A full resync this often even while deltas work: cheap insurance
@@ -27,6 +34,9 @@ use crate::{
 const RESYNC_EVERY: Duration = Duration::from_secs(600);
 /// The longest wait between attempts while the LAPI is failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The spool is written at most this often: a flood's autobans come tick
+/// by tick, and cost one write per tick, not one each.
+const SPOOL_WRITE_EVERY: Duration = Duration::from_secs(1);
 /// Pushes wait this long after a first failure, doubling up to
 /// [`MAX_PUSH_BACKOFF`]: an alert is worth most while its ban is fresh.
 const PUSH_RETRY: Duration = Duration::from_secs(1);
@@ -50,6 +60,41 @@ pub struct CrowdsecState {
     pub spool: Option<Spool>,
     /// Wakes the push loop when an autoban is spooled.
     pub wake: Arc<Notify>,
+    /// Wakes the spool's writer when the spool changed.
+    pub flush: Arc<Notify>,
+    /// The spool's file, written without the agent's lock.
+    pub disk: Arc<SpoolDisk>,
+}
+
+/// The spool's file: one write at a time, and the newest snapshot wins
+/// (a write that comes late with an older one is skipped).
+#[derive(Debug, Default)]
+pub struct SpoolDisk {
+    /// The generation of the snapshot on disk.
+    written: Mutex<u64>,
+    /// Writes done (successful or not), for the metrics.
+    writes: AtomicU64,
+}
+
+impl SpoolDisk {
+    /// Writes `snap` unless a newer one is on disk already. Blocking.
+    fn write(&self, snap: &SpoolSnapshot) -> Result<(), StateFileError> {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *written >= snap.generation {
+            return Ok(());
+        }
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        snap.write()?;
+        *written = snap.generation;
+        Ok(())
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for CrowdsecState {
@@ -66,6 +111,8 @@ impl Default for CrowdsecState {
             last_error: None,
             spool: None,
             wake: Arc::new(Notify::new()),
+            flush: Arc::new(Notify::new()),
+            disk: Arc::default(),
         }
     }
 }
@@ -75,6 +122,7 @@ fn filter(cfg: &CrowdsecConfig) -> Filter {
         scopes: cfg.scopes.clone(),
         types: cfg.types.clone(),
         origins: cfg.origins.clone(),
+        max_addresses: cfg.max_addresses,
     }
 }
 
@@ -91,6 +139,8 @@ impl Agent {
             last_poll_success_unix: cs.last_poll_success_unix,
             errors_total: cs.errors_total,
             alerts_pushed_total: cs.alerts_pushed_total,
+            alerts_dropped_total: cs.spool.as_ref().map_or(0, |s| s.overflowed),
+            spool_writes_total: cs.disk.writes(),
         })
     }
 
@@ -119,8 +169,10 @@ impl Agent {
         }
     }
 
-    /// Queues an autoban for the fleet, when a machine login is configured.
-    pub(super) fn spool_autoban(&mut self, alert: Alert) {
+    /// Queues a tick's autobans for the fleet, when a machine login is
+    /// configured. The spool's file is written later, off the lock
+    /// ([`spool_write_loop`]).
+    pub(super) fn spool_autobans(&mut self, alerts: Vec<Alert>) {
         let pushes = self
             .cfg
             .crowdsec
@@ -129,13 +181,21 @@ impl Agent {
         let Some(spool) = self.crowdsec.spool.as_mut().filter(|_| pushes) else {
             return;
         };
-        match spool.push(alert) {
-            Ok(()) => self.crowdsec.wake.notify_one(),
-            Err(e) => {
-                self.crowdsec.errors_total += 1;
-                tracing::error!(error = %e, "spooling an autoban for CrowdSec failed");
-            }
+        if alerts.is_empty() {
+            return;
         }
+        let dropped: usize = alerts.into_iter().map(|a| spool.push(a)).sum();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                dropped_total = spool.overflowed,
+                spooled = spool.len(),
+                "CrowdSec alert spool full ({} alerts): the oldest unpushed autobans were dropped, not pushed; their bans stay in force here",
+                crate::crowdsec::MAX_SPOOLED
+            );
+        }
+        self.crowdsec.wake.notify_one();
+        self.crowdsec.flush.notify_one();
     }
 
     /// Applies one stream page as a diff against CrowdSec's holds.
@@ -148,6 +208,8 @@ impl Agent {
                 .book
                 .apply_page(page.new, page.deleted, startup, &filter(cfg), now_ms);
         self.crowdsec.rejected_total += out.rejected.len() as u64;
+        // Refused decisions (malformed, too broad, past the address cap)
+        // are counted in rejected_total; the first few are named.
         for r in out.rejected.iter().take(3) {
             tracing::warn!(
                 id = r.id,
@@ -160,7 +222,10 @@ impl Agent {
         cs.need_startup = false;
         cs.last_poll_success_unix = Some(clock::unix_secs());
         if cs.last_error.take().is_some() {
-            tracing::info!(url = cfg.lapi_url, "CrowdSec LAPI reachable again");
+            tracing::info!(
+                url = crate::feeds::redact_url(&cfg.lapi_url),
+                "CrowdSec LAPI reachable again"
+            );
         }
         if startup {
             cs.last_startup_mono_ns = clock::monotonic_ns();
@@ -366,7 +431,7 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
     loop {
         let (cfg, batch) = {
             let a = lock(&agent);
-            let batch = a
+            let batch: Batch = a
                 .crowdsec
                 .spool
                 .as_ref()
@@ -377,7 +442,8 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
         let creds = cfg
             .as_ref()
             .and_then(|c| Some((c.clone(), c.machine_id.clone()?, c.password_file.clone()?)));
-        let Some((cfg, machine_id, password_file)) = creds.filter(|_| !batch.is_empty()) else {
+        let Some((cfg, machine_id, password_file)) = creds.filter(|_| !batch.alerts.is_empty())
+        else {
             // Nothing to do until an autoban is spooled (or a reload adds
             // credentials: look again now and then).
             let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
@@ -388,22 +454,21 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
             &cfg,
             &machine_id,
             &password_file,
-            batch.clone(),
+            batch.alerts.clone(),
         )
         .await;
         match result {
             Ok(()) => {
                 failures = 0;
                 let mut a = lock(&agent);
-                a.crowdsec.alerts_pushed_total += batch.len() as u64;
+                let n = batch.alerts.len();
+                a.crowdsec.alerts_pushed_total += n as u64;
                 a.crowdsec.last_push_success_unix = Some(clock::unix_secs());
-                if let Some(s) = a.crowdsec.spool.as_mut()
-                    && let Err(e) = s.pushed(batch.len())
-                {
-                    a.crowdsec.errors_total += 1;
-                    tracing::error!(error = %e, "updating the CrowdSec spool failed");
+                if let Some(s) = a.crowdsec.spool.as_mut() {
+                    s.pushed(&batch);
                 }
-                tracing::info!(alerts = batch.len(), "autobans pushed to CrowdSec");
+                a.crowdsec.flush.notify_one();
+                tracing::info!(alerts = n, "autobans pushed to CrowdSec");
             }
             Err(e) => {
                 failures += 1;
@@ -415,6 +480,51 @@ pub async fn push_loop(agent: Arc<Mutex<Agent>>) {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Writes the spool's file when it changed, at most once a
+/// [`SPOOL_WRITE_EVERY`], for as long as the agent runs. Only taking the
+/// snapshot holds the agent's lock; serializing, writing and fsync'ing
+/// run on a blocking thread, so control requests, scrapes and the
+/// watchdog never wait for the disk.
+pub async fn spool_write_loop(agent: Arc<Mutex<Agent>>) {
+    let flush = lock(&agent).crowdsec.flush.clone();
+    loop {
+        flush.notified().await;
+        let started = tokio::time::Instant::now();
+        spool_flush(&agent).await;
+        tokio::time::sleep_until(started + SPOOL_WRITE_EVERY).await;
+    }
+}
+
+/// Writes the spool now if it changed since its last snapshot (and after
+/// any write under way). The agent calls it once more on its way out, so
+/// that autobans spooled since the last write survive a SIGTERM.
+pub async fn spool_flush(agent: &Arc<Mutex<Agent>>) {
+    let (snap, disk, writes) = {
+        let mut a = lock(agent);
+        let snap = a.crowdsec.spool.as_mut().and_then(Spool::take_snapshot);
+        (snap, a.crowdsec.disk.clone(), a.writes.clone())
+    };
+    let Some(snap) = snap else {
+        return;
+    };
+    let r = tokio::task::spawn_blocking(move || disk.write(&snap))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StateFileError::Io {
+                path: SPOOL_FILE.into(),
+                source: std::io::Error::other(format!("spool write task failed: {e}")),
+            })
+        });
+    if !writes.outcome(SPOOL_FILE, r) {
+        // Retried after SPOOL_WRITE_EVERY, with whatever is spooled then.
+        let mut a = lock(agent);
+        if let Some(s) = a.crowdsec.spool.as_mut() {
+            s.write_failed();
+        }
+        a.crowdsec.flush.notify_one();
     }
 }
 

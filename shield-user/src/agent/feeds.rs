@@ -14,14 +14,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use shield_common::maps::MAX_FEEDS;
+use tokio::sync::watch;
 
 use super::Agent;
 use crate::{
     clock,
     config::{FeedConfig, FeedSource},
     feeds::{
-        self, FeedIndex, FeedSet, FetchOptions, Fetched, ParseOptions, ParsedFeed, Validators,
-        cache, retry,
+        self, Coverage, FeedIndex, FeedSet, FetchOptions, Fetched, Hold, ParseOptions, ParsedFeed,
+        Validators, cache, retry,
     },
     statefile,
 };
@@ -43,14 +44,72 @@ pub struct FeedState {
     /// From the last parse: malformed lines, and the first few of them.
     pub rejected: u64,
     pub first_rejects: Vec<String>,
-    /// Why the last refresh was held back, and what it would have applied.
+    /// Why the last refresh was held back, and what it would have applied
+    /// (only for a hold that a confirmation or `--force` may lift).
     pub held: Option<String>,
+    /// Refreshes held back since the agent started, by guard: shrink,
+    /// growth, cap.
+    pub held_total: [u64; 3],
+    /// The address space the enforced entries cover.
+    pub covered: Coverage,
     held_set: Option<(FeedSet, Vec<u8>, Validators)>,
     pub next_refresh_mono_ns: u64,
-    pub in_flight: bool,
+    /// The refresh running now, if one is: everyone who asks for this
+    /// feed meanwhile waits for its answer instead of starting another.
+    flight: Option<Flight>,
     /// Where the enforced entries came from: the network or the cache (with
     /// its age when applied).
     pub origin: String,
+}
+
+/// What a refresh answers: a line for the operator, or why it failed.
+pub type Answer = Result<String, RefreshError>;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no feed named `{0}` is configured")]
+    NotFound(String),
+    /// The fetch, the parse, a guard or the apply said no; the feed keeps
+    /// its last good entries.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A refresh in flight and where its answer will appear.
+#[derive(Debug)]
+struct Flight {
+    force: bool,
+    answer: watch::Receiver<Option<Answer>>,
+}
+
+/// A refresh that has been started (its feed marked in flight) and must
+/// now be run by [`run`]: the only one for its feed until it finishes.
+pub struct Ticket {
+    name: String,
+    force: bool,
+    cfg: FeedConfig,
+    validators: Validators,
+    answer: watch::Sender<Option<Answer>>,
+}
+
+/// What asking for a refresh comes to, decided under the agent's lock.
+enum Begin {
+    /// Answered at once (no such feed; a held refresh applied by force).
+    Done(Answer),
+    /// A refresh is running and serves this request too.
+    Join(watch::Receiver<Option<Answer>>),
+    /// A plain refresh is running and this one is forced: wait for it to
+    /// finish, then ask again.
+    After(watch::Receiver<Option<Answer>>),
+    /// This request starts the refresh.
+    Start(Ticket, watch::Receiver<Option<Answer>>),
+}
+
+impl FeedState {
+    /// Whether a refresh of this feed is running.
+    pub fn in_flight(&self) -> bool {
+        self.flight.is_some()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -163,7 +222,9 @@ impl Agent {
             match still {
                 Some(f) => {
                     let mut st = st;
-                    let parse_changed = parse_options(f) != parse_options(&st.cfg);
+                    // A new cap is judged against a fresh body too.
+                    let parse_changed = parse_options(f) != parse_options(&st.cfg)
+                        || f.max_addresses != st.cfg.max_addresses;
                     st.cfg = f.clone();
                     if parse_changed {
                         // Re-read with the new settings at the next refresh.
@@ -197,9 +258,11 @@ impl Agent {
                 rejected: 0,
                 first_rejects: Vec::new(),
                 held: None,
+                held_total: [0; 3],
+                covered: Coverage::default(),
                 held_set: None,
                 next_refresh_mono_ns: 0,
-                in_flight: false,
+                flight: None,
                 origin: "none yet".into(),
             };
             self.apply_cache(&mut st);
@@ -220,9 +283,23 @@ impl Agent {
             }
         };
         let (parsed, set) = parse(&st.cfg, &cached.bytes);
+        let covered = set.coverage();
+        // A copy from before a lower cap is not enforced.
+        if let Some(h) = feeds::hold(
+            (0, Coverage::default()),
+            (set.len(), covered),
+            st.cfg.max_addresses,
+        ) {
+            let why = format!("cached copy not applied: {h}");
+            tracing::warn!(feed = st.cfg.name, "{why}");
+            st.held_total[guard_index(&h)] += 1;
+            st.held = Some(why);
+            return;
+        }
         let plan = self.feeds.index.plan_set(st.id, set);
         match self.apply_feed_plan(plan) {
             Ok(()) => {
+                st.covered = covered;
                 st.validators = cached.validators;
                 st.last_success_unix = Some(cached.fetched_unix);
                 st.rejected = parsed.rejected + parsed.refused_broad;
@@ -275,18 +352,41 @@ impl Agent {
         Ok(stale.len())
     }
 
-    /// Names of feeds due for a refresh, marked in flight.
-    pub fn feeds_due(&mut self) -> Vec<String> {
+    /// Refreshes of the feeds that are due and not already running,
+    /// started (marked in flight): the caller runs each with [`run`].
+    pub fn feeds_due(&mut self) -> Vec<Ticket> {
         let now = clock::monotonic_ns();
         self.feeds
             .states
             .iter_mut()
-            .filter(|s| !s.in_flight && s.next_refresh_mono_ns <= now)
-            .map(|s| {
-                s.in_flight = true;
-                s.cfg.name.clone()
-            })
+            .filter(|s| s.flight.is_none() && s.next_refresh_mono_ns <= now)
+            .map(|s| start_flight(s, false).0)
             .collect()
+    }
+
+    /// Joins the refresh of `name` that is running, or starts one.
+    fn begin_refresh(&mut self, name: &str, force: bool) -> Begin {
+        if force
+            && self
+                .feeds
+                .states
+                .iter()
+                .any(|s| s.cfg.name == name && s.flight.is_none())
+            && let Some(r) = self.apply_held(name)
+        {
+            return Begin::Done(r.map_err(RefreshError::Failed));
+        }
+        let Some(st) = self.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
+            return Begin::Done(Err(RefreshError::NotFound(name.to_string())));
+        };
+        match &st.flight {
+            Some(f) if f.force || !force => Begin::Join(f.answer.clone()),
+            Some(f) => Begin::After(f.answer.clone()),
+            None => {
+                let (ticket, rx) = start_flight(st, force);
+                Begin::Start(ticket, rx)
+            }
+        }
     }
 
     pub fn feeds(&self) -> &Feeds {
@@ -300,10 +400,12 @@ impl Agent {
         let (set, bytes, validators) = self.feeds.states[i].held_set.take()?;
         let id = self.feeds.states[i].id;
         let new_len = set.len();
+        let covered = set.coverage();
         let plan = self.feeds.index.plan_set(id, set);
         Some(self.apply_feed_plan(plan).map(|()| {
             let st = &mut self.feeds.states[i];
             st.held = None;
+            st.covered = covered;
             let _ = cache::store(
                 &self.cfg.state_dir,
                 name,
@@ -356,13 +458,31 @@ impl Agent {
                 }
                 // The next refresh "agrees" when it brings the same content.
                 let agrees = st.held_set.as_ref().is_some_and(|(h, _, _)| *h == set);
-                if feeds::shrink_held(old_len, new_len) && !force && !agrees {
-                    let why = format!(
-                        "refresh would shrink the feed from {old_len} to {new_len} entries (more than half gone); held back until the next refresh agrees or `shieldctl feeds refresh {name} --force`"
-                    );
-                    tracing::warn!(feed = name, old_len, new_len, "{why}");
+                let old_cov = self
+                    .feeds
+                    .index
+                    .entries(id)
+                    .map(FeedSet::coverage)
+                    .unwrap_or_default();
+                let new_cov = set.coverage();
+                let hold =
+                    feeds::hold((old_len, old_cov), (new_len, new_cov), st.cfg.max_addresses)
+                        .filter(|h| !(h.confirmable() && (force || agrees)));
+                if let Some(h) = hold {
+                    let why = if h.confirmable() {
+                        format!(
+                            "{h}; held back until the next refresh agrees or `shieldctl feeds refresh {name} --force`"
+                        )
+                    } else {
+                        format!(
+                            "{h}: the last good entries stay; raise this feed's max_addresses to accept it"
+                        )
+                    };
+                    tracing::warn!(feed = name, guard = h.guard(), old_len, new_len, "{why}");
+                    st.held_total[guard_index(&h)] += 1;
                     st.held = Some(why.clone());
-                    st.held_set = Some((set, bytes, validators));
+                    // Only what may be confirmed is kept for it.
+                    st.held_set = h.confirmable().then_some((set, bytes, validators));
                     Err(why)
                 } else {
                     st.held = None;
@@ -373,6 +493,7 @@ impl Agent {
                         Err(e) => Err(e),
                         Ok(()) => {
                             let st = &mut self.feeds.states[i];
+                            st.covered = new_cov;
                             job = Some(CacheJob {
                                 writes: self.writes.clone(),
                                 state_dir: self.cfg.state_dir.clone(),
@@ -401,7 +522,7 @@ impl Agent {
             }
         };
         let st = &mut self.feeds.states[i];
-        st.in_flight = false;
+        st.flight = None;
         match &result {
             Ok(_) => {
                 st.last_success_unix = Some(clock::unix_secs());
@@ -465,32 +586,112 @@ fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
     a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Fetches, parses and applies one feed. Runs without the agent's lock
-/// except to read the feed's settings and to apply the result.
-pub async fn refresh(
+/// The slot of `held_total` a hold counts in.
+fn guard_index(h: &Hold) -> usize {
+    match h {
+        Hold::Shrink { .. } => 0,
+        Hold::Growth { .. } => 1,
+        Hold::Cap { .. } => 2,
+    }
+}
+
+/// Marks `st` in flight and makes the ticket that runs its refresh.
+fn start_flight(st: &mut FeedState, force: bool) -> (Ticket, watch::Receiver<Option<Answer>>) {
+    let (tx, rx) = watch::channel(None);
+    st.flight = Some(Flight {
+        force,
+        answer: rx.clone(),
+    });
+    // A forced refresh must not be answered "not modified".
+    let validators = if force {
+        Validators::default()
+    } else {
+        st.validators.clone()
+    };
+    let ticket = Ticket {
+        name: st.cfg.name.clone(),
+        force,
+        cfg: st.cfg.clone(),
+        validators,
+        answer: tx,
+    };
+    (ticket, rx)
+}
+
+/// The answer of a refresh in flight, once it has one.
+async fn answer_of(mut rx: watch::Receiver<Option<Answer>>) -> Answer {
+    match rx.wait_for(Option::is_some).await {
+        Ok(a) => a.clone().unwrap_or_else(unreachable_answer),
+        Err(_) => Err(RefreshError::Failed(
+            "the refresh task ended without an answer".into(),
+        )),
+    }
+}
+
+fn unreachable_answer() -> Answer {
+    Err(RefreshError::Failed("the refresh has no answer".into()))
+}
+
+/// Refreshes one feed on request: joins the refresh of it that is already
+/// running (one download, whoever asks and however often), or starts one.
+/// A forced request does not join a plain refresh, whose answer may be
+/// "not modified" or "held": it waits for it, then runs its own.
+pub async fn refresh(agent: Arc<Mutex<Agent>>, name: String, force: bool) -> Answer {
+    loop {
+        let begun = lock(&agent).begin_refresh(&name, force);
+        match begun {
+            Begin::Done(a) => return a,
+            Begin::Join(rx) => return answer_of(rx).await,
+            Begin::After(rx) => {
+                let _ = answer_of(rx).await;
+            }
+            Begin::Start(ticket, rx) => {
+                // Its own task: a client that goes away does not cancel a
+                // refresh that others may be waiting for.
+                tokio::spawn(run(agent.clone(), ticket));
+                return answer_of(rx).await;
+            }
+        }
+    }
+}
+
+/// Clears a flight whose task ended without finishing (a panic), so the
+/// feed is not left "in flight" for good.
+struct Grounded {
     agent: Arc<Mutex<Agent>>,
     name: String,
-    force: bool,
-) -> Result<String, String> {
-    let (cfg, validators) = {
-        let mut a = lock(&agent);
-        if force && let Some(r) = a.apply_held(&name) {
-            if let Some(s) = a.feeds.states.iter_mut().find(|s| s.cfg.name == name) {
-                s.in_flight = false;
-            }
-            return r;
+    armed: bool,
+}
+
+impl Drop for Grounded {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(st) = lock(&self.agent)
+                .feeds
+                .states
+                .iter_mut()
+                .find(|s| s.cfg.name == self.name)
+        {
+            st.flight = None;
         }
-        let Some(st) = a.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
-            return Err(format!("no feed named `{name}` is configured"));
-        };
-        st.in_flight = true;
-        // A forced refresh must not be answered "not modified".
-        let v = if force {
-            Validators::default()
-        } else {
-            st.validators.clone()
-        };
-        (st.cfg.clone(), v)
+    }
+}
+
+/// Fetches, parses and applies the feed of a started refresh, then hands
+/// the answer to everyone waiting for it. Runs without the agent's lock
+/// except to apply the result.
+pub async fn run(agent: Arc<Mutex<Agent>>, ticket: Ticket) {
+    let Ticket {
+        name,
+        force,
+        cfg,
+        validators,
+        answer,
+    } = ticket;
+    let mut grounded = Grounded {
+        agent: agent.clone(),
+        name: name.clone(),
+        armed: true,
     };
     let work = tokio::task::spawn_blocking(move || {
         let opts = FetchOptions::for_feed(&cfg);
@@ -506,6 +707,8 @@ pub async fn refresh(
     .await
     .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
     let (result, job) = lock(&agent).finish_refresh(&name, work, force);
+    grounded.armed = false;
+    let _ = answer.send(Some(result.map_err(RefreshError::Failed)));
     // Enforcement already has the new list; the copy can follow. Then hand
     // the refresh's buffers (body, parse) back to the kernel: glibc keeps
     // freed arena memory otherwise, and a million-line refresh leaves tens
@@ -517,7 +720,6 @@ pub async fn refresh(
         // SAFETY: malloc_trim only releases free memory; no pointers change.
         unsafe { libc::malloc_trim(0) };
     });
-    result
 }
 
 /// Where a feed's data comes from, for `feeds list`.

@@ -69,6 +69,9 @@ impl Agent {
                 last_success_unix: st.last_success_unix,
                 errors_total: st.errors_total,
                 held: st.held.is_some(),
+                held_total: st.held_total,
+                covered_v4: st.covered.v4_addresses,
+                covered_v6_64: u64::try_from(st.covered.v6_nets64).unwrap_or(u64::MAX),
                 rejected_lines: st.rejected,
                 refresh_interval_secs: st.cfg.refresh.as_secs(),
             })

@@ -75,10 +75,10 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The exit codes (docs/OPERATIONS.md): 2 for what the operator must
-    /// fix in the config, the command line or the setup it names (a
-    /// `state_dir` others could write: restarting cannot help), 1 for
-    /// everything that went wrong at runtime.
+    /// The exit codes in docs/ARCHITECTURE.md ("Start-up"): 2 for what the
+    /// operator must fix in the config, the command line or the setup it
+    /// names (a `state_dir` others could write: restarting cannot help), 1
+    /// for everything that went wrong at runtime.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::Usage(_) | AgentError::Policy(_) => 2,
@@ -616,17 +616,20 @@ impl Agent {
         self.save_offences();
         match self.bans.add_many(&mut self.dp, &recs) {
             Ok(()) => {
+                // One pass over the floods, not one per ban: a distributed
+                // flood brings thousands of bans in one tick.
+                let mut rates: std::collections::HashMap<Cidr, f64> =
+                    std::collections::HashMap::new();
+                for f in self.floods.all() {
+                    let r = rates.entry(f.source).or_insert(0.0);
+                    *r = r.max(f.drop_rate);
+                }
+                let mut alerts = Vec::with_capacity(due.len());
                 for d in &due {
                     self.tallies.ban_added(BanOrigin::Autoban);
-                    let rate_pps = self
-                        .floods
-                        .all()
-                        .filter(|f| f.source == d.net)
-                        .map(|f| f.drop_rate)
-                        .fold(0.0, f64::max);
-                    self.spool_autoban(crate::crowdsec::Alert {
+                    alerts.push(crate::crowdsec::Alert {
                         source: d.net,
-                        rate_pps,
+                        rate_pps: rates.get(&d.net).copied().unwrap_or(0.0),
                         reason: d.reason.clone(),
                         duration_secs: d.ttl.as_secs().max(1),
                         at_unix_ms: now_ms,
@@ -640,6 +643,7 @@ impl Agent {
                         );
                     }
                 }
+                self.spool_autobans(alerts);
             }
             Err(e) => tracing::error!(bans = due.len(), error = %e, "autoban failed"),
         }
@@ -723,7 +727,7 @@ impl Agent {
     fn sample_flood_rates(&mut self, now: u64) {
         let mask = self.policy.global.ipv6_mask;
         for f in self.floods.all_mut() {
-            let key = dataplane::bucket_key(f.source.addr(), f.class, &mask);
+            let key = dataplane::bucket_key(f.source.addr(), f.class, f.tier, &mask);
             let Ok(Some(b)) = self.dp.bucket(&key) else {
                 continue;
             };

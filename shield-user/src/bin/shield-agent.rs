@@ -253,7 +253,10 @@ async fn main_loop(
     };
     tokio::spawn(agent::crowdsec::poll_loop(agent.clone()));
     tokio::spawn(agent::crowdsec::push_loop(agent.clone()));
+    tokio::spawn(agent::crowdsec::spool_write_loop(agent.clone()));
     let result = event_loop(agent.clone(), ring, &exit).await;
+    // Autobans spooled since the spool's last write: on disk before exit.
+    agent::crowdsec::spool_flush(&agent).await;
     let _ = stop_serving.send(true);
     let _ = server.await;
     let _ = metrics.await;
@@ -287,8 +290,8 @@ async fn refresh_feeds(agent: Arc<Mutex<Agent>>, name: Option<String>, force: bo
     for n in names {
         match agent::feeds::refresh(agent.clone(), n.clone(), force).await {
             Ok(m) => lines.push(m),
-            Err(e) if e.starts_with("no feed named") => {
-                return Response::error(ErrorKind::NotFound, e);
+            Err(e @ agent::feeds::RefreshError::NotFound(_)) => {
+                return Response::error(ErrorKind::NotFound, e.to_string());
             }
             Err(e) => {
                 failed = true;
@@ -376,11 +379,8 @@ async fn event_loop(
                     a.tick();
                     a.feeds_due()
                 };
-                for name in due {
-                    let agent = agent_arc.clone();
-                    tokio::spawn(async move {
-                        let _ = agent::feeds::refresh(agent, name, false).await;
-                    });
+                for ticket in due {
+                    tokio::spawn(agent::feeds::run(agent_arc.clone(), ticket));
                 }
             }
             _ = exit.notified() => break,

@@ -40,6 +40,9 @@ pub(super) const FEED_MAX_BYTES: u64 = 64 << 20;
 pub(super) const FEED_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) const CROWDSEC_LAPI_URL: &str = "http://127.0.0.1:8080";
 pub(super) const CROWDSEC_POLL: Duration = Duration::from_secs(10);
+/// Twice the 100,000 decisions the fleet benchmark applies: a cap on what
+/// one hostile page can make the agent parse (docs/configuration.md).
+pub(super) const CROWDSEC_MAX_DECISIONS: usize = 200_000;
 
 pub(super) const AUTOBAN: AutobanConfig = AutobanConfig {
     enabled: true,

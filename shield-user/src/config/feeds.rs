@@ -33,6 +33,7 @@ const FEED_KEYS: &[&str] = &[
     "min_score",
     "max_bytes",
     "timeout",
+    "max_addresses",
 ];
 
 pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, FeedSites) {
@@ -118,6 +119,7 @@ pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, Fe
         None => defaults::FEED_TIMEOUT,
     };
 
+    let max_addresses = max_addresses(sec, r).unwrap_or(crate::feeds::DEFAULT_MAX_ADDRESSES);
     (
         FeedConfig {
             name,
@@ -129,6 +131,7 @@ pub(super) fn feed(sec: &Section<'_, '_>, r: &mut Report<'_>) -> (FeedConfig, Fe
             min_score,
             max_bytes,
             timeout,
+            max_addresses,
         },
         FeedSites {
             header: sec.span.clone(),
@@ -198,6 +201,24 @@ fn max_bytes(sec: &Section<'_, '_>, r: &mut Report<'_>) -> Option<u64> {
     Some(n)
 }
 
+/// `max_addresses`: a whole number of IPv4 addresses, 1 to all of IPv4
+/// (docs/configuration.md says how the IPv6 cap follows from it).
+fn max_addresses(sec: &Section<'_, '_>, r: &mut Report<'_>) -> Option<u64> {
+    let (n, span) = sec.integer("max_addresses", "268435456", r)?;
+    let max = crate::feeds::MAX_MAX_ADDRESSES;
+    if !(1..=i128::from(max)).contains(&n) {
+        r.at(
+            &span,
+            format!(
+                "`max_addresses`: {} is out of range; it must be between 1 and {max} (all of IPv4)",
+                r.source(&span)
+            ),
+        );
+        return None;
+    }
+    Some(n as u64)
+}
+
 const CROWDSEC_KEYS: &[&str] = &[
     "lapi_url",
     "api_key_file",
@@ -210,6 +231,8 @@ const CROWDSEC_KEYS: &[&str] = &[
     "key_file",
     "machine_id",
     "password_file",
+    "max_addresses",
+    "max_decisions",
 ];
 
 /// Polling faster than this only loads the LAPI; decisions are minutes long.
@@ -324,7 +347,12 @@ pub(super) fn crowdsec(sec: &Section<'_, '_>, r: &mut Report<'_>) -> CrowdsecCon
         "to push autobans to CrowdSec",
         r,
     );
+    let max_addresses = max_addresses(sec, r).unwrap_or(crate::feeds::DEFAULT_MAX_ADDRESSES);
+    let max_decisions = bounded(sec, "max_decisions", "200000", 1..=100_000_000, r)
+        .map_or(defaults::CROWDSEC_MAX_DECISIONS, |n| n as usize);
     CrowdsecConfig {
+        max_addresses,
+        max_decisions,
         lapi_url,
         api_key_file,
         poll,

@@ -95,6 +95,9 @@ pub struct FeedConfig {
     pub max_bytes: u64,
     /// The whole download (connect included) must finish within this.
     pub timeout: Duration,
+    /// The most address space the feed may cover: this many IPv4
+    /// addresses, and this many × 2^24 IPv6 /64s (feeds::v6_cap).
+    pub max_addresses: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +120,11 @@ pub struct CrowdsecConfig {
     pub key_file: Option<PathBuf>,
     pub machine_id: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// The most address space all Range decisions together may cover, as
+    /// for a feed's `max_addresses`.
+    pub max_addresses: u64,
+    /// Decisions one stream page may hold; a bigger page is refused.
+    pub max_decisions: usize,
 }
 
 /// What a CrowdSec decision applies to.

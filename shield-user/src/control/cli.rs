@@ -186,7 +186,7 @@ pub enum FeedsCmd {
     /// Each feed's entries, rejects, last refresh and errors
     #[command(after_help = "Example:\n  shieldctl feeds list")]
     List,
-    /// Refresh one feed, or all, now
+    /// Refresh one feed, or all, now (a refresh already running is joined)
     #[command(after_help = "\
 Examples:
   shieldctl feeds refresh
@@ -194,7 +194,9 @@ Examples:
     Refresh {
         /// The feed's name (all feeds when omitted)
         name: Option<String>,
-        /// Apply the new list even if it drops more than half the entries
+        /// Apply a held refresh: one that drops more than half the entries
+        /// or more than doubles the space the feed covers (never one over
+        /// the feed's max_addresses)
         #[arg(long)]
         force: bool,
     },

@@ -11,7 +11,11 @@ use ureq::{
     tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider},
 };
 
-use super::{decisions::StreamBody, read_secret, spool::Alert};
+use super::{
+    decisions::{StreamBodyError, parse_stream_body},
+    read_secret,
+    spool::Alert,
+};
 use crate::config::CrowdsecConfig;
 
 /// Longest stream body accepted: a full resync of a million decisions is
@@ -41,6 +45,10 @@ pub enum LapiError {
     Transport { url: String, why: String },
     #[error("{url} sent a body that is not what the LAPI sends: {why}")]
     Body { url: String, why: String },
+    #[error(
+        "{url} sent more than {max} decisions in one page; refused whole (the decisions already applied stay): raise `max_decisions` in [crowdsec] if the LAPI really holds that many"
+    )]
+    TooManyDecisions { url: String, max: usize },
     #[error("{0}")]
     Tls(String),
 }
@@ -88,7 +96,11 @@ pub struct StreamPage {
 pub struct Lapi {
     http: Agent,
     base: String,
+    /// `base` as errors and logs show it: a password or token in the
+    /// URL becomes `***` (the feeds' redaction, `feeds::redact_url`).
+    shown: String,
     api_key: Option<String>,
+    max_decisions: usize,
 }
 
 impl Lapi {
@@ -157,10 +169,13 @@ impl Lapi {
             ))))
             .build()
             .into();
+        let base = cfg.lapi_url.trim_end_matches('/').to_string();
         Ok(Lapi {
             http,
-            base: cfg.lapi_url.trim_end_matches('/').to_string(),
+            shown: crate::feeds::redact_url(&base),
+            base,
             api_key,
+            max_decisions: cfg.max_decisions,
         })
     }
 
@@ -183,29 +198,35 @@ impl Lapi {
         if let Some(k) = &self.api_key {
             req = req.header("X-Api-Key", k.as_str());
         }
-        let resp = req.call().map_err(|e| transport(&self.base, e))?;
+        let resp = req.call().map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let bytes = body
             .with_config()
             .limit(MAX_BODY)
             .read_to_vec()
-            .map_err(|e| transport(&self.base, e))?;
+            .map_err(|e| self.transport(e))?;
         match status {
             200 => {}
             401 | 403 => {
                 return Err(LapiError::Unauthorized {
-                    url: self.base.clone(),
+                    url: self.shown.clone(),
                     what: "bouncer API key",
                     status,
                     hint: "check api_key_file against `cscli bouncers list` (a key is shown once, by `cscli bouncers add`)",
                 });
             }
-            _ => return Err(status_error(&self.base, status, &bytes)),
+            _ => return Err(status_error(&self.shown, status, &bytes)),
         }
-        let parsed: StreamBody = serde_json::from_slice(&bytes).map_err(|e| LapiError::Body {
-            url: self.base.clone(),
-            why: e.to_string(),
+        let parsed = parse_stream_body(&bytes, self.max_decisions).map_err(|e| match e {
+            StreamBodyError::TooMany { max } => LapiError::TooManyDecisions {
+                url: self.shown.clone(),
+                max,
+            },
+            StreamBodyError::Json(e) => LapiError::Body {
+                url: self.shown.clone(),
+                why: e.to_string(),
+            },
         })?;
         Ok(StreamPage {
             new: parsed.new,
@@ -232,7 +253,7 @@ impl Lapi {
             scenarios: [super::SCENARIO],
         })
         .map_err(|e| LapiError::Body {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             why: e.to_string(),
         })?;
         let (status, bytes) = self.post("/v1/watchers/login", None, &body)?;
@@ -240,16 +261,16 @@ impl Lapi {
             200 => {}
             401 | 403 => {
                 return Err(LapiError::Unauthorized {
-                    url: self.base.clone(),
+                    url: self.shown.clone(),
                     what: "machine login",
                     status,
                     hint: "check machine_id and password_file against `cscli machines list` (the machine must be validated)",
                 });
             }
-            _ => return Err(status_error(&self.base, status, &bytes)),
+            _ => return Err(status_error(&self.shown, status, &bytes)),
         }
         let t: Token = serde_json::from_slice(&bytes).map_err(|e| LapiError::Body {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             why: e.to_string(),
         })?;
         Ok(t.token)
@@ -259,19 +280,19 @@ impl Lapi {
     pub fn push_alerts(&self, token: &str, alerts: &[Alert]) -> Result<(), LapiError> {
         let wire: Vec<_> = alerts.iter().map(Alert::wire).collect();
         let body = serde_json::to_vec(&wire).map_err(|e| LapiError::Body {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             why: e.to_string(),
         })?;
         let (status, bytes) = self.post("/v1/alerts", Some(token), &body)?;
         match status {
             200 | 201 => Ok(()),
             401 | 403 => Err(LapiError::Unauthorized {
-                url: self.base.clone(),
+                url: self.shown.clone(),
                 what: "machine token",
                 status,
                 hint: "the login expired or was revoked; shield logs in again",
             }),
-            _ => Err(status_error(&self.base, status, &bytes)),
+            _ => Err(status_error(&self.shown, status, &bytes)),
         }
     }
 
@@ -288,22 +309,25 @@ impl Lapi {
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let resp = req.send(body).map_err(|e| transport(&self.base, e))?;
+        let resp = req.send(body).map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .with_config()
             .limit(1 << 20)
             .read_to_vec()
-            .map_err(|e| transport(&self.base, e))?;
+            .map_err(|e| self.transport(e))?;
         Ok((status, bytes))
     }
 }
 
-fn transport(base: &str, e: ureq::Error) -> LapiError {
-    LapiError::Transport {
-        url: base.to_string(),
-        why: e.to_string(),
+impl Lapi {
+    fn transport(&self, e: ureq::Error) -> LapiError {
+        LapiError::Transport {
+            url: self.shown.clone(),
+            // In case the HTTP client quotes the URL it was given.
+            why: e.to_string().replace(&self.base, &self.shown),
+        }
     }
 }
 

@@ -8,8 +8,6 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
-
 use super::{client::WireDecision, duration::parse_go_duration};
 use crate::{config::DecisionScope, net::Cidr};
 
@@ -25,6 +23,9 @@ pub struct Filter {
     pub types: Vec<String>,
     /// Empty: every origin.
     pub origins: Vec<String>,
+    /// The most address space the Range decisions held may cover together,
+    /// as for a feed (`[crowdsec] max_addresses`, feeds::v6_cap).
+    pub max_addresses: u64,
 }
 
 impl Filter {
@@ -78,6 +79,21 @@ pub struct DecisionBook {
     by_id: HashMap<i64, Decision>,
     /// The ids on each prefix, so a delta re-evaluates only its prefixes.
     by_net: HashMap<Cidr, Vec<i64>>,
+    /// The space the distinct Range prefixes held cover (IPv4 addresses,
+    /// IPv6 /64s), summed: overlapping ranges count twice, which only
+    /// errs towards refusing.
+    ranges: (u128, u128),
+}
+
+/// What a prefix counts against the cap: nothing for a host (an Ip
+/// decision), its IPv4 addresses or IPv6 /64s for a range.
+fn range_size(net: &Cidr) -> (u128, u128) {
+    let len = u32::from(net.prefix_len());
+    match (net.is_host(), net.is_v4()) {
+        (true, _) => (0, 0),
+        (false, true) => (1u128 << (32 - len), 0),
+        (false, false) => (0, if len >= 64 { 1 } else { 1u128 << (64 - len) }),
+    }
 }
 
 impl DecisionBook {
@@ -96,6 +112,7 @@ impl DecisionBook {
             out.deleted = self.by_id.len();
             self.by_id.clear();
             self.by_net.clear();
+            self.ranges = (0, 0);
         } else {
             for d in &deleted {
                 if let Some(gone) = self.remove(d.id) {
@@ -107,6 +124,18 @@ impl DecisionBook {
         self.by_id.reserve(new.len());
         for w in new {
             match take(&w, filter, now_unix_ms) {
+                Ok(Some(d)) if self.over_cap(&d.net, filter.max_addresses) => {
+                    out.rejected.push(Rejected {
+                        id: w.id,
+                        value: w.value.chars().take(64).collect(),
+                        why: format!(
+                            "{} would take the Range decisions past the cap of {} IPv4 addresses and {} IPv6 /64s ([crowdsec] max_addresses); refused",
+                            d.net,
+                            filter.max_addresses,
+                            crate::feeds::v6_cap(filter.max_addresses)
+                        ),
+                    });
+                }
                 Ok(Some(d)) => {
                     if !startup {
                         out.touched.push(d.net);
@@ -125,12 +154,28 @@ impl DecisionBook {
         out
     }
 
+    /// Whether a decision on `net` would take the ranges held past the
+    /// cap (a prefix already held adds nothing).
+    fn over_cap(&self, net: &Cidr, max_addresses: u64) -> bool {
+        let (v4, v6) = range_size(net);
+        if (v4, v6) == (0, 0) || self.by_net.contains_key(net) {
+            return false;
+        }
+        self.ranges.0 + v4 > u128::from(max_addresses)
+            || self.ranges.1 + v6 > crate::feeds::v6_cap(max_addresses)
+    }
+
     fn insert(&mut self, d: Decision) {
         let (id, net) = (d.id, d.net);
         if let Some(old) = self.by_id.insert(id, d) {
             self.unlink(old.net, id);
         }
-        self.by_net.entry(net).or_default().push(id);
+        let ids = self.by_net.entry(net).or_default();
+        if ids.is_empty() {
+            let (v4, v6) = range_size(&net);
+            self.ranges = (self.ranges.0 + v4, self.ranges.1 + v6);
+        }
+        ids.push(id);
     }
 
     fn remove(&mut self, id: i64) -> Option<Decision> {
@@ -144,6 +189,11 @@ impl DecisionBook {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.by_net.remove(&net);
+                let (v4, v6) = range_size(&net);
+                self.ranges = (
+                    self.ranges.0.saturating_sub(v4),
+                    self.ranges.1.saturating_sub(v6),
+                );
             }
         }
     }
@@ -281,17 +331,119 @@ fn clip(s: &str) -> String {
 }
 
 /// The body of `GET /v1/decisions/stream`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct StreamBody {
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub new: Vec<WireDecision>,
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub deleted: Vec<WireDecision>,
 }
 
-fn null_as_empty<'de, D>(d: D) -> Result<Vec<WireDecision>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Ok(Option::<Vec<WireDecision>>::deserialize(d)?.unwrap_or_default())
+/// Why a stream body was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamBodyError {
+    #[error("more than {max} decisions in one page")]
+    TooMany { max: usize },
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Parses a stream body holding at most `max` decisions (new and deleted
+/// together). The count is checked as the decisions are parsed, so an
+/// oversized page is refused before it is held in memory: a 256 MiB body
+/// of tiny decisions would otherwise become gigabytes of them.
+pub fn parse_stream_body(bytes: &[u8], max: usize) -> Result<StreamBody, StreamBodyError> {
+    use serde::de::DeserializeSeed;
+    let over = std::cell::Cell::new(false);
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let parsed = BodySeed {
+        left: std::cell::Cell::new(max),
+        over: &over,
+    }
+    .deserialize(&mut d)
+    .and_then(|b| d.end().map(|()| b));
+    match parsed {
+        Ok(b) => Ok(b),
+        Err(_) if over.get() => Err(StreamBodyError::TooMany { max }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The body's object: `new` and `deleted` (each a list or null), every
+/// other key ignored, all drawing on one budget of decisions.
+struct BodySeed<'a> {
+    left: std::cell::Cell<usize>,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = StreamBody;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<StreamBody, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
+    type Value = StreamBody;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with `new` and `deleted` lists")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StreamBody, A::Error> {
+        let mut body = StreamBody::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let list = ListSeed {
+                left: &self.left,
+                over: self.over,
+            };
+            match key.as_ref() {
+                "new" => body.new = map.next_value_seed(list)?,
+                "deleted" => body.deleted = map.next_value_seed(list)?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// One list of decisions (null is an empty one), counted against the
+/// page's budget.
+#[derive(Clone, Copy)]
+struct ListSeed<'a> {
+    left: &'a std::cell::Cell<usize>,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = Vec<WireDecision>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListSeed<'_> {
+    type Value = Vec<WireDecision>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of decisions or null")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(w) = seq.next_element::<WireDecision>()? {
+            let Some(left) = self.left.get().checked_sub(1) else {
+                self.over.set(true);
+                return Err(serde::de::Error::custom("too many decisions"));
+            };
+            self.left.set(left);
+            out.push(w);
+        }
+        Ok(out)
+    }
 }

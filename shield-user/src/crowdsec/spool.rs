@@ -1,7 +1,10 @@
 //! Autobans waiting to be pushed to the LAPI. Kept in `state_dir` so that
 //! neither a LAPI outage nor an agent restart loses one.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,13 +97,67 @@ struct SpoolFile {
     alerts: Vec<Alert>,
 }
 
-/// The queue, mirrored to disk on every change.
+/// The queue. Each alert carries a sequence number, so that a push that
+/// succeeds removes exactly the alerts it sent, whatever was spooled or
+/// dropped meanwhile. The file is written behind the queue
+/// ([`Spool::take_snapshot`]), not on every change: a flood brings
+/// thousands of autobans in one tick, and the agent must not rewrite and
+/// fsync up to [`MAX_SPOOLED`] alerts for each of them.
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
-    alerts: Vec<Alert>,
+    /// Oldest first, sequence numbers increasing.
+    alerts: VecDeque<(u64, Alert)>,
+    next_seq: u64,
+    /// The queue changed since the last snapshot was taken.
+    changed: bool,
+    /// Snapshots taken so far; the file keeps the newest one written.
+    generation: u64,
     /// Alerts dropped because the spool was full.
     pub overflowed: u64,
+}
+
+/// Alerts on their way to the LAPI: the oldest [`BATCH`] in the spool.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub alerts: Vec<Alert>,
+    /// Sequence number of the last alert in the batch.
+    last_seq: u64,
+}
+
+/// The spool as it was when taken, to be written without the agent's lock.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    path: PathBuf,
+    alerts: Vec<Alert>,
+}
+
+impl Snapshot {
+    /// Serializes and writes it (temporary file, fsync, rename).
+    pub fn write(&self) -> Result<(), StateFileError> {
+        /// [`SpoolFile`], borrowed: 10,000 alerts are not copied again.
+        #[derive(Serialize)]
+        struct Out<'a> {
+            version: u32,
+            alerts: &'a [Alert],
+        }
+        statefile::write(
+            &self.path,
+            &Out {
+                version: 1,
+                alerts: &self.alerts,
+            },
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
 }
 
 impl Spool {
@@ -116,37 +173,81 @@ impl Spool {
             }
             Err(e) => return Err(e),
         };
+        let alerts: VecDeque<(u64, Alert)> = (0u64..).zip(alerts).collect();
         Ok(Spool {
             path,
+            next_seq: alerts.len() as u64,
             alerts,
+            changed: false,
+            generation: 0,
             overflowed: 0,
         })
     }
 
-    pub fn push(&mut self, a: Alert) -> Result<(), StateFileError> {
-        self.alerts_push_unsaved(a);
-        self.save()
-    }
-
-    pub(super) fn alerts_push_unsaved(&mut self, a: Alert) {
-        self.alerts.push(a);
-        if self.alerts.len() > MAX_SPOOLED {
-            let extra = self.alerts.len() - MAX_SPOOLED;
-            self.alerts.drain(..extra);
-            self.overflowed += extra as u64;
+    /// Queues `a`; returns how many of the oldest alerts were dropped to
+    /// make room (0 or 1). The caller counts and reports them.
+    pub fn push(&mut self, a: Alert) -> usize {
+        self.alerts.push_back((self.next_seq, a));
+        self.next_seq += 1;
+        self.changed = true;
+        let mut dropped = 0;
+        while self.alerts.len() > MAX_SPOOLED {
+            self.alerts.pop_front();
+            dropped += 1;
         }
+        self.overflowed += dropped as u64;
+        dropped
     }
 
     /// The next alerts to push (oldest first), without removing them.
-    pub fn batch(&self) -> Vec<Alert> {
-        self.alerts.iter().take(BATCH).cloned().collect()
+    pub fn batch(&self) -> Batch {
+        let alerts: Vec<&(u64, Alert)> = self.alerts.iter().take(BATCH).collect();
+        Batch {
+            last_seq: alerts.last().map_or(0, |(s, _)| *s),
+            alerts: alerts.into_iter().map(|(_, a)| a.clone()).collect(),
+        }
     }
 
-    /// Removes the first `n` alerts once the LAPI took them.
-    pub fn pushed(&mut self, n: usize) -> Result<(), StateFileError> {
-        let n = n.min(self.alerts.len());
-        self.alerts.drain(..n);
-        self.save()
+    /// Removes the alerts of `batch` once the LAPI took them: by sequence
+    /// number, so alerts spooled since (and the spool may have overflowed
+    /// meanwhile, dropping some of the batch) stay. Returns how many were
+    /// removed.
+    pub fn pushed(&mut self, batch: &Batch) -> usize {
+        if batch.alerts.is_empty() {
+            return 0;
+        }
+        // The batch was the front of the queue and only the front is ever
+        // dropped, so what is left of it is still at the front.
+        let mut removed = 0;
+        while self
+            .alerts
+            .front()
+            .is_some_and(|(s, _)| *s <= batch.last_seq)
+        {
+            self.alerts.pop_front();
+            removed += 1;
+        }
+        self.changed |= removed > 0;
+        removed
+    }
+
+    /// The queue as it is now, if it changed since the last snapshot.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        if !self.changed {
+            return None;
+        }
+        self.changed = false;
+        self.generation += 1;
+        Some(Snapshot {
+            generation: self.generation,
+            path: self.path.clone(),
+            alerts: self.alerts.iter().map(|(_, a)| a.clone()).collect(),
+        })
+    }
+
+    /// A snapshot's write failed: the next one must be taken anyway.
+    pub fn write_failed(&mut self) {
+        self.changed = true;
     }
 
     pub fn len(&self) -> usize {
@@ -155,16 +256,6 @@ impl Spool {
 
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
-    }
-
-    fn save(&self) -> Result<(), StateFileError> {
-        statefile::write(
-            &self.path,
-            &SpoolFile {
-                version: 1,
-                alerts: self.alerts.clone(),
-            },
-        )
     }
 }
 

@@ -20,6 +20,7 @@ fn all() -> Filter {
         scopes: vec![DecisionScope::Ip, DecisionScope::Range],
         types: vec!["ban".into()],
         origins: vec![],
+        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
     }
 }
 
@@ -120,6 +121,7 @@ fn filters_and_hostile_values() {
         scopes: vec![DecisionScope::Ip],
         types: vec!["ban".into(), "captcha".into()],
         origins: vec!["cscli".into()],
+        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
     };
     let out = b.apply_page(
         vec![
@@ -213,18 +215,24 @@ fn spool_survives_reopen_and_is_bounded() {
         at_unix_ms: u64::from(i),
     };
     let mut s = Spool::open(dir.path(), &mut |_| {}).unwrap();
-    s.push(alert(1)).unwrap();
-    s.push(alert(2)).unwrap();
+    s.push(alert(1));
+    s.push(alert(2));
+    // Written behind the queue: a snapshot, taken once per change.
+    let snap = s.take_snapshot().unwrap();
+    assert!(s.take_snapshot().is_none(), "nothing changed since");
+    snap.write().unwrap();
     let mut s = Spool::open(dir.path(), &mut |_| {}).unwrap();
-    assert_eq!(s.batch(), [alert(1), alert(2)]);
-    s.pushed(1).unwrap();
+    assert_eq!(s.batch().alerts, [alert(1), alert(2)]);
+    assert_eq!(s.pushed(&s.batch()), 2);
+    s.push(alert(3));
+    s.take_snapshot().unwrap().write().unwrap();
     let s2 = Spool::open(dir.path(), &mut |_| {}).unwrap();
-    assert_eq!(s2.batch(), [alert(2)]);
-    for i in 0..spool::MAX_SPOOLED as u32 + 5 {
-        s.alerts_push_unsaved(alert(i));
-    }
+    assert_eq!(s2.batch().alerts, [alert(3)]);
+    let dropped: usize = (0..spool::MAX_SPOOLED as u32 + 5)
+        .map(|i| s.push(alert(i)))
+        .sum();
     assert_eq!(s.len(), spool::MAX_SPOOLED);
-    assert_eq!(s.overflowed, 6);
+    assert_eq!((dropped, s.overflowed), (6, 6));
 
     std::fs::write(dir.path().join(SPOOL_FILE), "{").unwrap();
     let mut warned = Vec::new();
@@ -298,4 +306,128 @@ fn a_delta_names_the_prefixes_it_touched() {
     }
     assert_eq!(b.expire(3_600_000), 2);
     assert!(b.desired_for(&[ip("192.0.2.1/32")], 3_600_000)[&ip("192.0.2.1/32")].is_none());
+}
+
+/// A LAPI (hostile, or intercepted) that sends many broad ranges, each
+/// within the per-decision limit, cannot black-hole IPv4: past the
+/// address cap, Range decisions are refused, counted and named.
+#[test]
+fn range_decisions_past_the_address_cap_are_refused() {
+    let mut b = DecisionBook::default();
+    let ranges: Vec<WireDecision> = (0..200)
+        .map(|i| {
+            w(
+                i,
+                "Range",
+                &format!("{}.0.0.0/8", i + 1),
+                "ban",
+                "CAPI",
+                "1h",
+            )
+        })
+        .collect();
+    let out = b.apply_page(ranges, vec![], true, &all(), 1_000);
+    assert_eq!(out.added, 16, "sixteen /8s fit the default cap");
+    assert_eq!(out.rejected.len(), 184);
+    assert!(
+        out.rejected[0].why.contains("max_addresses"),
+        "{:?}",
+        out.rejected[0]
+    );
+    // Hosts still come in, and a delta that frees room lets a range in.
+    let out = b.apply_page(
+        vec![w(500, "Ip", "203.0.113.9", "ban", "CAPI", "1h")],
+        vec![w(0, "Range", "1.0.0.0/8", "ban", "CAPI", "1h")],
+        false,
+        &all(),
+        1_000,
+    );
+    assert_eq!((out.added, out.deleted), (1, 1));
+    let out = b.apply_page(
+        vec![w(501, "Range", "100.0.0.0/8", "ban", "CAPI", "1h")],
+        vec![],
+        false,
+        &all(),
+        1_000,
+    );
+    assert_eq!(out.added, 1, "{:?}", out.rejected);
+}
+
+/// Finding 9 of issue 16: autobans spooled while a batch is being pushed
+/// overflow the spool; the push's success must then remove what it pushed,
+/// not whatever happens to be at the front by now.
+#[test]
+fn a_push_removes_only_what_it_pushed_even_after_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let alert = |i: u64| Alert {
+        source: Cidr::host(std::net::IpAddr::from([
+            10,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        ])),
+        rate_pps: 1.0,
+        reason: "r".into(),
+        duration_secs: 600,
+        at_unix_ms: i,
+    };
+    let mut s = Spool::open(dir.path(), &mut |_| {}).unwrap();
+    for i in 0..spool::BATCH as u64 {
+        s.push(alert(i));
+    }
+    let batch = s.batch();
+    assert_eq!(batch.alerts.len(), spool::BATCH);
+    // While the batch is on the wire, a flood fills the spool past its cap.
+    let flood = spool::MAX_SPOOLED as u64;
+    let dropped: usize = (0..flood).map(|i| s.push(alert(1_000_000 + i))).sum();
+    // The overflow is counted: the batch's alerts went first.
+    assert_eq!((dropped, s.overflowed), (spool::BATCH, spool::BATCH as u64));
+    assert_eq!(s.pushed(&batch), 0, "nothing of the batch is left");
+    // Every flood alert is still spooled: the overflow took the (pushed)
+    // old ones, and the push removed nothing else.
+    assert_eq!(s.len(), spool::MAX_SPOOLED);
+    let mut left = Vec::new();
+    while !s.is_empty() {
+        let b = s.batch();
+        left.extend(b.alerts.iter().map(|a| a.at_unix_ms));
+        assert_eq!(s.pushed(&b), b.alerts.len());
+    }
+    let want: Vec<u64> = (0..flood).map(|i| 1_000_000 + i).collect();
+    assert_eq!(left, want, "flood alerts lost without being counted");
+}
+
+/// Finding 10 of issue 16: a page is refused as soon as it holds more
+/// than the cap, new and deleted together; null lists are empty ones.
+#[test]
+fn stream_pages_over_the_cap_are_refused() {
+    use super::decisions::{StreamBodyError, parse_stream_body};
+    let d = |id: u32| format!("{{\"id\":{id},\"value\":\"192.0.2.{}\"}}", id % 250);
+    let page = |new: u32, deleted: u32| {
+        let list = |r: std::ops::Range<u32>| r.map(d).collect::<Vec<_>>().join(",");
+        format!(
+            "{{\"new\":[{}],\"other\":{{\"x\":[1,2]}},\"deleted\":[{}]}}",
+            list(0..new),
+            list(1000..1000 + deleted)
+        )
+    };
+    let ok = parse_stream_body(page(3, 2).as_bytes(), 5).unwrap();
+    assert_eq!((ok.new.len(), ok.deleted.len()), (3, 2));
+    assert!(matches!(
+        parse_stream_body(page(3, 3).as_bytes(), 5),
+        Err(StreamBodyError::TooMany { max: 5 })
+    ));
+    assert!(matches!(
+        parse_stream_body(page(6, 0).as_bytes(), 5),
+        Err(StreamBodyError::TooMany { max: 5 })
+    ));
+    let empty = parse_stream_body(b"{\"new\":null,\"deleted\":null}", 5).unwrap();
+    assert!(empty.new.is_empty() && empty.deleted.is_empty());
+    assert!(matches!(
+        parse_stream_body(b"{\"new\":[{\"id\":\"x\"}]}", 5),
+        Err(StreamBodyError::Json(_))
+    ));
+    assert!(matches!(
+        parse_stream_body(b"{} trailing", 5),
+        Err(StreamBodyError::Json(_))
+    ));
 }

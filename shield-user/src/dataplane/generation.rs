@@ -1,7 +1,8 @@
 //! The lists' generation (`LISTS_GENERATION`), mapped into our memory.
 //!
-//! The program remembers a source's classification in its bucket, stamped
-//! with the generation it was looked up at (see `shield_common::maps::Bucket`).
+//! The program remembers a source's classification per CPU in
+//! `SOURCE_CACHE`, stamped with the generation it was looked up at (see
+//! `shield_common::maps::SourceMemo` and docs/ARCHITECTURE.md).
 //! Every change to the allowlist/tier, ban or feed maps must be followed by
 //! a bump, or a source the change concerns keeps its old verdict. A bump is
 //! one atomic add on shared memory, not a syscall, so a feed of a million

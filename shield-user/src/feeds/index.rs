@@ -174,6 +174,75 @@ impl FeedSet {
     }
 }
 
+/// How much address space a set of entries covers, overlaps counted once:
+/// IPv4 in addresses, IPv6 in /64 networks (an entry longer than /64, a
+/// host included, counts as the /64 it lies in). The unit for IPv6 is the
+/// /64 because that is what one subscriber gets, and what shield bans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub v4_addresses: u64,
+    pub v6_nets64: u128,
+}
+
+impl FeedSet {
+    /// The address space the set covers (see [`Coverage`]). Linear in the
+    /// set's size, with no allocation: each part is already sorted by start.
+    pub fn coverage(&self) -> Coverage {
+        let v4_points = self.v4_hosts.iter().map(|a| {
+            let x = u128::from(u32::from_be_bytes(*a));
+            (x, x)
+        });
+        let v4_nets = self.v4_nets.iter().map(|(a, len)| {
+            let x = u128::from(u32::from_be_bytes(*a));
+            (x, x + (1u128 << (32 - u32::from(*len))) - 1)
+        });
+        let v6_units = |a: &[u8; 16], len: u8| {
+            let x = u128::from_be_bytes(*a) >> 64;
+            let span = if len >= 64 {
+                1
+            } else {
+                1u128 << (64 - u32::from(len))
+            };
+            (x, x + span - 1)
+        };
+        let v6_points = self.v6_hosts.iter().map(|a| v6_units(a, 128));
+        let v6_nets = self.v6_nets.iter().map(|(a, len)| v6_units(a, *len));
+        Coverage {
+            v4_addresses: union_len(v4_points, v4_nets) as u64,
+            v6_nets64: union_len(v6_points, v6_nets),
+        }
+    }
+}
+
+/// Size of the union of two runs of inclusive intervals, each sorted by
+/// start: merged as they go, so nested and overlapping entries count once.
+fn union_len(a: impl Iterator<Item = (u128, u128)>, b: impl Iterator<Item = (u128, u128)>) -> u128 {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut total = 0u128;
+    let mut run: Option<(u128, u128)> = None;
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 <= y.0 => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        let Some((s, e)) = next else { break };
+        run = match run {
+            Some((rs, re)) if s <= re.saturating_add(1) => Some((rs, re.max(e))),
+            Some((rs, re)) => {
+                total = total.saturating_add(re - rs + 1);
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    if let Some((rs, re)) = run {
+        total = total.saturating_add(re - rs + 1);
+    }
+    total
+}
+
 impl FromIterator<Cidr> for FeedSet {
     fn from_iter<I: IntoIterator<Item = Cidr>>(iter: I) -> Self {
         let mut s = FeedSet::default();
@@ -852,6 +921,41 @@ mod tests {
         assert!(shrink_held(1, 0));
         assert!(shrink_held(usize::MAX, 0));
         assert!(!shrink_held(usize::MAX, usize::MAX / 2 + 1));
+    }
+
+    #[test]
+    fn coverage_counts_overlaps_once_and_v6_in_64s() {
+        let cov = |v: &[&str]| FeedSet::from_cidrs(&cs(v)).coverage();
+        assert_eq!(cov(&[]), Coverage::default());
+        assert_eq!(cov(&["10.0.0.0/8"]).v4_addresses, 1 << 24);
+        // Nested, overlapping and adjacent entries: the union.
+        assert_eq!(
+            cov(&[
+                "10.0.0.0/8",
+                "10.1.0.0/16",
+                "10.1.2.3",
+                "11.0.0.0/8",
+                "12.0.0.1"
+            ])
+            .v4_addresses,
+            (2 << 24) + 1
+        );
+        assert_eq!(
+            cov(&["192.0.2.1", "192.0.2.1/32", "192.0.2.2"]).v4_addresses,
+            2
+        );
+        assert_eq!(cov(&["0.0.0.0/0"]).v4_addresses, 1 << 32);
+        // IPv6: /64 units; longer entries count as their /64, once.
+        let c = cov(&[
+            "2001:db8::1",
+            "2001:db8::2",
+            "2001:db8::/80",
+            "2001:db8:1::/48",
+        ]);
+        assert_eq!(c.v6_nets64, 1 + (1 << 16));
+        assert_eq!(c.v4_addresses, 0);
+        assert_eq!(cov(&["2001::/16"]).v6_nets64, 1 << 48);
+        assert_eq!(cov(&["::/0"]).v6_nets64, 1 << 64);
     }
 
     #[test]

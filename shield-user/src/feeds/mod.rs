@@ -27,7 +27,7 @@ pub use apply::{ApplyStats, apply_plan};
 pub use fetch::{
     FetchError, FetchOptions, Fetched, Validators, fetch, redact_url, url_has_secrets,
 };
-pub use index::{FeedIndex, FeedSet, IndexError, Plan, shrink_held};
+pub use index::{Coverage, FeedIndex, FeedSet, IndexError, Plan, shrink_held};
 pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};
 pub use sniff::sniff;
 
@@ -42,6 +42,116 @@ pub const MAX_LINE: usize = 4096;
 pub const MIN_V4_PREFIX: u8 = 8;
 /// Broadest IPv6 prefix accepted without `allow_broad`: /16.
 pub const MIN_V6_PREFIX: u8 = 16;
+
+/// Address space one feed may cover by default, in IPv4 addresses:
+/// sixteen /8s. A feed's `max_addresses` raises or lowers it.
+pub const DEFAULT_MAX_ADDRESSES: u64 = 1 << 28;
+
+/// Highest `max_addresses`: all of IPv4.
+pub const MAX_MAX_ADDRESSES: u64 = 1 << 32;
+
+/// The IPv6 cap is the IPv4 one scaled by the ratio of the broadest entry
+/// each family accepts: a /8 holds 2^24 addresses, a /16 holds 2^48 /64s,
+/// so the IPv6 cap in /64s is `max_addresses << 24` (sixteen /16s by
+/// default).
+pub const V6_CAP_SHIFT: u32 = 24;
+
+/// A refresh that more than doubles a feed's coverage is held only when it
+/// also adds at least this much (a /16 of IPv4; IPv6 scaled as the cap),
+/// so small feeds can grow without an operator.
+pub const GROWTH_FLOOR_V4: u64 = 1 << 16;
+
+/// The IPv6 cap, in /64s, for an IPv4 cap of `max_addresses`.
+pub fn v6_cap(max_addresses: u64) -> u128 {
+    u128::from(max_addresses) << V6_CAP_SHIFT
+}
+
+/// Why a refresh is held back instead of applied. Every hold keeps the
+/// feed's last good entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// More than half of the entries would go.
+    Shrink { old: usize, new: usize },
+    /// The covered space would more than double.
+    Growth { old: Coverage, new: Coverage },
+    /// The covered space would pass the feed's cap. Unlike the others, no
+    /// confirmation or `--force` lifts this one: only a higher
+    /// `max_addresses`.
+    Cap { new: Coverage, max_addresses: u64 },
+}
+
+impl Hold {
+    /// The `guard` label of `shield_feed_held_total`.
+    pub fn guard(&self) -> &'static str {
+        match self {
+            Hold::Shrink { .. } => "shrink",
+            Hold::Growth { .. } => "growth",
+            Hold::Cap { .. } => "cap",
+        }
+    }
+
+    /// Whether the next refresh bringing the same entries, or `--force`,
+    /// may apply it.
+    pub fn confirmable(&self) -> bool {
+        !matches!(self, Hold::Cap { .. })
+    }
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Shrink { old, new } => write!(
+                f,
+                "refresh would shrink the feed from {old} to {new} entries (more than half gone)"
+            ),
+            Hold::Growth { old, new } => write!(
+                f,
+                "refresh would more than double the address space the feed covers (IPv4 {} -> {} addresses, IPv6 {} -> {} /64s)",
+                old.v4_addresses, new.v4_addresses, old.v6_nets64, new.v6_nets64
+            ),
+            Hold::Cap { new, max_addresses } => write!(
+                f,
+                "refresh would cover {} IPv4 addresses and {} IPv6 /64s, over the feed's cap of {max_addresses} and {} (max_addresses); refused",
+                new.v4_addresses,
+                new.v6_nets64,
+                v6_cap(*max_addresses)
+            ),
+        }
+    }
+}
+
+/// The guards a refresh from `old` to `new` entries must pass, in order:
+/// the address cap, growth, shrink. `None`: apply it.
+pub fn hold(old: (usize, Coverage), new: (usize, Coverage), max_addresses: u64) -> Option<Hold> {
+    let (old_len, old_cov) = old;
+    let (new_len, new_cov) = new;
+    if new_cov.v4_addresses > max_addresses || new_cov.v6_nets64 > v6_cap(max_addresses) {
+        return Some(Hold::Cap {
+            new: new_cov,
+            max_addresses,
+        });
+    }
+    let grows = |o: u128, n: u128, floor: u128| o > 0 && n > o.saturating_mul(2) && n - o >= floor;
+    let floor_v6 = u128::from(GROWTH_FLOOR_V4) << V6_CAP_SHIFT;
+    if grows(
+        u128::from(old_cov.v4_addresses),
+        u128::from(new_cov.v4_addresses),
+        u128::from(GROWTH_FLOOR_V4),
+    ) || grows(old_cov.v6_nets64, new_cov.v6_nets64, floor_v6)
+    {
+        return Some(Hold::Growth {
+            old: old_cov,
+            new: new_cov,
+        });
+    }
+    if shrink_held(old_len, new_len) {
+        return Some(Hold::Shrink {
+            old: old_len,
+            new: new_len,
+        });
+    }
+    None
+}
 
 /// How many rejected lines a parse keeps for the operator to see.
 pub const MAX_REPORTED: usize = 10;

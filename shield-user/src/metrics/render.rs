@@ -84,9 +84,31 @@ pub fn render(s: &Snapshot) -> String {
         &feeds,
         "shield_feed_held",
         "gauge",
-        "1 when a feed's last refresh was held back by the shrink guard and its previous entries stay.",
+        "1 when a feed's last refresh was held back by a guard (shrink, growth or address cap) and its previous entries stay.",
         |f| Some(u64::from(f.held)),
     );
+    o.family(
+        "shield_feed_held_total",
+        "counter",
+        "Refreshes of a threat feed held back, by guard: shrink (more than half gone), growth (covered space more than doubled), cap (over max_addresses).",
+    );
+    for f in &feeds {
+        for (i, guard) in ["shrink", "growth", "cap"].into_iter().enumerate() {
+            let labels = [("feed", f.name.as_str()), ("guard", guard)];
+            o.sample("shield_feed_held_total", &labels, f.held_total[i]);
+        }
+    }
+    o.family(
+        "shield_feed_covered_addresses",
+        "gauge",
+        "Address space a threat feed's enforced entries cover, overlaps once: family ipv4 in addresses, ipv6 in /64 networks.",
+    );
+    for f in &feeds {
+        for (family, v) in [("ipv4", f.covered_v4), ("ipv6", f.covered_v6_64)] {
+            let labels = [("feed", f.name.as_str()), ("family", family)];
+            o.sample("shield_feed_covered_addresses", &labels, v);
+        }
+    }
     o.feed_family(
         &feeds,
         "shield_feed_rejected_lines",
@@ -388,6 +410,30 @@ impl Out {
                 "shield_crowdsec_alerts_pushed_total",
                 &[],
                 cs.alerts_pushed_total,
+            );
+        }
+        self.family(
+            "shield_crowdsec_alerts_dropped_total",
+            "counter",
+            "Autobans dropped without being pushed because the CrowdSec alert spool was full (10,000 alerts).",
+        );
+        if let Some(cs) = cs {
+            self.sample(
+                "shield_crowdsec_alerts_dropped_total",
+                &[],
+                cs.alerts_dropped_total,
+            );
+        }
+        self.family(
+            "shield_crowdsec_spool_writes_total",
+            "counter",
+            "Writes of the CrowdSec alert spool to state_dir (at most one a second).",
+        );
+        if let Some(cs) = cs {
+            self.sample(
+                "shield_crowdsec_spool_writes_total",
+                &[],
+                cs.spool_writes_total,
             );
         }
     }

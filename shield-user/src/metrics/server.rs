@@ -6,8 +6,14 @@
 //! from accept to arrive whole and `max_head_bytes` to fit in (431 past
 //! that); at most `max_connections` are served at once (503 to the rest);
 //! a reply has `write_timeout` to be taken by the client. Snapshots are
-//! taken off the async workers, one at a time, and shared by every request
-//! that was waiting for one.
+//! taken off the async workers, one at a time, at most once per
+//! `max_age`: every request within that time is answered from the same
+//! rendering, so a local client looping complete requests costs the agent
+//! one snapshot a second, not one per request. When every slot is taken,
+//! a newcomer evicts first the oldest connection already answered (its
+//! client still reading or not closing), then the oldest still waiting for
+//! its request head; only connections waiting for a rendering (at most
+//! one a second, shared) cannot be evicted.
 
 use std::{
     io,
@@ -16,19 +22,20 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
-    task::{JoinHandle, JoinSet},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    task::JoinSet,
     time::timeout,
 };
 use tracing::{debug, warn};
 
-use crate::evict::{Parked, WaitQueue, take_slot};
+use crate::evict::{Parked, WaitQueue, take_slot_patiently};
 
 use super::{
     http::{self, Request, Route},
@@ -57,6 +64,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Time for a snapshot and its rendering; 503 past it.
     pub render_timeout: Duration,
+    /// A rendering whose snapshot started this long before a request is
+    /// still good for it; past that, the request waits for a new one.
+    pub max_age: Duration,
     /// After replying, how long to wait for the client to close, discarding
     /// anything it still sends. Closing with unread input makes the kernel
     /// reset the connection, which can destroy the reply before the client
@@ -108,6 +118,10 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             render_timeout: Duration::from_secs(10),
+            // Prometheus scrapes every 15 s or so: a body up to 1 s old
+            // is as good as new to it, and caps the snapshots taken under
+            // the agent's lock at one a second whoever asks.
+            max_age: Duration::from_secs(1),
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             dropped: Arc::default(),
@@ -172,10 +186,13 @@ pub async fn serve_with<S>(
     let ctx = Arc::new(Ctx {
         renderer: Renderer {
             snapshot,
-            state: Mutex::new(RenderState::default()),
+            max_age: config.max_age,
+            render_timeout: config.render_timeout,
+            state: Arc::default(),
         },
         config,
         waiting: WaitQueue::default(),
+        answered: WaitQueue::default(),
     });
     // Semaphore::new panics past MAX_PERMITS; no cap that high is meant.
     let cap = ctx.config.max_connections.min(Semaphore::MAX_PERMITS);
@@ -189,12 +206,18 @@ pub async fn serve_with<S>(
             () = &mut shutdown => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                // Every slot taken: the connection that has waited longest
-                // for its request head hands its slot over (crate::evict),
-                // so idle local connections cannot keep Prometheus out.
-                Ok((stream, _)) => match take_slot(&slots, || ctx.waiting.evict_oldest()) {
+                // Every slot taken: the oldest connection already answered
+                // hands its slot over, else the one that has waited longest
+                // for its request head (crate::evict), so neither idle nor
+                // looping local clients can keep Prometheus out. A
+                // connection not yet read is not evicted: a burst of
+                // accepts must not close a scrape whose request is already
+                // in its buffer; the newcomer waits for its task instead.
+                Ok((stream, _)) => match take_slot_patiently(&slots, &ctx.waiting, || {
+                    ctx.answered.evict_oldest().or_else(|| ctx.waiting.evict_oldest())
+                }, ctx.config.read_timeout).await {
                     Some(permit) => {
-                        let parked = ctx.waiting.park(permit);
+                        let parked = ctx.waiting.park_unread(permit);
                         let ctx = Arc::clone(&ctx);
                         tasks.spawn(async move { connection(stream, parked, &ctx).await });
                     }
@@ -233,57 +256,110 @@ struct Ctx {
     config: ServerConfig,
     /// Connections still waiting for their request head.
     waiting: WaitQueue<OwnedSemaphorePermit>,
+    /// Connections answered, sending the reply or lingering: the first to
+    /// make room, as what they asked for is already theirs.
+    answered: WaitQueue<OwnedSemaphorePermit>,
 }
 
 /// Takes snapshots one at a time and lets requests share them.
 struct Renderer {
     snapshot: SnapshotFn,
-    state: Mutex<RenderState>,
+    max_age: Duration,
+    render_timeout: Duration,
+    /// A std mutex, never held across an await: deciding whether a request
+    /// can be answered at once and starting a rendering are one step, so a
+    /// burst of requests as the last rendering ages starts one rendering
+    /// and waits for none.
+    state: Arc<std::sync::Mutex<RenderState>>,
 }
+
+/// The outcome of a rendering: `None` while under way, `Some(None)` if the
+/// snapshot function panicked.
+type Outcome = Option<Option<Arc<str>>>;
 
 #[derive(Default)]
 struct RenderState {
     /// The last rendering, and when its snapshot was started.
     last: Option<(Instant, Arc<str>)>,
-    /// A rendering under way, and when it was started. It stays here when
-    /// the request waiting for it times out, so the next request waits for
-    /// the same one: an agent whose lock is stuck ties up one blocking
-    /// thread, not one per scrape.
-    pending: Option<(Instant, JoinHandle<String>)>,
+    /// A rendering under way, when it was started, and where its outcome
+    /// shows. It runs in a task of its own, so it stays here when every
+    /// request waiting for it times out and the next request waits for the
+    /// same one: an agent whose lock is stuck ties up one blocking thread,
+    /// not one per scrape.
+    pending: Option<(Instant, watch::Receiver<Outcome>)>,
+}
+
+fn lock(state: &std::sync::Mutex<RenderState>) -> std::sync::MutexGuard<'_, RenderState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Renderer {
-    /// A rendering whose snapshot was started no earlier than `asked`:
-    /// never older than the request, but a burst of scrapes (or a slow
-    /// agent lock) costs one snapshot, not one each. `None` if the snapshot
-    /// function panicked.
+    /// A rendering whose snapshot was started no earlier than `max_age`
+    /// before `asked`: a burst of scrapes (or a slow agent lock, or a
+    /// client looping requests) costs one snapshot, not one each. While a
+    /// new rendering is under way (for less than `render_timeout`), the
+    /// last one is answered at once if it was at most twice `max_age` old
+    /// when the new one started, that is, while requests keep coming:
+    /// connections waiting for a rendering cannot be evicted, and a loop of
+    /// requests must not fill every slot with them while the agent's lock
+    /// is busy. A stuck agent still shows as 503s once `render_timeout` has
+    /// passed. `None` if the snapshot function panicked.
     async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
-        let mut st = self.state.lock().await;
+        let oldest = asked.checked_sub(self.max_age).unwrap_or(asked);
+        let recent = asked.checked_sub(self.render_timeout).unwrap_or(asked);
         loop {
-            if let Some((started, body)) = &st.last
-                && *started >= asked
-            {
-                return Some(Arc::clone(body));
-            }
-            let (started, pending) = match &mut st.pending {
-                Some((started, pending)) => (*started, pending),
-                slot @ None => {
-                    let f = Arc::clone(&self.snapshot);
-                    // A blocking thread: the agent's closure takes a std
-                    // mutex that its other work may hold for a while, which
-                    // must not stall the async workers. A panic comes back
-                    // as a JoinError.
-                    let pending = tokio::task::spawn_blocking(move || render(&f()));
-                    let (started, pending) = slot.insert((Instant::now(), pending));
-                    (*started, pending)
+            let mut outcome = {
+                let mut st = lock(&self.state);
+                let st = &mut *st;
+                match (&st.last, &st.pending) {
+                    (Some((started, body)), _) if *started >= oldest => {
+                        return Some(Arc::clone(body));
+                    }
+                    (Some((last, body)), Some((started, _)))
+                        if *started >= recent
+                            && *last >= started.checked_sub(self.max_age * 2).unwrap_or(*last) =>
+                    {
+                        return Some(Arc::clone(body));
+                    }
+                    (_, Some((_, outcome))) => outcome.clone(),
+                    (_, None) => self.start(st),
                 }
             };
-            let done = pending.await;
-            st.pending = None;
-            st.last = Some((started, done.ok()?.into()));
-            // A rendering an earlier request started before this one asked
-            // is stale for it; the loop starts another.
+            let done = outcome.wait_for(Option::is_some).await.ok()?.clone();
+            // The new rendering is in `last` now; the loop returns it, or
+            // starts another if it was started before `oldest`.
+            done.flatten()?;
         }
+    }
+
+    /// Starts a rendering in a task of its own; it stores its outcome in
+    /// `state` before telling the requests waiting for it.
+    fn start(&self, st: &mut RenderState) -> watch::Receiver<Outcome> {
+        let (tell, outcome) = watch::channel(None);
+        let started = Instant::now();
+        st.pending = Some((started, outcome.clone()));
+        let f = Arc::clone(&self.snapshot);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            // A blocking thread: the agent's closure takes a std mutex that
+            // its other work may hold for a while, which must not stall the
+            // async workers. A panic comes back as a JoinError.
+            let body: Option<Arc<str>> = tokio::task::spawn_blocking(move || render(&f()))
+                .await
+                .ok()
+                .map(Into::into);
+            {
+                let mut st = lock(&state);
+                st.pending = None;
+                if let Some(body) = &body {
+                    st.last = Some((started, Arc::clone(body)));
+                }
+            }
+            let _ = tell.send(Some(body));
+        });
+        outcome
     }
 }
 
@@ -296,12 +372,27 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
     // The reply goes out as head then body; without Nagle the body's last
     // segment is not held back waiting for the ACK of the head.
     let _ = stream.set_nodelay(true);
-    let head = tokio::select! {
-        () = ticket.evicted() => None,
-        h = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes)) => Some(h),
+    let head = {
+        let read = timeout(cfg.read_timeout, read_head(&mut stream, cfg.max_head_bytes));
+        tokio::pin!(read);
+        // A first look before the connection can be evicted: a request
+        // already here is read whatever the accept loop does meanwhile
+        // (crate::evict).
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx).map(Some))).await;
+        match first {
+            Poll::Ready(h) => h,
+            Poll::Pending => {
+                ticket.arm();
+                tokio::select! {
+                    () = ticket.evicted() => None,
+                    h = &mut read => Some(h),
+                }
+            }
+        }
     };
-    // Held until the reply is out; gone if evicted as the head completed.
-    let Some(_slot) = ticket.done() else {
+    // Held until the reply is out (or the connection is evicted once
+    // answered); gone if evicted as the head completed.
+    let Some(slot) = ticket.done() else {
         DropCounters::bump(&cfg.dropped.evicted);
         debug!("metrics: closed a connection with no request yet to make room");
         return;
@@ -328,19 +419,35 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
         }
         Ok(Ok(Head::Complete(head))) => answer(&head, ctx).await,
     };
-    let sent = timeout(cfg.write_timeout, async {
-        stream.write_all(reply.head.as_bytes()).await?;
-        if let Some(body) = &reply.body {
-            stream.write_all(body.as_bytes()).await?;
+    // Answered: from here on the connection is the first to make room.
+    let answered = ctx.answered.wait(slot);
+    let mut written = false;
+    let send = async {
+        let sent = timeout(cfg.write_timeout, async {
+            stream.write_all(reply.head.as_bytes()).await?;
+            if let Some(body) = &reply.body {
+                stream.write_all(body.as_bytes()).await?;
+            }
+            stream.shutdown().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            debug!("metrics: client did not take the reply");
+            return;
         }
-        stream.shutdown().await
-    })
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
-        debug!("metrics: client did not take the reply");
-        return;
+        written = true;
+        linger(&mut stream, cfg.linger).await;
+    };
+    tokio::select! {
+        () = answered.evicted() => {
+            // Closed while lingering is no loss: the reply is out.
+            if !written {
+                DropCounters::bump(&cfg.dropped.evicted);
+                debug!("metrics: closed a connection still taking its reply to make room");
+            }
+        }
+        () = send => {}
     }
-    linger(&mut stream, cfg.linger).await;
 }
 
 enum Head {

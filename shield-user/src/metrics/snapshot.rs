@@ -63,6 +63,10 @@ pub struct CrowdsecMetrics {
     pub errors_total: u64,
     /// Autobans the LAPI accepted as alerts.
     pub alerts_pushed_total: u64,
+    /// Autobans dropped unpushed because the spool was full.
+    pub alerts_dropped_total: u64,
+    /// Writes of the alert spool's file.
+    pub spool_writes_total: u64,
 }
 
 /// Failures that do not stop enforcement but need an operator.
@@ -152,9 +156,16 @@ pub struct FeedMetrics {
     pub last_success_unix: Option<u64>,
     /// Failed refreshes (fetch, parse or apply) since the agent started.
     pub errors_total: u64,
-    /// The last refresh was held back by the shrink guard: the feed keeps
-    /// its previous entries until an operator looks.
+    /// The last refresh was held back by a guard (shrink, growth or the
+    /// address cap): the feed keeps its previous entries.
     pub held: bool,
+    /// Refreshes held back since the agent started, by guard: shrink,
+    /// growth, cap.
+    pub held_total: [u64; 3],
+    /// Address space the enforced entries cover: IPv4 addresses, and IPv6
+    /// /64 networks (saturating).
+    pub covered_v4: u64,
+    pub covered_v6_64: u64,
     /// Lines the last parse rejected as garbage.
     pub rejected_lines: u64,
     /// The configured `refresh`, in seconds: staleness is measured against it.

@@ -178,6 +178,8 @@ fn bench_apply(n: usize, rounds: u32) -> Apply {
         key_file: None,
         machine_id: None,
         password_file: None,
+        max_addresses: shield_user::feeds::DEFAULT_MAX_ADDRESSES,
+        max_decisions: 200_000,
     };
     let mut lapi_answer_s = Vec::new();
     let mut page_bytes = 0;

@@ -253,6 +253,8 @@ fn a_full_config() {
             key_file: None,
             machine_id: Some("api-host-1".into()),
             password_file: Some("/etc/shield/crowdsec.pw".into()),
+            max_addresses: 1 << 28,
+            max_decisions: 200_000,
         })
     );
     assert_eq!(

@@ -83,10 +83,24 @@ shield_feed_last_success_timestamp_seconds{feed="spamhaus-drop"} 1700000000
 # TYPE shield_feed_errors_total counter
 shield_feed_errors_total{feed="blocklist-de"} 5
 shield_feed_errors_total{feed="spamhaus-drop"} 2
-# HELP shield_feed_held 1 when a feed's last refresh was held back by the shrink guard and its previous entries stay.
+# HELP shield_feed_held 1 when a feed's last refresh was held back by a guard (shrink, growth or address cap) and its previous entries stay.
 # TYPE shield_feed_held gauge
 shield_feed_held{feed="blocklist-de"} 1
 shield_feed_held{feed="spamhaus-drop"} 0
+# HELP shield_feed_held_total Refreshes of a threat feed held back, by guard: shrink (more than half gone), growth (covered space more than doubled), cap (over max_addresses).
+# TYPE shield_feed_held_total counter
+shield_feed_held_total{feed="blocklist-de",guard="shrink"} 0
+shield_feed_held_total{feed="blocklist-de",guard="growth"} 2
+shield_feed_held_total{feed="blocklist-de",guard="cap"} 3
+shield_feed_held_total{feed="spamhaus-drop",guard="shrink"} 1
+shield_feed_held_total{feed="spamhaus-drop",guard="growth"} 0
+shield_feed_held_total{feed="spamhaus-drop",guard="cap"} 0
+# HELP shield_feed_covered_addresses Address space a threat feed's enforced entries cover, overlaps once: family ipv4 in addresses, ipv6 in /64 networks.
+# TYPE shield_feed_covered_addresses gauge
+shield_feed_covered_addresses{feed="blocklist-de",family="ipv4"} 0
+shield_feed_covered_addresses{feed="blocklist-de",family="ipv6"} 0
+shield_feed_covered_addresses{feed="spamhaus-drop",family="ipv4"} 12345678
+shield_feed_covered_addresses{feed="spamhaus-drop",family="ipv6"} 1099511627776
 # HELP shield_feed_rejected_lines Lines of a threat feed its last parse rejected as malformed.
 # TYPE shield_feed_rejected_lines gauge
 shield_feed_rejected_lines{feed="blocklist-de"} 0
@@ -178,6 +192,12 @@ shield_crowdsec_errors_total 6
 # HELP shield_crowdsec_alerts_pushed_total Autobans the CrowdSec LAPI accepted as alerts.
 # TYPE shield_crowdsec_alerts_pushed_total counter
 shield_crowdsec_alerts_pushed_total 8
+# HELP shield_crowdsec_alerts_dropped_total Autobans dropped without being pushed because the CrowdSec alert spool was full (10,000 alerts).
+# TYPE shield_crowdsec_alerts_dropped_total counter
+shield_crowdsec_alerts_dropped_total 5
+# HELP shield_crowdsec_spool_writes_total Writes of the CrowdSec alert spool to state_dir (at most one a second).
+# TYPE shield_crowdsec_spool_writes_total counter
+shield_crowdsec_spool_writes_total 12
 "#;
 
 #[test]
@@ -189,8 +209,8 @@ fn golden() {
     assert_eq!(text, GOLDEN);
 }
 
-/// The families DESIGN.md names, plus this module's extras, in order.
-const FAMILIES: [(&str, &str); 32] = [
+/// Every family docs/metrics.md documents, in the order they are rendered.
+const FAMILIES: [(&str, &str); 36] = [
     ("shield_packets_total", "counter"),
     ("shield_bytes_total", "counter"),
     ("shield_feed_entries", "gauge"),
@@ -198,6 +218,8 @@ const FAMILIES: [(&str, &str); 32] = [
     ("shield_feed_last_success_timestamp_seconds", "gauge"),
     ("shield_feed_errors_total", "counter"),
     ("shield_feed_held", "gauge"),
+    ("shield_feed_held_total", "counter"),
+    ("shield_feed_covered_addresses", "gauge"),
     ("shield_feed_rejected_lines", "gauge"),
     ("shield_bans_active", "gauge"),
     ("shield_bans_total", "counter"),
@@ -226,6 +248,8 @@ const FAMILIES: [(&str, &str); 32] = [
     ),
     ("shield_crowdsec_errors_total", "counter"),
     ("shield_crowdsec_alerts_pushed_total", "counter"),
+    ("shield_crowdsec_alerts_dropped_total", "counter"),
+    ("shield_crowdsec_spool_writes_total", "counter"),
 ];
 
 #[test]
@@ -282,6 +306,8 @@ fn empty_snapshot_has_no_optional_samples() {
         "shield_crowdsec_last_poll_success_timestamp_seconds",
         "shield_crowdsec_errors_total",
         "shield_crowdsec_alerts_pushed_total",
+        "shield_crowdsec_alerts_dropped_total",
+        "shield_crowdsec_spool_writes_total",
     ] {
         assert_eq!(count(name), Some(0), "{name}");
     }

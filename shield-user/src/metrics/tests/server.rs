@@ -396,33 +396,37 @@ async fn idle_connections_make_room_for_a_scrape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_get_503() {
     let config = ServerConfig {
-        max_connections: 2,
+        max_connections: 1,
         read_timeout: Duration::from_secs(30),
         linger: Duration::from_secs(30),
         ..ServerConfig::default()
     };
     let dropped = Arc::clone(&config.dropped);
-    let server = Server::start(config, fixed(Snapshot::default()));
-    // Both slots serving: requests answered, the server lingering for the
-    // clients to close (they do not).
+    // The only slot waits for a snapshot the agent is slow to give: the one
+    // state a connection cannot be evicted in (answered ones make room, see
+    // answered_connections_make_room).
+    let stuck = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let snapshot: SnapshotFn = {
+        let (stuck, calls) = (Arc::clone(&stuck), Arc::clone(&calls));
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            while stuck.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Snapshot::default()
+        })
+    };
+    let server = Server::start(config, snapshot);
     let mut a = TcpStream::connect(server.addr).await.expect("connect");
-    let mut b = TcpStream::connect(server.addr).await.expect("connect");
-    for c in [&mut a, &mut b] {
-        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-            .await
-            .expect("send");
-    }
-    // Their replies, read whole (the server shuts down its side after a
-    // reply), prove both are past the wait for a request: neither can be
-    // evicted any more. A fixed pause could end before the server had read
-    // them on a loaded host, and the next client would evict one.
-    for c in [&mut a, &mut b] {
-        let mut got = Vec::new();
-        timeout(PATIENCE, c.read_to_end(&mut got))
-            .await
-            .expect("a reply in time")
-            .expect("read reply");
-        assert_eq!(parse_reply(&got).status, 200);
+    a.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
+    // The snapshot started: a's head was read, it waits for the rendering.
+    let deadline = Instant::now() + PATIENCE;
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot for a");
+        sleep(Duration::from_millis(10)).await;
     }
 
     let r = get(server.addr, "/metrics").await;
@@ -447,16 +451,17 @@ async fn connections_over_the_cap_get_503() {
         }
         assert_eq!(parse_reply(&got).status, 503);
         refused.push(c);
-        assert!(refused.len() <= 2, "{} refusals lingering", refused.len());
+        assert!(refused.len() <= 1, "{} refusals lingering", refused.len());
     }
-    // The first refusal, these, and the one closed without a word; both
-    // connections being served, none waiting, so nothing to evict.
+    // The first refusal, these, and the one closed without a word; the
+    // connection being served waits for its rendering, so nothing to evict.
     let d = dropped.read();
     assert!(d.busy >= refused.len() as u64 + 2, "{d:?}");
     assert_eq!(d.evicted, 0, "{d:?}");
     drop(refused);
 
     // A freed slot is usable again.
+    stuck.store(false, Ordering::SeqCst);
     drop(a);
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -470,7 +475,40 @@ async fn connections_over_the_cap_get_503() {
         assert!(Instant::now() < deadline, "the slot was never freed");
         sleep(Duration::from_millis(20)).await;
     }
-    drop(b);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_connections_make_room() {
+    let config = ServerConfig {
+        max_connections: 2,
+        linger: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let dropped = Arc::clone(&config.dropped);
+    let server = Server::start(config, fixed(Snapshot::default()));
+    // Both slots answered and lingering: the clients never close.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(server.addr).await.expect("connect");
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .expect("send");
+        let mut got = Vec::new();
+        timeout(PATIENCE, c.read_to_end(&mut got))
+            .await
+            .expect("a reply in time")
+            .expect("read reply");
+        assert_eq!(parse_reply(&got).status, 200);
+        held.push(c);
+    }
+    // Each newcomer takes the slot of the oldest answered one; their
+    // replies were out, so nothing counts as dropped.
+    for _ in 0..5 {
+        assert_eq!(get(server.addr, "/metrics").await.status, 200);
+    }
+    let d = dropped.read();
+    assert_eq!((d.busy, d.evicted), (0, 0), "{d:?}");
     server.stop().await;
 }
 
@@ -496,6 +534,7 @@ async fn a_client_that_never_reads_is_dropped() {
         write_timeout: Duration::from_secs(3),
         ..ServerConfig::default()
     };
+    let server_dropped = Arc::clone(&config.dropped);
     let server = Server::start(config, fixed(snap));
 
     let socket = TcpSocket::new_v4().expect("socket");
@@ -516,21 +555,17 @@ async fn a_client_that_never_reads_is_dropped() {
         .expect("read the start of the reply");
     assert!(first.starts_with(b"HTTP/1.1 200"), "{first:?}");
 
-    // The only slot is taken until the server gives up on `stuck`.
+    // Answered, `stuck` no longer holds its slot against a newcomer: it is
+    // evicted (counted, as its reply was not out) and the newcomer served.
+    let dropped = Arc::clone(&server_dropped);
+    assert_eq!(get(server.addr, "/").await.status, 200);
+    // Counted by `stuck`'s own task, which may run after the newcomer's.
     let deadline = Instant::now() + PATIENCE;
-    let mut refused = 0;
-    loop {
-        // Refused with a 503, or closed while the last refusal lingers.
-        let status = try_get(server.addr, "/").await.map(|r| r.status);
-        if status == Some(200) {
-            break;
-        }
-        assert!(matches!(status, None | Some(503)), "{status:?}");
-        refused += 1;
-        assert!(Instant::now() < deadline, "the stuck client kept its slot");
-        sleep(Duration::from_millis(50)).await;
+    while dropped.read().evicted == 0 {
+        assert!(Instant::now() < deadline, "{:?}", dropped.read());
+        sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused > 0, "the stuck client never held the slot");
+    assert_eq!(dropped.read().evicted, 1, "{:?}", dropped.read());
 
     // What `stuck` can still read is a cut-off reply.
     let mut got = Vec::new();
@@ -602,6 +637,8 @@ async fn a_stuck_agent_gets_503_and_one_blocked_thread() {
     };
     let config = ServerConfig {
         render_timeout: Duration::from_millis(200),
+        // Every request wants a snapshot no older than itself here.
+        max_age: Duration::ZERO,
         ..ServerConfig::default()
     };
     let server = Server::start(config, snapshot);

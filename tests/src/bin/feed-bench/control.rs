@@ -39,7 +39,7 @@ pub fn track_sources(pin_dir: &Path, n: u32) -> Res<()> {
         drops: 0,
     };
     for i in 0..n {
-        let key = bucket_key(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 0, &mask);
+        let key = bucket_key(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 0, 0, &mask);
         m.insert(key, b, 0).ctx(|| "inserting a bucket")?;
     }
     Ok(())

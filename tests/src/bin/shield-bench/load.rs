@@ -139,7 +139,7 @@ pub fn add_sources(dp: &mut Dataplane, from: u32, to: u32) {
         drops: 0,
     };
     for i in from..to {
-        dp.set_bucket(&bucket_key(IpAddr::V4(source(i)), 0, &mask), &b)
+        dp.set_bucket(&bucket_key(IpAddr::V4(source(i)), 0, 0, &mask), &b)
             .expect("bucket");
     }
 }
