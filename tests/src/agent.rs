@@ -93,6 +93,31 @@ impl AgentHome {
         agent.wait_ready(self, Duration::from_secs(30))
     }
 
+    /// Starts the agent and waits for either READY=1 (`Ok`) or its exit
+    /// (`Err` with the status and everything it logged), for tests of
+    /// what the agent must refuse to start on.
+    pub fn start_or_exit(&self, lab: &Lab, extra: &[&str]) -> Result<Agent, (ExitStatus, String)> {
+        let mut agent = self.spawn(lab, extra);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .wait_notify("READY=1", Duration::from_millis(200))
+                .is_some()
+            {
+                return Ok(agent);
+            }
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                agent.child = None;
+                return Err((status, agent.logs()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shield-agent neither READY nor exited after 30 s:\n{}",
+                agent.logs()
+            );
+        }
+    }
+
     /// Starts the agent through `wrapper` (see `spawn_wrapped`) and waits
     /// for READY=1.
     pub fn start_wrapped(&self, lab: &Lab, wrapper: &[String], extra: &[&str]) -> Agent {

@@ -361,6 +361,40 @@ fn json_logs_are_one_object_per_line() {
     assert!(logs.contains("\"message\":\"attached\""), "{logs}");
 }
 
+/// A runtime allowlist with one entry that breaks its schema is moved
+/// aside and reported at start, so the next `allow add` cannot overwrite
+/// the only copy of the other entries.
+#[test]
+fn a_runtime_allowlist_with_a_bad_entry_is_kept_aside_not_overwritten() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    std::fs::create_dir_all(&home.state_dir).unwrap();
+    let body = r#"{"version":1,"allow":["192.0.2.0/24","198.51.100.300/32"]}"#;
+    std::fs::write(home.state_dir.join("allow.json"), body).unwrap();
+    let agent = home.start(&lab, &[]);
+    home.ctl_ok(&["allow", "add", "203.0.113.0/24"]);
+    let aside: Vec<_> = std::fs::read_dir(&home.state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("allow.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}\n{}", agent.logs());
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), body);
+    let logs = agent.logs();
+    assert!(
+        logs.contains("ERROR") && logs.contains("allow.json") && logs.contains("moved to"),
+        "{logs}"
+    );
+    let now = std::fs::read_to_string(home.state_dir.join("allow.json")).unwrap();
+    assert!(now.contains("203.0.113.0/24"), "{now}");
+}
+
 /// Every log file the home's agents wrote (stderr captures).
 fn agent_logs(home: &AgentHome) -> String {
     let mut out = String::new();

@@ -825,9 +825,10 @@ fn state_files_are_private_and_a_writable_config_is_called_out() {
         home.base_config(&lab),
         feed.display()
     ));
-    // A state_dir someone left open is closed again.
+    // A state_dir someone left readable is closed again (a writable one is
+    // refused: a_state_dir_others_could_write_is_refused).
     fs::create_dir_all(&home.state_dir).unwrap();
-    fs::set_permissions(&home.state_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&home.state_dir, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&home.config, fs::Permissions::from_mode(0o666)).unwrap();
     let agent = home.start(&lab, &[]);
     home.ctl_ok(&["ban", "add", "198.51.100.7"]);
@@ -860,6 +861,166 @@ fn state_files_are_private_and_a_writable_config_is_called_out() {
     let (_, out) = home.run(&lab, &["check-config", home.config.to_str().unwrap()]);
     assert!(!out.contains("warning"), "{out}");
     drop(agent);
+}
+
+fn chown(p: &Path, uid: u32) {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; -1 leaves the group as it is.
+    let rc = unsafe { libc::lchown(c.as_ptr(), uid, u32::MAX) };
+    assert_eq!(rc, 0, "chown {}", p.display());
+}
+
+/// Outside systemd nothing else vouches for `state_dir`: a directory or a
+/// file in it that another user owns or could write is where that user
+/// plants an allowlist entry for themselves. The agent refuses to start on
+/// it (exit 2, a config-class error) and says which path and how to fix it.
+#[test]
+fn a_state_dir_others_could_write_is_refused() {
+    const NOBODY: u32 = 65534;
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    let sd = home.state_dir.clone();
+    let allow = sd.join("allow.json");
+    let cache = sd.join("feeds/planted.cache");
+    let planted = r#"{"version":1,"allow":["0.0.0.0/0"]}"#;
+    let reset = || {
+        let _ = fs::remove_dir_all(&sd);
+        fs::create_dir_all(sd.join("feeds")).unwrap();
+        fs::set_permissions(&sd, fs::Permissions::from_mode(0o700)).unwrap();
+    };
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a Path, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "state_dir owned by another user",
+            Box::new(|| chown(&sd, NOBODY)),
+            &sd,
+            "chmod 0700",
+        ),
+        (
+            "group-writable state_dir",
+            Box::new(|| fs::set_permissions(&sd, fs::Permissions::from_mode(0o770)).unwrap()),
+            &sd,
+            "chmod 0700",
+        ),
+        (
+            "world-writable state_dir",
+            Box::new(|| fs::set_permissions(&sd, fs::Permissions::from_mode(0o777)).unwrap()),
+            &sd,
+            "chmod 0700",
+        ),
+        (
+            "allow.json planted by another user",
+            Box::new(|| {
+                fs::write(&allow, planted).unwrap();
+                fs::set_permissions(&allow, fs::Permissions::from_mode(0o600)).unwrap();
+                chown(&allow, NOBODY);
+            }),
+            &allow,
+            "chmod 0600",
+        ),
+        (
+            "world-writable allow.json",
+            Box::new(|| {
+                fs::write(&allow, planted).unwrap();
+                fs::set_permissions(&allow, fs::Permissions::from_mode(0o666)).unwrap();
+            }),
+            &allow,
+            "chmod 0600",
+        ),
+        (
+            "a feed cache another user owns",
+            Box::new(|| {
+                fs::write(&cache, "192.0.2.1\n").unwrap();
+                chown(&cache, NOBODY);
+            }),
+            &cache,
+            "chmod 0600",
+        ),
+    ];
+    for (what, make, path, chmod) in &cases {
+        reset();
+        make();
+        match home.start_or_exit(&lab, &[]) {
+            Ok(agent) => panic!("{what}: the agent started on it:\n{}", agent.logs()),
+            Err((status, out)) => {
+                assert_eq!(status.code(), Some(2), "{what}:\n{out}");
+                let fix = format!("chown root:root {p} && {chmod} {p}", p = path.display());
+                assert!(out.contains(&fix), "{what}: no `{fix}` in:\n{out}");
+            }
+        }
+        assert!(
+            !home.pin_dir.join("BAN_V4").exists(),
+            "{what}: maps were loaded before the check"
+        );
+    }
+    // Done as told, the same files are accepted.
+    reset();
+    fs::write(&allow, planted).unwrap();
+    fs::set_permissions(&allow, fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = home.start(&lab, &[]);
+    let list = home.ctl_ok(&["allow", "list"]);
+    assert!(list.contains("0.0.0.0/0"), "{list}");
+    println!(
+        "hostile: {} untrusted state_dir layouts refused with exit 2 and the fix named",
+        cases.len()
+    );
+    drop(agent);
+}
+
+/// Feed URLs may carry credentials (`user:password@`, `?token=`): a config
+/// that holds one and that every local user can read is called out, by
+/// the agent's log at start and on reload, and by check-config, with the
+/// file and the fix. A config without secrets may stay world-readable.
+#[test]
+fn a_world_readable_config_with_feed_credentials_is_called_out() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    // Nothing listens there: the feed fails, which changes nothing here.
+    let secret_feed = "[[feed]]\nname = \"paid\"\nurl = \"http://127.0.0.1:9/drop.txt?key=K3yValue\"\nallow_http = true\nrefresh = \"1h\"\n";
+    home.write_config(&format!("{}{secret_feed}", home.base_config(&lab)));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = home.config.display().to_string();
+    let fix = format!("chown root:shield {shown} && chmod 0640 {shown}");
+    let check = || home.run(&lab, &["check-config", &shown]).1;
+
+    let out = check();
+    assert!(
+        out.contains("warning:") && out.contains("readable by every user") && out.contains(&fix),
+        "{out}"
+    );
+    assert!(
+        !out.contains("K3yValue"),
+        "the warning shows the secret: {out}"
+    );
+    let agent = home.start(&lab, &[]);
+    let logs = agent.logs();
+    assert!(logs.contains("WARN") && logs.contains(&fix), "{logs}");
+    assert!(!logs.contains("K3yValue"), "{logs}");
+    drop(agent);
+
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = check();
+    assert!(!out.contains("warning"), "{out}");
+
+    // Userinfo counts too; a config with no secret in it is no concern.
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        secret_feed
+            .replace("http://", "http://u:pw@")
+            .replace("?key=K3yValue", "")
+    ));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(check().contains(&fix), "userinfo");
+    home.write_config(&format!(
+        "{}{}",
+        home.base_config(&lab),
+        secret_feed.replace("?key=K3yValue", "")
+    ));
+    fs::set_permissions(&home.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check();
+    assert!(!out.contains("warning"), "{out}");
 }
 
 /// Finding 8 of issue 16: any local user can loop complete `GET /metrics`

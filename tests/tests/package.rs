@@ -7,6 +7,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::OnceLock,
@@ -154,9 +155,21 @@ fn the_deb_ships_what_it_says_and_it_works() {
     for bin in ["/usr/bin/shield-agent", "/usr/bin/shieldctl"] {
         assert_eq!(mode_of(bin), "-rwxr-xr-x", "{bin}");
     }
+    // The config may carry feed credentials: not for every local user.
+    // (The group `shield` is the postinst's to give: dpkg unpacks before
+    // the group exists.)
+    let config_line = listing
+        .lines()
+        .find(|l| l.ends_with(" ./etc/shield/shield.toml"))
+        .unwrap_or_else(|| panic!("no config in:\n{listing}"));
+    let mut cols = config_line.split_whitespace();
+    let (mode, owner) = (cols.next(), cols.next());
+    assert!(
+        mode == Some("-rw-r-----") && matches!(owner, Some("0/0" | "root/root")),
+        "the config should ship 0640 root:root: {config_line}"
+    );
     let mut files = vec![
         "/usr/lib/systemd/system/shield-agent.service".to_string(),
-        "/etc/shield/shield.toml".into(),
         "/usr/share/man/man1/shield-agent.1.gz".into(),
         "/usr/share/man/man1/shieldctl.1.gz".into(),
         "/usr/share/man/man1/shieldctl-ban-add.1.gz".into(),
@@ -334,11 +347,15 @@ echo '== install'
 in_root dpkg -i /tmp/shield.deb
 in_root getent group shield
 in_root stat -c '%a %n' /var/lib/shield
+in_root stat -c 'config %a %U:%G' /etc/shield/shield.toml
 in_root shield-agent check-config /etc/shield/shield.toml
-echo '== edit the config, reinstall'
+echo '== edit the config, reinstall over a world-readable one (older packages shipped it 0644)'
 sed -i 's/^# interfaces = /interfaces = /' {d}/root/etc/shield/shield.toml
+chmod 0644 {d}/root/etc/shield/shield.toml
+chgrp root {d}/root/etc/shield/shield.toml
 in_root dpkg -i /tmp/shield.deb
 grep '^interfaces = ' {d}/root/etc/shield/shield.toml
+in_root stat -c 'reinstalled config %a %U:%G' /etc/shield/shield.toml
 echo '== remove'
 in_root dpkg -r shield
 test ! -e {d}/root/usr/bin/shield-agent && echo 'binaries gone'
@@ -356,6 +373,8 @@ in_root getent group shield >/dev/null && echo 'group kept'
         "Setting up shield (0.1.0-1)",
         "shield:x:",
         "700 /var/lib/shield",
+        "config 640 root:shield",
+        "reinstalled config 640 root:shield",
         "/etc/shield/shield.toml: ok",
         "interfaces = [\"eth0\"]",
         "binaries gone",
@@ -420,6 +439,9 @@ fn a_source_install_has_the_debs_layout_and_keeps_an_edited_config() {
         .into_owned()
     };
     install();
+    let config = scratch.0.join("etc/shield/shield.toml");
+    let config_mode = fs::metadata(&config).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(config_mode, 0o640, "the source install's config mode");
     let installed = files_below(&scratch.0);
     let listing = stdout(Command::new("dpkg-deb").arg("--contents").arg(deb()));
     let mut packaged: Vec<String> = listing
@@ -437,7 +459,6 @@ fn a_source_install_has_the_debs_layout_and_keeps_an_edited_config() {
     );
 
     // An operator's edit survives a reinstall; the shipped file goes beside it.
-    let config = scratch.0.join("etc/shield/shield.toml");
     let edited = fs::read_to_string(&config)
         .unwrap()
         .replace("# interfaces = ", "interfaces = ");
@@ -448,4 +469,10 @@ fn a_source_install_has_the_debs_layout_and_keeps_an_edited_config() {
         scratch.0.join("etc/shield/shield.toml.new").exists(),
         "no shield.toml.new beside the edited config:\n{log}"
     );
+    let new_mode = fs::metadata(scratch.0.join("etc/shield/shield.toml.new"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(new_mode, 0o640, "shield.toml.new's mode");
 }

@@ -61,6 +61,12 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
     if !cmd::succeeds(Command::new("getent").args(["group", "shield"])) {
         cmd::run(Command::new("groupadd").args(["--system", "shield"]))?;
     }
+    for name in ["shield.toml", "shield.toml.new"] {
+        let path = root.join("etc/shield").join(name);
+        if path.exists() {
+            layout::restrict_config(&path)?;
+        }
+    }
     std::fs::create_dir_all("/var/lib/shield")?;
     std::fs::set_permissions(
         "/var/lib/shield",

@@ -29,6 +29,12 @@ pub const OPTIONAL: &[(&str, &str)] = &[
 
 pub const UNIT: &str = "packaging/systemd/shield-agent.service";
 pub const CONFIG: &str = "packaging/shield.toml";
+/// Where the config is installed, below the root.
+pub const CONFIG_DEST: &str = "etc/shield/shield.toml";
+/// The config's mode: feed URLs may carry credentials, so not for every
+/// local user. Group `shield` gets it once the group exists (postinst,
+/// [`restrict_config`]).
+pub const CONFIG_MODE: u32 = 0o640;
 
 /// One file to install: its bytes, its path below the root, its mode.
 pub struct Entry {
@@ -68,8 +74,8 @@ pub fn entries(prefix: &Path, bins: Option<&Path>) -> anyhow::Result<Vec<Entry>>
     });
     out.push(Entry {
         bytes: fs::read(root.join(CONFIG))?,
-        dest: PathBuf::from("etc/shield/shield.toml"),
-        mode: 0o644,
+        dest: PathBuf::from(CONFIG_DEST),
+        mode: CONFIG_MODE,
     });
 
     // Man pages and completions from the clap definitions.
@@ -144,9 +150,14 @@ pub fn entries(prefix: &Path, bins: Option<&Path>) -> anyhow::Result<Vec<Entry>>
 /// Writes `entries` below `root`. With `keep_config`, an existing config
 /// file is left alone and the new one written beside it as `.new` (what
 /// dpkg does for a changed conffile).
-pub fn write(root: &Path, entries: &[Entry], keep_config: bool) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write<E: std::borrow::Borrow<Entry>>(
+    root: &Path,
+    entries: &[E],
+    keep_config: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for e in entries {
+        let e: &Entry = e.borrow();
         let mut path = root.join(&e.dest);
         if keep_config && e.dest.starts_with("etc") && path.exists() {
             if fs::read(&path)? == e.bytes {
@@ -173,6 +184,21 @@ pub fn write(root: &Path, entries: &[Entry], keep_config: bool) -> anyhow::Resul
         written.push(path);
     }
     Ok(written)
+}
+
+/// What the .deb's postinst does to an installed config: group `shield`
+/// when it is still root's (another group was someone's choice), and no
+/// group write or world access.
+pub fn restrict_config(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if md.gid() == 0 {
+        cmd::run(Command::new("chgrp").arg("shield").arg(path))?;
+    }
+    let mode = md.mode() & 0o7777 & !0o027;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(())
 }
 
 fn gzip(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -18,8 +18,11 @@ use crate::{cmd, layout, setup};
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Where cargo-deb takes the staged files from (see `assets` in
-/// shield-user/Cargo.toml).
+/// shield-user/Cargo.toml): an asset glob has one mode for all its files,
+/// so the files of each mode are staged apart.
 pub const STAGE: &str = "target/xtask/package-root";
+/// The files of mode 0640 (the config).
+pub const STAGE_0640: &str = "target/xtask/package-root-0640";
 
 #[derive(Args)]
 pub struct PackageArgs {
@@ -36,10 +39,21 @@ pub fn run(args: &PackageArgs) -> anyhow::Result<()> {
     setup::run()?;
     cargo_deb()?;
     let root = cmd::root();
-    let stage = root.join(STAGE);
-    let _ = fs::remove_dir_all(&stage);
     let entries = layout::entries(Path::new("/usr"), None)?;
-    layout::write(&stage, &entries, false)?;
+    for (dir, mode) in [(STAGE, 0o644), (STAGE_0640, 0o640)] {
+        let stage = root.join(dir);
+        let _ = fs::remove_dir_all(&stage);
+        fs::create_dir_all(&stage)?;
+        let these: Vec<_> = entries.iter().filter(|e| e.mode == mode).collect();
+        layout::write(&stage, &these, false)?;
+    }
+    if let Some(e) = entries.iter().find(|e| e.mode != 0o644 && e.mode != 0o640) {
+        bail!(
+            "{} has mode {:o}, which no asset in shield-user/Cargo.toml stages",
+            e.dest.display(),
+            e.mode
+        );
+    }
     let out = root.join(&args.out);
     fs::create_dir_all(&out)?;
     cmd::run(

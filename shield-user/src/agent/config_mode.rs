@@ -1,16 +1,24 @@
 //! The config file decides what shield blocks and allows, so whoever can
-//! write it controls the host's filter. These checks say who that is.
+//! write it controls the host's filter; and it may hold feed credentials,
+//! so whoever can read it holds those. These checks say who that is.
 
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use crate::control::server::{CONTROL_GROUP, lookup_group};
+use crate::{
+    config::{Config, FeedSource},
+    control::server::{CONTROL_GROUP, lookup_group},
+    feeds::url_has_secrets,
+};
 
 /// Who besides root could rewrite the policy through the config file.
 /// A world-writable config lets any local user unblock themselves or
 /// black-hole the host at the next reload; group write is fine for root's
 /// group and for the control group (whose members can change the policy
-/// over the socket anyway), and a warning for any other group.
-pub fn config_file_warnings(path: &Path) -> Vec<String> {
+/// over the socket anyway), and a warning for any other group. A config
+/// `cfg` (what `path` holds) whose URLs carry credentials (what
+/// `redact_url` hides: `user:password@`, query values) must not be
+/// readable by every user (docs/SECURITY.md, "Files").
+pub fn config_file_warnings(path: &Path, cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(md) = std::fs::metadata(path) else {
         return out;
@@ -20,6 +28,11 @@ pub fn config_file_warnings(path: &Path) -> Vec<String> {
     if mode & 0o002 != 0 {
         out.push(format!(
             "{shown} is world-writable (mode {mode:04o}): any local user can change what shield blocks and allows; run `chmod o-w {shown}`"
+        ));
+    }
+    if mode & 0o004 != 0 && holds_credentials(cfg) {
+        out.push(format!(
+            "{shown} is readable by every user (mode {mode:04o}) and holds credentials (a feed or LAPI URL with a password or query values): run `chown root:{CONTROL_GROUP} {shown} && chmod 0640 {shown}`"
         ));
     }
     if mode & 0o020 != 0 && md.gid() != 0 {
@@ -49,4 +62,14 @@ pub fn config_file_warnings(path: &Path) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Whether a URL in `cfg` carries a secret.
+fn holds_credentials(cfg: &Config) -> bool {
+    let feeds = cfg.feeds.iter().filter_map(|f| match &f.source {
+        FeedSource::Url(u) => Some(u.as_str()),
+        FeedSource::Path(_) => None,
+    });
+    let lapi = cfg.crowdsec.iter().map(|c| c.lapi_url.as_str());
+    feeds.chain(lapi).any(url_has_secrets)
 }

@@ -76,12 +76,14 @@ pub enum AgentError {
 
 impl AgentError {
     /// The exit codes in docs/ARCHITECTURE.md ("Start-up"): 2 for what the
-    /// operator must fix in the config or command line, 1 for everything that
-    /// went wrong at runtime.
+    /// operator must fix in the config, the command line or the setup it
+    /// names (a `state_dir` others could write: restarting cannot help), 1
+    /// for everything that went wrong at runtime.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::Usage(_) | AgentError::Policy(_) => 2,
             AgentError::Dataplane(DataplaneError::NoSuchInterface(_)) => 2,
+            AgentError::State(StateFileError::Untrusted { .. }) => 2,
             _ => 1,
         }
     }
@@ -229,7 +231,7 @@ impl Agent {
             tracing::warn!("{w}");
         }
         if let Some(p) = &opts.config_path {
-            for w in config_file_warnings(p) {
+            for w in config_file_warnings(p, &cfg) {
                 tracing::warn!("{w}");
             }
         }
@@ -403,7 +405,7 @@ impl Agent {
             .opts
             .config_path
             .as_deref()
-            .map(config_file_warnings)
+            .map(|p| config_file_warnings(p, &cfg))
             .unwrap_or_default();
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &mut self.bans)?;
         self.save_ids(&policy);

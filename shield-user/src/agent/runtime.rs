@@ -54,11 +54,17 @@ pub struct RuntimeState {
 }
 
 impl RuntimeState {
-    /// Reads the persisted allowlist and overrides; corrupt files are moved
-    /// aside and reported through `warn`.
+    /// Reads the persisted allowlist and overrides. A file that does not
+    /// parse into its schema (not JSON, or one entry that is not a CIDR or
+    /// a rate) is moved aside and reported through `warn`, as every state
+    /// file is (`statefile::read`): dropping it in silence would let the
+    /// next `allow add` or `limits set --persist` overwrite the only copy.
     pub fn load(state_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<Self, StateFileError> {
-        let mut read = |name: &str| -> Result<Option<serde_json::Value>, StateFileError> {
-            match statefile::read(&state_dir.join(name)) {
+        fn read<T: serde::de::DeserializeOwned>(
+            path: &Path,
+            warn: &mut dyn FnMut(String),
+        ) -> Result<Option<T>, StateFileError> {
+            match statefile::read(path) {
                 Ok(v) => Ok(v),
                 Err(e @ StateFileError::Corrupt { .. }) => {
                     warn(e.to_string());
@@ -66,13 +72,11 @@ impl RuntimeState {
                 }
                 Err(e) => Err(e),
             }
-        };
-        let allow = read(ALLOW_FILE)?
-            .and_then(|v| serde_json::from_value::<AllowFile>(v).ok())
+        }
+        let allow = read::<AllowFile>(&state_dir.join(ALLOW_FILE), warn)?
             .map(|f| f.allow)
             .unwrap_or_default();
-        let overrides = read(OVERRIDES_FILE)?
-            .and_then(|v| serde_json::from_value::<OverridesFile>(v).ok())
+        let overrides = read::<OverridesFile>(&state_dir.join(OVERRIDES_FILE), warn)?
             .map(|f| f.overrides)
             .unwrap_or_default();
         Ok(RuntimeState {
@@ -215,5 +219,41 @@ mod tests {
         assert_eq!(st.live_overrides(10).len(), 1, "the timed one expired");
         assert!(st.expire(10));
         assert_eq!(st.overrides.len(), 1);
+    }
+
+    /// Valid JSON whose schema is wrong (one entry that is no CIDR, one
+    /// rate that does not parse) is set aside and reported like a file
+    /// that is not JSON at all, never dropped in silence: the next save
+    /// would overwrite it.
+    #[test]
+    fn a_file_with_one_bad_entry_is_set_aside_and_reported() {
+        for (file, body) in [
+            (
+                ALLOW_FILE,
+                r#"{"version":1,"allow":["192.0.2.0/24","not-a-cidr"]}"#,
+            ),
+            (
+                OVERRIDES_FILE,
+                r#"{"version":1,"overrides":[{"target":"default","limits":{"packets":"fast"},"expires_unix_ms":null,"persisted":true}]}"#,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(file);
+            std::fs::write(&path, body).unwrap();
+            let mut warned = Vec::new();
+            let st = RuntimeState::load(dir.path(), &mut |w| warned.push(w)).unwrap();
+            assert!(st.allow.is_empty() && st.overrides.is_empty());
+            assert_eq!(warned.len(), 1, "{file}: {warned:?}");
+            assert!(warned[0].contains(file), "{}", warned[0]);
+            assert!(!path.exists(), "{file} left in place, to be overwritten");
+            let aside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{file}.corrupt-")))
+                .collect();
+            assert_eq!(aside.len(), 1, "{file}: {aside:?}");
+            let kept = std::fs::read_to_string(dir.path().join(&aside[0])).unwrap();
+            assert_eq!(kept, body);
+        }
     }
 }

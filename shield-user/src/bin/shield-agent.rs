@@ -138,7 +138,7 @@ fn check_config(file: &std::path::Path) -> Result<(), Failure> {
             for w in agent::unsupported(&cfg) {
                 println!("{}: warning: {w}", file.display());
             }
-            for w in agent::config_file_warnings(file) {
+            for w in agent::config_file_warnings(file, &cfg) {
                 println!("{}: warning: {w}", file.display());
             }
             println!("{}: ok", file.display());

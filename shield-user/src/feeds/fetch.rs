@@ -316,6 +316,12 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Whether `url` carries anything [`redact_url`] hides: the one notion of
+/// what in a URL is secret, for the checks of who may read the config.
+pub fn url_has_secrets(url: &str) -> bool {
+    redact_url(url) != url
+}
+
 fn shown(url: &str) -> String {
     redact_url(url)
 }
@@ -613,6 +619,10 @@ mod tests {
             "https://feeds.example/a@b"
         );
         assert_eq!(shown("no scheme"), "no scheme");
+        assert!(url_has_secrets("https://u:p@h.example/x"));
+        assert!(url_has_secrets("https://h.example/x?token=t"));
+        assert!(!url_has_secrets("https://feeds.example/a@b"));
+        assert!(!url_has_secrets("https://www.spamhaus.org/drop/drop.txt"));
     }
 
     #[test]

@@ -24,7 +24,9 @@ mod tests;
 
 pub use crate::config::FeedFormat;
 pub use apply::{ApplyStats, apply_plan};
-pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch, redact_url};
+pub use fetch::{
+    FetchError, FetchOptions, Fetched, Validators, fetch, redact_url, url_has_secrets,
+};
 pub use index::{Coverage, FeedIndex, FeedSet, IndexError, Plan, shrink_held};
 pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};
 pub use sniff::sniff;
