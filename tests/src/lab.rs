@@ -125,7 +125,59 @@ impl Lab {
         ] {
             wait_up(ns, dev);
         }
+        // With XDP on the server end, the veth hands each frame to a
+        // 256-slot ring that the server's NAPI drains; on a loaded host
+        // NAPI can fall behind a fast sender and the veth drops what does
+        // not fit. With a queue on the client end, kernels since 6.16 hold
+        // the sender back instead (the queue stops until the ring has room,
+        // and the socket's send buffer blocks the sender). Older kernels
+        // still drop; `ring_drops` counts those for the tests that must
+        // account for every frame.
+        let out = Command::new("tc")
+            .args([
+                "-n",
+                &lab.client_ns,
+                "qdisc",
+                "replace",
+                "dev",
+                "sh-cli",
+                "root",
+                "pfifo",
+                "limit",
+                "100000",
+            ])
+            .output()
+            .expect("run tc");
+        assert!(
+            out.status.success(),
+            "tc qdisc on sh-cli: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         lab
+    }
+
+    /// Frames the client's veth dropped on the way to the server because
+    /// the server's XDP ring was full (the veth counts them as its own tx
+    /// drops). Zero where the kernel applies backpressure instead.
+    pub fn ring_drops(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.client_ns,
+                "-s",
+                "-j",
+                "link",
+                "show",
+                "dev",
+                "sh-cli",
+            ])
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "ip -s link: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+        v[0]["stats64"]["tx"]["dropped"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tx drop count in {v}"))
     }
 
     /// Runs `f` with this thread moved into `ns`. Only the calling thread
