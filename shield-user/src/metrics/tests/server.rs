@@ -390,12 +390,14 @@ async fn hundred_concurrent_scrapes_are_all_answered() {
         c.await.expect("client");
     }
     // Scrapes that waited for a snapshot shared it: the first took one,
-    // every scrape that asked while it was held shares the next. At most
-    // two (one per worker thread) can have been read but not yet asked
-    // when the gate opened; each of those may take one more.
+    // every scrape that asked while it was held shares the next (or that
+    // first one too, if they all asked before it started: its worker
+    // thread may be preempted between taking the renderer and starting
+    // it). At most two (one per worker thread) can have been read but not
+    // yet asked when the gate opened; each of those may take one more.
     let calls = calls.load(Ordering::SeqCst);
     assert!(
-        (2..=4).contains(&calls),
+        (1..=4).contains(&calls),
         "{calls} snapshots for {CLIENTS} scrapes"
     );
     server.stop().await;
