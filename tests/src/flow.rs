@@ -14,13 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lab::Lab;
+use crate::lab::{Lab, Path};
 
 /// Senders stop by themselves after this long even if nobody stops them.
 const MAX_RUN: Duration = Duration::from_secs(90);
 
 pub struct Flows {
     stop: Arc<AtomicBool>,
+    /// Set once the senders are done and the veth holds none of their
+    /// frames: whatever passed is then in the receiver's socket.
+    drained: Arc<AtomicBool>,
+    path: Path,
     received: Arc<Mutex<HashMap<IpAddr, u64>>>,
     /// The highest sequence number (a datagram's payload) arrived per source.
     highest: Arc<Mutex<HashMap<IpAddr, u64>>>,
@@ -58,14 +62,15 @@ impl Flows {
     /// client), one datagram every `interval`, to the server's v4 address.
     pub fn start(lab: &Lab, port: u16, sources: &[IpAddr], interval: Duration) -> Flows {
         let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(HashMap::new()));
         let highest = Arc::new(Mutex::new(HashMap::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let dst = SocketAddr::new(lab.server_v4, port);
         let receiver = {
-            let (ns, stop, received, highest) = (
+            let (ns, drained, received, highest) = (
                 lab.server_ns.clone(),
-                stop.clone(),
+                drained.clone(),
                 received.clone(),
                 highest.clone(),
             );
@@ -92,8 +97,9 @@ impl Flows {
                     .unwrap();
                 ready_tx.send(()).unwrap();
                 let mut buf = [0u8; 64];
-                let deadline = Instant::now() + MAX_RUN + Duration::from_secs(5);
-                // Keep draining for a moment after stop, for datagrams in flight.
+                // Beyond the senders' run and the wait for the path to drain.
+                let deadline = Instant::now() + MAX_RUN + Duration::from_secs(40);
+                // After the path has drained, a quiet socket is an empty one.
                 let mut quiet_since: Option<Instant> = None;
                 while Instant::now() < deadline {
                     match sock.recv_from(&mut buf) {
@@ -106,7 +112,7 @@ impl Flows {
                                 *top = (*top).max(seq);
                             }
                         }
-                        Err(_) if stop.load(Ordering::Relaxed) => {
+                        Err(_) if drained.load(Ordering::SeqCst) => {
                             let since = *quiet_since.get_or_insert_with(Instant::now);
                             if since.elapsed() > Duration::from_millis(200) {
                                 break;
@@ -142,6 +148,8 @@ impl Flows {
             .collect();
         Flows {
             stop,
+            drained,
+            path: lab.path(),
             received,
             highest,
             senders,
@@ -188,6 +196,12 @@ impl Flows {
             .into_iter()
             .map(|(src, _, h)| (src, h.join().unwrap()))
             .collect();
+        // Frames still queued for the server, or in the veth's ring for a
+        // NAPI that a loaded host runs late, are not lost: wait until the
+        // server has taken them all. (If it never does, the receiver's
+        // quiet period decides, as it did before this wait existed.)
+        let _ = self.path.wait_idle();
+        self.drained.store(true, Ordering::SeqCst);
         self.receiver.join().unwrap();
         let received = self.received.lock().unwrap().clone();
         let highest = self.highest.lock().unwrap().clone();

@@ -28,6 +28,75 @@ pub struct Lab {
     pub server_v4: IpAddr,
     pub client_v6: IpAddr,
     pub server_v6: IpAddr,
+    path: Path,
+}
+
+/// The client-to-server direction of a lab's veth pair, as its counters
+/// see it: enough to tell when every frame the client sent has been taken
+/// by the server (passed to its stack, or dropped by XDP).
+#[derive(Clone, Debug)]
+pub struct Path {
+    client_ns: String,
+    server_ns: String,
+    /// Frames the server counted before the client's queue existed.
+    before_queue: u64,
+}
+
+fn json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run ip/tc");
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+impl Path {
+    /// (frames queued on the client, frames the queue handed to the veth,
+    /// frames the server's end took, frames the veth dropped).
+    fn counts(&self) -> (u64, u64, u64, u64) {
+        let q = json(Command::new("tc").args([
+            "-n",
+            &self.client_ns,
+            "-s",
+            "-j",
+            "qdisc",
+            "show",
+            "dev",
+            "sh-cli",
+        ]));
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("qdisc stats: {q}"));
+        let root = &q[0];
+        let link = |ns: &str, dev: &str| {
+            json(Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", dev]))
+        };
+        let srv = link(&self.server_ns, "sh-srv");
+        let cli = link(&self.client_ns, "sh-cli");
+        (
+            n(&root["qlen"]),
+            n(&root["packets"]),
+            n(&srv[0]["stats64"]["rx"]["packets"]),
+            n(&cli[0]["stats64"]["tx"]["dropped"]),
+        )
+    }
+
+    /// Frames from the client not yet taken by the server: waiting in the
+    /// client's queue, or in the veth's ring for the server's NAPI (which
+    /// a loaded host may run late).
+    pub fn in_flight(&self) -> u64 {
+        let (queued, handed, taken, dropped) = self.counts();
+        (queued + handed + self.before_queue).saturating_sub(taken + dropped)
+    }
+
+    /// Waits until every frame the client has sent so far has been taken
+    /// by the server; false if that takes over 30 s.
+    pub fn wait_idle(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
 }
 
 fn ip(args: &[&str]) {
@@ -75,6 +144,11 @@ impl Lab {
             server_v4: format!("10.200.{n}.2").parse().unwrap(),
             client_v6: format!("fd00:200:{n}::1").parse().unwrap(),
             server_v6: format!("fd00:200:{n}::2").parse().unwrap(),
+            path: Path {
+                client_ns: format!("shc-{tag}"),
+                server_ns: format!("shs-{tag}"),
+                before_queue: 0,
+            },
         };
         ip(&["netns", "add", &lab.client_ns]);
         ip(&["netns", "add", &lab.server_ns]);
@@ -125,7 +199,70 @@ impl Lab {
         ] {
             wait_up(ns, dev);
         }
+        // With XDP on the server end, the veth hands each frame to a
+        // 256-slot ring that the server's NAPI drains; on a loaded host
+        // NAPI can fall behind a fast sender and the veth drops what does
+        // not fit. With a queue on the client end, kernels since 6.16 hold
+        // the sender back instead (the queue stops until the ring has room,
+        // and the socket's send buffer blocks the sender). Older kernels
+        // still drop; `ring_drops` counts those for the tests that must
+        // account for every frame.
+        let mut lab = lab;
+        let out = Command::new("tc")
+            .args([
+                "-n",
+                &lab.client_ns,
+                "qdisc",
+                "replace",
+                "dev",
+                "sh-cli",
+                "root",
+                "pfifo",
+                "limit",
+                "100000",
+            ])
+            .output()
+            .expect("run tc");
+        assert!(
+            out.status.success(),
+            "tc qdisc on sh-cli: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Without XDP the veth delivers at once, counting each frame on
+        // both ends as it goes: what the server counted so far came before
+        // the queue did (the queue's own count starts at 0).
+        let (queued, handed, taken, dropped) = lab.path.counts();
+        lab.path.before_queue = (taken + dropped).saturating_sub(queued + handed);
         lab
+    }
+
+    /// The client-to-server path, for waiting until it is idle.
+    pub fn path(&self) -> Path {
+        self.path.clone()
+    }
+
+    /// Frames the client's veth dropped on the way to the server because
+    /// the server's XDP ring was full (the veth counts them as its own tx
+    /// drops). Zero where the kernel applies backpressure instead.
+    pub fn ring_drops(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.client_ns,
+                "-s",
+                "-j",
+                "link",
+                "show",
+                "dev",
+                "sh-cli",
+            ])
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "ip -s link: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+        v[0]["stats64"]["tx"]["dropped"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tx drop count in {v}"))
     }
 
     /// Runs `f` with this thread moved into `ns`. Only the calling thread
@@ -156,13 +293,15 @@ impl Lab {
 
     /// Sends `count` UDP datagrams from the client to `server:port` (v4 or v6
     /// by `to`) and returns how many the server received. The receiver binds
-    /// before the sender starts and stops once the sender is done and 300 ms
-    /// have passed without a datagram. Silence before the sender is done
-    /// does not end it: on a loaded host the sender thread may take longer
-    /// than that to start.
+    /// before the sender starts and stops once the sender is done, the
+    /// server has taken every frame off the veth (`Path::wait_idle`), and
+    /// its socket has been quiet for 300 ms. Silence before then does not
+    /// end it: on a loaded host the sender thread may take longer than
+    /// that to start, and the server's NAPI to drain the veth.
     pub fn udp_through(&self, to: IpAddr, port: u16, count: u32) -> u32 {
         let server_ns = self.server_ns.clone();
         let client_ns = self.client_ns.clone();
+        let path = self.path();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sent = Arc::new(AtomicBool::new(false));
         let all_sent = Arc::clone(&sent);
@@ -174,7 +313,8 @@ impl Lab {
             ready_tx.send(()).unwrap();
             let mut got = 0;
             let mut buf = [0u8; 2048];
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Beyond the sender's wait for an idle path (30 s at most).
+            let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 // Read before the check: a datagram that arrived during the
                 // last timeout is counted before the silence ends the run.
@@ -203,6 +343,9 @@ impl Lab {
                 // Errors (ICMP unreachable feedback) do not stop the run.
                 let _ = sock.send_to(&i.to_be_bytes(), SocketAddr::new(to, port));
             }
+            // Frames the kernel still holds for the server are not lost
+            // yet; if the path never drains, silence decides as before.
+            let _ = path.wait_idle();
             sent.store(true, Ordering::SeqCst);
         });
         sender.join().unwrap();

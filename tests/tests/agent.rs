@@ -98,6 +98,7 @@ fn upgrade_replaces_the_program_atomically() {
     std::fs::write(&object, shield_user::dataplane::OBJECT).unwrap();
     let agent = home.start(&lab, &[]);
     let (link, prog) = home.link_ids(&lab.server_if).unwrap();
+    let ring_before = lab.ring_drops();
     let flows = Flows::start(&lab, PORT, &[banned, clean], TICK);
     assert!(flows.wait_more(clean, 50, Duration::from_secs(10)));
 
@@ -109,11 +110,14 @@ fn upgrade_replaces_the_program_atomically() {
     assert!(agent.logs().contains("replaced=true"), "{}", agent.logs());
     assert!(flows.wait_more(clean, 100, Duration::from_secs(10)));
     let r = flows.stop();
+    let ring = lab.ring_drops() - ring_before;
     assert_eq!(r.received(banned), 0, "{r:?}");
-    let lost = r.sent(clean) - r.received(clean);
+    // Less what the veth's XDP ring dropped (both flows share it; none
+    // where the kernel holds the sender back): those never met a program.
+    let lost = (r.sent(clean) - r.received(clean)).saturating_sub(ring);
     assert!(
         lost <= 2,
-        "clean traffic lost {lost} datagrams across the upgrade: {r:?}"
+        "clean traffic lost {lost} datagrams across the upgrade ({ring} more dropped by the veth ring): {r:?}"
     );
     drop(agent);
 }

@@ -150,7 +150,10 @@ fn a_range_decision_covers_its_prefix() {
     });
     // The second client address is in the range too.
     let flows = Flows::start(&lab, PORT + 1, &[other], Duration::from_millis(5));
-    thread::sleep(Duration::from_millis(500));
+    // By datagrams sent, not time: a slow sender still sends its 21.
+    wait_for(&agent, WITHIN, "the second client never sent", || {
+        flows.sent(other) > 20
+    });
     let r = flows.stop();
     assert!(r.sent(other) > 20 && r.received(other) == 0, "{r:?}");
     let rows = bans(&home);
@@ -224,7 +227,15 @@ fn a_lapi_restart_loses_nothing_and_resyncs_as_a_diff() {
         )
         .is_some_and(|n| n >= 1.0)
     });
-    thread::sleep(Duration::from_secs(2));
+    // The outage goes on past another failed poll: the decisions stay
+    // through it.
+    wait_for(&agent, WITHIN, "no second failed poll", || {
+        metric(
+            &scrape(&lab.server_ns, 9964),
+            "shield_crowdsec_errors_total",
+        )
+        .is_some_and(|n| n >= 2.0)
+    });
     assert!(
         blocked(&lab, lab.server_v4),
         "decisions stay while the LAPI is down"
@@ -303,8 +314,22 @@ fn a_bad_api_key_is_a_clear_error_and_the_local_policy_keeps_running() {
     assert!(blocked(&lab, lab.server_v4));
     home.ctl_ok(&["ban", "del", &src]);
     assert!(passes(&lab, lab.server_v4));
-    // One error line per distinct failure, not one per poll.
-    thread::sleep(Duration::from_secs(3));
+    // One error line per distinct failure, not one per poll: two more
+    // polls refused, still one line.
+    let errors = || {
+        metric(
+            &scrape(&lab.server_ns, 9964),
+            "shield_crowdsec_errors_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let seen = errors();
+    wait_for(
+        &agent,
+        Duration::from_secs(40),
+        "no more refused polls",
+        || errors() >= seen + 2.0,
+    );
     assert_eq!(
         agent.logs().matches("refused the bouncer API key").count(),
         1,

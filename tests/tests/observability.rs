@@ -246,31 +246,45 @@ fn a_scrape_during_traffic_counts_the_packets_sent() {
     // ARP resolved first, so every datagram below reaches the wire.
     lab.udp_through(lab.server_v4, PORT + 1, 1);
     let before = scrape_ok(&lab);
+    let ring_before = lab.ring_drops();
     let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(1500));
     let mut last = 0.0;
-    for _ in 0..4 {
-        thread::sleep(Duration::from_millis(400));
+    for round in 1..=4 {
+        // Scrapes during the flow, spaced by datagrams sent rather than by
+        // time: a sender slowed by a loaded host still sends its share.
+        wait_for(30, "the flow to send", || {
+            (flows.sent(src) >= round * 250).then_some(())
+        });
         let t = scrape_ok(&lab);
         let seen = packets(&t, "pass", "clean") + packets(&t, "drop", "ratelimit");
         assert!(seen >= last, "counters went back: {seen} < {last}");
         last = seen;
     }
     let r = flows.stop();
+    let ring = lab.ring_drops() - ring_before;
     let (sent, received) = (r.sent(src) as f64, r.received(src) as f64);
     // A scrape may be answered from a snapshot up to a second old
-    // (docs/metrics.md): wait for one taken after the flow's last packet.
+    // (docs/metrics.md): wait for one taken after the flow's last packet
+    // (every datagram the program saw: those the veth ring dropped never
+    // reached it).
     let after = wait_for(30, "a snapshot with every packet counted", || {
         let t = scrape_ok(&lab);
         let seen = packets(&t, "pass", "clean") + packets(&t, "drop", "ratelimit")
             - packets(&before, "pass", "clean")
             - packets(&before, "drop", "ratelimit");
-        (seen >= sent).then_some(t)
+        (seen >= sent - ring as f64).then_some(t)
     });
     let d = |v, reason| packets(&after, v, reason) - packets(&before, v, reason);
-    assert!(sent > 500.0 && received < sent, "{r:?}");
+    assert!(sent >= 1000.0 && received < sent, "{r:?}");
     // Every datagram the flow sent and the server did not get was dropped
-    // by the rate limit, and counted once; nothing else was.
-    assert_eq!(d("drop", "ratelimit"), sent - received, "{r:?}\n{after}");
+    // by the rate limit, and counted once; nothing else was. Those the
+    // veth's XDP ring dropped before the program saw them (none where the
+    // kernel applies backpressure) are the veth's, not the shield's.
+    assert_eq!(
+        d("drop", "ratelimit"),
+        sent - received - ring as f64,
+        "{ring} dropped by the veth ring; {r:?}\n{after}"
+    );
     assert!(d("pass", "clean") >= received, "{r:?}\n{after}");
     for reason in ["banned", "feed", "acl", "synlimit", "malformed"] {
         assert_eq!(d("drop", reason), 0.0, "{reason}");
@@ -309,9 +323,16 @@ fn a_repeat_offence_gets_a_longer_ban_even_across_a_restart() {
     let second = wait_for(20, "the second autoban", || {
         autoban_left(&home, &net).filter(|left| *left > 3)
     });
-    assert!((9..=12).contains(&second), "second ban {second}s, want 12s");
+    // Time left when first listed: at most the 12 s it was given, and more
+    // than a 2× ban's 6 s, which leaves 6 s for the poll that saw it on a
+    // loaded host. The log line gives the exact TTL.
+    assert!((7..=12).contains(&second), "second ban {second}s, want 12s");
     flows.stop();
     let logs = agent.logs();
+    assert!(
+        logs.contains("ttl=12s"),
+        "the second ban is 4 × 3 s: {logs}"
+    );
     assert!(logs.matches("autoban").count() >= 2, "{logs}");
     assert!(logs.contains("ban expired"), "the first ban's end: {logs}");
     assert!(
@@ -332,9 +353,15 @@ fn a_repeat_offence_gets_a_longer_ban_even_across_a_restart() {
         autoban_left(&home, &net).filter(|left| *left > 12)
     });
     flows.stop();
+    // As above: under 48 s, and well over a 2× ban's 24 s.
     assert!(
         (40..=48).contains(&third),
         "third ban {third}s, want 48s: {}",
+        agent.logs()
+    );
+    assert!(
+        agent.logs().contains("ttl=48s"),
+        "the third ban is 4 × 12 s: {}",
         agent.logs()
     );
 }
@@ -349,19 +376,24 @@ fn an_allowlisted_flood_is_never_banned() {
         home.base_config(&lab)
     ));
     let _agent = home.start(&lab, &[]);
+    let ring_before = lab.ring_drops();
     let flows = Flows::start(&lab, PORT, &[src], Duration::from_micros(1000));
-    thread::sleep(Duration::from_secs(4));
+    // 4000 datagrams, each followed by a 1 ms pause: at least 4 s at 10 ×
+    // the limit, well past `after`, however slowly a loaded host sends.
+    wait_for(60, "the flood to send 4000", || {
+        (flows.sent(src) >= 4000).then_some(())
+    });
     let r = flows.stop();
-    assert!(r.sent(src) > 1000, "{r:?}");
+    let ring = lab.ring_drops() - ring_before;
     assert_eq!(
-        r.received(src),
+        r.received(src) + ring,
         r.sent(src),
-        "an allowlisted source is never limited"
+        "an allowlisted source is never limited ({ring} dropped by the veth ring, none where the kernel applies backpressure)"
     );
     let bans = home.ctl_json(&["ban", "list"]);
     assert_eq!(bans["data"].as_array().unwrap().len(), 0, "{bans}");
     let text = scrape_ok(&lab);
-    assert!(packets(&text, "pass", "allowed") >= r.sent(src) as f64);
+    assert!(packets(&text, "pass", "allowed") >= (r.sent(src) - ring) as f64);
     assert_eq!(m(&text, "shield_flood_events_total"), 0.0);
     assert_eq!(m(&text, "shield_bans_total{source=\"autoban\"}"), 0.0);
 }
@@ -381,7 +413,8 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     let (lab, home, agent) = lab_with_agent(
         "[limits]\npackets = \"1/s\"\npacket_burst = 1\nconnections = \"1/s\"\nconnection_burst = 1\n[autoban]\nafter = \"2s\"\nttl = \"10m\"\n",
     );
-    thread::sleep(Duration::from_millis(500));
+    // Measured at READY: start-up is done, and the bound below leaves
+    // 64 MiB for whatever the first ticks add.
     let rss_before = vm_rss_kib(agent.pid());
     let lines_before = agent.logs().lines().count();
     // Two packets per source per round: the second is over the limit.
@@ -407,27 +440,53 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     };
     let started = Instant::now();
     let mut rounds = 0;
+    // `top` is asked while the flood is on: it lists floods the agent is
+    // tracking, and those end (and leave it) seconds after their last
+    // packet, which on a loaded host can come before the counts settle.
+    let mut top = None;
     while started.elapsed() < Duration::from_secs(5)
         || (started.elapsed() < Duration::from_secs(40)
             && banned_in_kernel() < SOURCES as usize / 2)
+        || top.is_none()
     {
         let sent = send_frames(&lab.client_ns, "sh-cli", frames.clone(), 64);
         assert_eq!(sent, frames.len());
         rounds += 1;
+        if top.is_none() {
+            let t = home.ctl_json(&["top", "-n", "5"]);
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "no 5 floods in top after {rounds} rounds: {t}"
+            );
+            if t["data"].as_array().unwrap().len() == 5 {
+                top = Some(t);
+            }
+        }
+        // Pacing only (every round takes each source over its limit with
+        // its second frame); nothing waits on it.
         thread::sleep(Duration::from_millis(300));
     }
     // The flood is over. The agent reads its events and bans at its own
-    // pace, slower on a loaded host: wait until its counts have settled
-    // (the same on two scrapes a second apart) rather than a fixed time.
+    // pace, slower on a loaded host: wait until it is done, that is, no
+    // flood is still going (so none can become a ban) and its counts are
+    // the same on two scrapes in a row, rather than for a fixed time.
+    // While it bans thousands at once a scrape may wait past its 10 s for
+    // the agent's state (a 503, or no answer in time): not settled yet.
     let mut last: Option<(f64, f64)> = None;
-    let text = wait_for(60, "the autobans to settle", || {
+    let mut unanswered = 0;
+    let text = wait_for(120, "the autobans to settle", || {
         thread::sleep(Duration::from_millis(800));
-        let text = scrape_ok(&lab);
+        let text = scrape(&lab.server_ns, METRICS);
+        if !text.starts_with("HTTP/1.1 200") {
+            unanswered += 1;
+            eprintln!("scrape while the agent bans: {:?}", text.lines().next());
+            return None;
+        }
         let now = (
             m(&text, "shield_flood_events_total"),
             m(&text, "shield_bans_total{source=\"autoban\"}"),
         );
-        let settled = last == Some(now);
+        let settled = last == Some(now) && m(&text, "shield_flood_sources") == 0.0;
         last = Some(now);
         settled.then_some(text)
     });
@@ -460,14 +519,23 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
         rss_after < rss_before + 64 * 1024,
         "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    // The agent still answers.
-    let top = home.ctl_json(&["top", "-n", "5"]);
-    assert_eq!(top["data"].as_array().unwrap().len(), 5, "{top}");
+    // The agent answered `top` during the flood (above), and still
+    // answers now.
+    let top = top.unwrap();
+    for row in top["data"].as_array().unwrap() {
+        assert!(
+            row["source"].as_str().unwrap().starts_with("172.16."),
+            "{top}"
+        );
+    }
+    let now = home.ctl_json(&["top", "-n", "5"]);
+    assert!(now["data"].as_array().unwrap().len() <= 5, "{now}");
     let bans = home.ctl_json(&["ban", "list"]);
     assert_eq!(bans["data"].as_array().unwrap().len() as f64, autobans);
     eprintln!(
         "10k sources: {rounds} rounds, {events} flood events, {autobans} autobans, \
-         {lines} log lines, VmRSS {rss_before} → {rss_after} KiB"
+         {lines} log lines, VmRSS {rss_before} → {rss_after} KiB, \
+         {unanswered} scrapes unanswered while settling"
     );
 }
 
@@ -527,6 +595,7 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
     assert!(human.contains("adaptive: level 2/2"), "{human}");
     // Measure the sources at level 2 only.
     let r = calm.stop();
+    let ring_before = lab.ring_drops();
     let calm = Flows::start(
         &lab,
         PORT + 1,
@@ -543,15 +612,17 @@ fn adaptive_limits_tighten_under_a_flood_and_relax_after_it() {
     }
     let at_two = calm.stop();
     let fl = flood.stop();
+    let ring = lab.ring_drops() - ring_before;
     assert!(fl.received(flooder) < fl.sent(flooder), "{fl:?}");
     assert!(
         at_two.received(steady) < at_two.sent(steady) * 9 / 10,
         "a default-tier source at 100/s is held to 50/s at level 2: {at_two:?} (before: {r:?})"
     );
-    assert_eq!(
-        at_two.received(partner),
-        at_two.sent(partner),
-        "a partner is never tightened: {at_two:?}"
+    // Exact where the kernel holds the sender back; elsewhere the veth's
+    // ring, shared with the flood, may drop a few of the partner's too.
+    assert!(
+        at_two.sent(partner) - at_two.received(partner) <= ring,
+        "a partner is never tightened ({ring} dropped by the veth ring): {at_two:?}"
     );
 
     // Calm: one step down per 3 s.
@@ -598,6 +669,10 @@ fn a_restart_during_a_flood_keeps_the_adaptive_level() {
     // agent already has the tightened limits (earning them again would
     // take two samples a second apart, and a step more).
     assert!(agent.stop().success());
+    let held: u64 = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&file).unwrap())
+        .unwrap()["held_unix_ms"]
+        .as_u64()
+        .unwrap();
     let agent = home.start(&lab, &[]);
     assert_eq!(limits(), (2, "50/s".to_string()), "{}", agent.logs());
     assert!(
@@ -605,8 +680,13 @@ fn a_restart_during_a_flood_keeps_the_adaptive_level() {
         "{}",
         agent.logs()
     );
-    // Still flooding: the level is still earned, and its file kept fresh.
-    thread::sleep(Duration::from_secs(2));
+    // Still flooding: the level is still earned, and its file kept fresh
+    // (rewritten every relax_after / 4 while earned), by the new agent.
+    let restarted_ms = held;
+    wait_for(30, "adaptive.json rewritten by the new agent", || {
+        let now: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+        (now["held_unix_ms"].as_u64()? > restarted_ms).then_some(())
+    });
     assert_eq!(limits().0, 2);
     flood.stop();
     assert!(agent.stop().success());
@@ -668,7 +748,6 @@ fn an_xdp_link_detached_behind_the_agents_back_is_reported_and_reload_reattaches
 fn a_backlog_longer_than_one_drain_is_read_to_the_end() {
     const SOURCES: u32 = 6_000;
     let (lab, _home, agent) = lab_with_agent("[limits]\npackets = \"1/s\"\npacket_burst = 1\n");
-    thread::sleep(Duration::from_millis(500));
     let before = m(&scrape_ok(&lab), "shield_flood_events_total");
     // Every source over its limit once: one event each, all queued in the
     // ring (room for ~6.5k) while the agent is stopped.
