@@ -6,14 +6,15 @@
 //! from accept to arrive whole and `max_head_bytes` to fit in (431 past
 //! that); at most `max_connections` are served at once (503 to the rest);
 //! a reply has `write_timeout` to be taken by the client. Snapshots are
-//! taken off the async workers, one at a time, at most once per
-//! `max_age`: every request within that time is answered from the same
-//! rendering, so a local client looping complete requests costs the agent
-//! one snapshot a second, not one per request. When every slot is taken,
+//! taken off the async workers, one at a time. A request gets a snapshot
+//! taken after it arrived, unless the endpoint is hammered (more than a few
+//! renderings within `max_age`): then it shares the last rendering, so a
+//! local client looping complete requests costs the agent a few snapshots
+//! a second, not one per request. When every slot is taken,
 //! a newcomer evicts first the oldest connection already answered (its
 //! client still reading or not closing), then the oldest still waiting for
-//! its request head; only connections waiting for a rendering (at most
-//! one a second, shared) cannot be evicted.
+//! its request head; only connections waiting for a rendering (shared, and
+//! when hammered at most a few a second) cannot be evicted.
 
 use std::{
     io,
@@ -64,8 +65,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Time for a snapshot and its rendering; 503 past it.
     pub render_timeout: Duration,
-    /// A rendering whose snapshot started this long before a request is
-    /// still good for it; past that, the request waits for a new one.
+    /// While the endpoint is hammered (`BUSY_RENDERS` renderings within
+    /// this long), a rendering whose snapshot started this long before a
+    /// request is still good for it; otherwise a request waits for a
+    /// snapshot taken after it arrived.
     pub max_age: Duration,
     /// After replying, how long to wait for the client to close, discarding
     /// anything it still sends. Closing with unread input makes the kernel
@@ -281,12 +284,28 @@ type Outcome = Option<Option<Arc<str>>>;
 struct RenderState {
     /// The last rendering, and when its snapshot was started.
     last: Option<(Instant, Arc<str>)>,
+    /// When the last [`BUSY_RENDERS`] renderings were started, oldest first.
+    starts: std::collections::VecDeque<Instant>,
     /// A rendering under way, when it was started, and where its outcome
     /// shows. It runs in a task of its own, so it stays here when every
     /// request waiting for it times out and the next request waits for the
     /// same one: an agent whose lock is stuck ties up one blocking thread,
     /// not one per scrape.
     pending: Option<(Instant, watch::Receiver<Outcome>)>,
+}
+
+/// Renderings within one `max_age` beyond which the endpoint counts as
+/// hammered and answers from its last rendering. Below it every request
+/// gets a snapshot taken after it arrived, so a scrape right after a change
+/// shows the change; a loop of requests costs at most this many snapshots
+/// per `max_age`.
+const BUSY_RENDERS: usize = 4;
+
+impl RenderState {
+    /// True when [`BUSY_RENDERS`] renderings started at or after `since`.
+    fn busy(&self, since: Instant) -> bool {
+        self.starts.len() >= BUSY_RENDERS && self.starts.front().is_some_and(|t| *t >= since)
+    }
 }
 
 fn lock(state: &std::sync::Mutex<RenderState>) -> std::sync::MutexGuard<'_, RenderState> {
@@ -296,16 +315,18 @@ fn lock(state: &std::sync::Mutex<RenderState>) -> std::sync::MutexGuard<'_, Rend
 }
 
 impl Renderer {
-    /// A rendering whose snapshot was started no earlier than `max_age`
-    /// before `asked`: a burst of scrapes (or a slow agent lock, or a
-    /// client looping requests) costs one snapshot, not one each. While a
-    /// new rendering is under way (for less than `render_timeout`), the
-    /// last one is answered at once if it was at most twice `max_age` old
-    /// when the new one started, that is, while requests keep coming:
-    /// connections waiting for a rendering cannot be evicted, and a loop of
-    /// requests must not fill every slot with them while the agent's lock
-    /// is busy. A stuck agent still shows as 503s once `render_timeout` has
-    /// passed. `None` if the snapshot function panicked.
+    /// A rendering whose snapshot was started after `asked`, unless the
+    /// endpoint is hammered ([`BUSY_RENDERS`] renderings within `max_age`):
+    /// then one started no earlier than `max_age` before `asked` will do,
+    /// so a burst of scrapes, a slow agent lock or a client looping
+    /// requests costs a few snapshots a second, not one each. While
+    /// hammered and a new rendering is under way (for less than
+    /// `render_timeout`), the last one is answered at once if it was at
+    /// most twice `max_age` old when the new one started: connections
+    /// waiting for a rendering cannot be evicted, and a loop of requests
+    /// must not fill every slot with them while the agent's lock is busy.
+    /// A stuck agent still shows as 503s once `render_timeout` has passed.
+    /// `None` if the snapshot function panicked.
     async fn fresh(&self, asked: Instant) -> Option<Arc<str>> {
         let oldest = asked.checked_sub(self.max_age).unwrap_or(asked);
         let recent = asked.checked_sub(self.render_timeout).unwrap_or(asked);
@@ -313,12 +334,16 @@ impl Renderer {
             let mut outcome = {
                 let mut st = lock(&self.state);
                 let st = &mut *st;
+                let busy = st.busy(oldest);
                 match (&st.last, &st.pending) {
-                    (Some((started, body)), _) if *started >= oldest => {
+                    (Some((started, body)), _)
+                        if *started >= asked || (busy && *started >= oldest) =>
+                    {
                         return Some(Arc::clone(body));
                     }
                     (Some((last, body)), Some((started, _)))
-                        if *started >= recent
+                        if busy
+                            && *started >= recent
                             && *last >= started.checked_sub(self.max_age * 2).unwrap_or(*last) =>
                     {
                         return Some(Arc::clone(body));
@@ -329,7 +354,7 @@ impl Renderer {
             };
             let done = outcome.wait_for(Option::is_some).await.ok()?.clone();
             // The new rendering is in `last` now; the loop returns it, or
-            // starts another if it was started before `oldest`.
+            // starts another if it was started before the request came.
             done.flatten()?;
         }
     }
@@ -340,6 +365,10 @@ impl Renderer {
         let (tell, outcome) = watch::channel(None);
         let started = Instant::now();
         st.pending = Some((started, outcome.clone()));
+        st.starts.push_back(started);
+        if st.starts.len() > BUSY_RENDERS {
+            st.starts.pop_front();
+        }
         let f = Arc::clone(&self.snapshot);
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {

@@ -657,6 +657,45 @@ async fn a_panicking_snapshot_is_a_500_not_a_crash() {
     server.stop().await;
 }
 
+/// A scrape after a change shows the change: one scrape after another each
+/// gets a snapshot of its own, however close together; only a client
+/// hammering the endpoint is answered from the last one, and then it costs
+/// a few snapshots, not one per request.
+#[tokio::test]
+async fn each_scrape_sees_a_fresh_snapshot_unless_the_endpoint_is_hammered() {
+    let snap = sample_snapshot();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let snapshot: SnapshotFn = Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        snap.clone()
+    });
+    // An hour: every request below falls inside one `max_age`.
+    let config = ServerConfig {
+        max_age: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, snapshot);
+    for i in 1..=3 {
+        assert_eq!(get(server.addr, "/metrics").await.status, 200);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            i,
+            "scrape {i}: its own snapshot"
+        );
+    }
+    // Hammered: past four snapshots within max_age, the last is shared.
+    for _ in 0..50 {
+        assert_eq!(get(server.addr, "/metrics").await.status, 200);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "a loop costs four snapshots"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_listener() {
     let server = Server::start(ServerConfig::default(), fixed(Snapshot::default()));
