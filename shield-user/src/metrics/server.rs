@@ -320,7 +320,7 @@ impl Renderer {
     /// then one started no earlier than `max_age` before `asked` will do,
     /// so a burst of scrapes, a slow agent lock or a client looping
     /// requests costs a few snapshots a second, not one each. While
-    /// hammered and a new rendering is under way (for less than
+    /// another request's rendering is under way (for less than
     /// `render_timeout`), the last one is answered at once if it was at
     /// most twice `max_age` old when the new one started: connections
     /// waiting for a rendering cannot be evicted, and a loop of requests
@@ -342,8 +342,7 @@ impl Renderer {
                         return Some(Arc::clone(body));
                     }
                     (Some((last, body)), Some((started, _)))
-                        if busy
-                            && *started >= recent
+                        if *started >= recent
                             && *last >= started.checked_sub(self.max_age * 2).unwrap_or(*last) =>
                     {
                         return Some(Arc::clone(body));
