@@ -354,6 +354,22 @@ impl Lab {
 }
 
 impl Lab {
+    /// Two identical UDP datagrams to the server's `port` from each of
+    /// `sources` addresses `a.b.X.Y` (X.Y counting up from 0.0): with a
+    /// limit of one packet, the second of each pair is over it. For
+    /// `raw::send_frames`, which fakes the sources.
+    pub fn two_from_each(&self, prefix: [u8; 2], sources: u32, port: u16) -> Vec<Vec<u8>> {
+        (0..sources)
+            .flat_map(|i| {
+                let src = IpAddr::from([prefix[0], prefix[1], (i >> 8) as u8, (i & 0xff) as u8]);
+                let mut p = crate::packet::Pkt::udp(&src.to_string(), port);
+                p.dst = self.server_v4;
+                let f = p.build();
+                [f.clone(), f]
+            })
+            .collect()
+    }
+
     /// Adds another address to the client (a second source host), e.g.
     /// `10.200.N.3` for `host = 3`.
     pub fn add_client_v4(&self, host: u8) -> IpAddr {

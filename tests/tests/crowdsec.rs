@@ -684,7 +684,7 @@ fn watch_pings(
 /// spooled is lost at SIGTERM.
 #[test]
 fn ten_thousand_spooled_autobans_never_stall_the_agent() {
-    use shield_tests::{packet::Pkt, raw::send_frames};
+    use shield_tests::raw::send_frames;
     use std::sync::{Arc, atomic::AtomicBool};
     const SOURCES: u32 = 10_000;
     let lab = Lab::new();
@@ -732,15 +732,7 @@ fn ten_thousand_spooled_autobans_never_stall_the_agent() {
     // Two packets per source per round, as in the observability suite's
     // ten thousand sources: every source floods, and after 2 s of it each
     // one is banned, most of them in the same tick.
-    let frames: Vec<Vec<u8>> = (0..SOURCES)
-        .flat_map(|i| {
-            let src = IpAddr::from([172, 16, (i >> 8) as u8, (i & 0xff) as u8]);
-            let mut p = Pkt::udp(&src.to_string(), PORT);
-            p.dst = lab.server_v4;
-            let f = p.build();
-            [f.clone(), f]
-        })
-        .collect();
+    let frames = lab.two_from_each([172, 16], SOURCES, PORT);
     let spooled = || crowdsec_status(&home)["alerts_spooled"].as_u64().unwrap();
     let flood = Instant::now();
     while flood.elapsed() < Duration::from_secs(5)

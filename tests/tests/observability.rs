@@ -17,7 +17,6 @@ use shield_tests::{
     agent::{AgentHome, lab_with_agent, metric, scrape},
     flow::Flows,
     lab::Lab,
-    packet::Pkt,
     raw::send_frames,
 };
 
@@ -418,15 +417,7 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     let rss_before = vm_rss_kib(agent.pid());
     let lines_before = agent.logs().lines().count();
     // Two packets per source per round: the second is over the limit.
-    let frames: Vec<Vec<u8>> = (0..SOURCES)
-        .flat_map(|i| {
-            let src = IpAddr::from([172, 16, (i >> 8) as u8, (i & 0xff) as u8]);
-            let mut p = Pkt::udp(&src.to_string(), PORT);
-            p.dst = lab.server_v4;
-            let f = p.build();
-            [f.clone(), f]
-        })
-        .collect();
+    let frames = lab.two_from_each([172, 16], SOURCES, PORT);
     // At least 5 s of flood; on a loaded host the agent reads its events
     // later and sees fewer sources over their limit for a whole `after`,
     // so the flood goes on (up to 40 s) until half the sources are banned.
@@ -751,15 +742,7 @@ fn a_backlog_longer_than_one_drain_is_read_to_the_end() {
     let before = m(&scrape_ok(&lab), "shield_flood_events_total");
     // Every source over its limit once: one event each, all queued in the
     // ring (room for ~6.5k) while the agent is stopped.
-    let frames: Vec<Vec<u8>> = (0..SOURCES)
-        .flat_map(|i| {
-            let src = IpAddr::from([172, 17, (i >> 8) as u8, (i & 0xff) as u8]);
-            let mut p = Pkt::udp(&src.to_string(), PORT);
-            p.dst = lab.server_v4;
-            let f = p.build();
-            [f.clone(), f]
-        })
-        .collect();
+    let frames = lab.two_from_each([172, 17], SOURCES, PORT);
     let signal = |sig: &str| {
         let ok = Command::new("kill")
             .args([sig, &agent.pid().to_string()])
