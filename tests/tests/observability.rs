@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeSet,
-    net::IpAddr,
     path::PathBuf,
     process::Command,
     thread,
