@@ -18,6 +18,7 @@ pub mod maps;
 #[cfg(any(feature = "model", test))]
 pub mod model;
 pub mod reason;
+pub mod special;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -1,12 +1,12 @@
-//! A small HTTP server for feed tests, listening on 127.0.0.1 inside a
-//! lab's namespace (where the agent runs). It serves one body with an ETag,
+//! A small HTTP server for feed tests, listening on 127.0.0.1 (or another
+//! address of the namespace) inside a lab's namespace (where the agent runs). It serves one body with an ETag,
 //! answers conditional requests with 304, can redirect, stall or go away,
 //! and can speak HTTPS with the test CA's certificate for 127.0.0.1
 //! ([`TEST_CA`], for the agent's `SSL_CERT_FILE`).
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener},
+    net::{IpAddr, SocketAddr, TcpListener},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -63,15 +63,26 @@ pub struct FeedServer {
 impl FeedServer {
     /// Starts serving `body` in `ns`.
     pub fn start_in(ns: &str, body: &[u8]) -> FeedServer {
-        FeedServer::start(ns, body, None)
+        FeedServer::start(ns, IpAddr::from([127, 0, 0, 1]), body, None)
+    }
+
+    /// As [`FeedServer::start_in`], listening on `ip` (an address of `ns`,
+    /// e.g. one [`Lab::add_server_address`] gave it).
+    pub fn start_at(ns: &str, ip: IpAddr, body: &[u8]) -> FeedServer {
+        FeedServer::start(ns, ip, body, None)
     }
 
     /// As [`FeedServer::start_in`], over HTTPS.
     pub fn start_tls_in(ns: &str, body: &[u8]) -> FeedServer {
-        FeedServer::start(ns, body, Some(tls_config()))
+        FeedServer::start(ns, IpAddr::from([127, 0, 0, 1]), body, Some(tls_config()))
     }
 
-    fn start(ns: &str, body: &[u8], tls: Option<Arc<rustls::ServerConfig>>) -> FeedServer {
+    fn start(
+        ns: &str,
+        ip: IpAddr,
+        body: &[u8],
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> FeedServer {
         let is_tls = tls.is_some();
         let state = Arc::new(Mutex::new(State {
             body: body.to_vec(),
@@ -84,7 +95,7 @@ impl FeedServer {
             let (ns, state, stop) = (ns.to_string(), state.clone(), stop.clone());
             thread::spawn(move || {
                 Lab::enter(&ns);
-                let l = TcpListener::bind("127.0.0.1:0").expect("bind feed server");
+                let l = TcpListener::bind((ip, 0)).expect("bind feed server");
                 l.set_nonblocking(true).unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
                 let deadline = Instant::now() + Duration::from_secs(300);

@@ -390,6 +390,23 @@ impl Lab {
         addr
     }
 
+    /// Gives the server namespace's loopback another address, `addr`/32:
+    /// a "globally reachable" host for tests that need one (a global
+    /// address, but only inside the lab's namespace; nothing leaves it).
+    pub fn add_server_address(&self, addr: IpAddr) -> IpAddr {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        ip(&[
+            "-n",
+            &self.server_ns,
+            "addr",
+            "add",
+            &format!("{addr}/{len}"),
+            "dev",
+            "lo",
+        ]);
+        addr
+    }
+
     /// Waits until the client can reach `to` again, e.g. after IPv6 neighbour
     /// discovery failed while its source was banned. Gives up after 20 s
     /// (neighbour discovery retries once a second, and a loaded host is slow).

@@ -556,3 +556,79 @@ fn a_refresh_that_more_than_doubles_the_covered_space_waits_for_confirmation() {
     let row = feed_row(&home, "list");
     assert!(row["held"].is_null(), "{row}");
 }
+
+/// docs/SECURITY.md, "Feeds": a feed whose configured URL is global may not
+/// be redirected into non-global space (here the namespace's 127.0.0.1,
+/// standing for the host's own services or cloud metadata), by address or
+/// by name; a global hop is followed; and a feed configured at a
+/// non-global URL may redirect anywhere.
+#[test]
+fn a_redirect_from_a_global_url_into_local_space_is_refused() {
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    let x = lab.add_client_v4(3);
+    let body = format!("{x}\n");
+    // 11.0.0.0/8 is ordinary global unicast; these addresses exist only on
+    // the lab namespace's loopback.
+    let public = lab.add_server_address("11.0.0.1".parse().unwrap());
+    let mirror = lab.add_server_address("11.0.0.2".parse().unwrap());
+    let inside = FeedServer::start_in(&lab.server_ns, body.as_bytes());
+    let outside = FeedServer::start_at(&lab.server_ns, public, b"");
+    let other = FeedServer::start_at(&lab.server_ns, mirror, body.as_bytes());
+    outside.set_redirect(Some(inside.url()));
+    let intranet = FeedServer::start_in(&lab.server_ns, b"");
+    intranet.set_redirect(Some(inside.url()));
+    let _agent = start(
+        &lab,
+        &home,
+        &format!(
+            "{}{}",
+            feed("public", &outside, ""),
+            feed("intranet", &intranet, "")
+        ),
+    );
+
+    let refused = |what: &str| {
+        let row = wait_feed(&home, "public", |r| r["last_error"].is_string());
+        let err = row["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("127.0.0.1") && err.contains("not a globally reachable address"),
+            "{what}: {row}"
+        );
+        assert_eq!(row["entries"], 0, "{what}: {row}");
+    };
+    refused("by address");
+    // The intranet feed went through the same server, so the refusal was
+    // the rule, not a server that could not be reached.
+    wait_feed(&home, "intranet", applied);
+    let served_inside = inside.requests();
+    assert_eq!(served_inside, 1, "only the intranet feed's hop reached it");
+
+    // By name: `localhost` is judged by what it resolves to, when the
+    // connection is made.
+    outside.set_redirect(Some(inside.url().replace("127.0.0.1", "localhost")));
+    let o = home.ctl(&["feeds", "refresh", "public"]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    let row = feed_row(&home, "public");
+    let err = row["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("localhost") && err.contains("not a globally reachable address"),
+        "{row}"
+    );
+    assert_eq!(
+        inside.requests(),
+        served_inside,
+        "a refused hop sent nothing"
+    );
+
+    // A global hop is followed.
+    outside.set_redirect(Some(other.url()));
+    home.ctl_ok(&["feeds", "refresh", "public"]);
+    let row = wait_feed(&home, "public", applied);
+    assert_eq!(row["entries"], 1, "{row}");
+    assert_eq!(
+        probe(&lab, &[x]).received(x),
+        0,
+        "the mirror's entry is enforced"
+    );
+}

@@ -101,8 +101,9 @@ enum Begin {
     /// A plain refresh is running and this one is forced: wait for it to
     /// finish, then ask again.
     After(watch::Receiver<Option<Answer>>),
-    /// This request starts the refresh.
-    Start(Ticket, watch::Receiver<Option<Answer>>),
+    /// This request starts the refresh (boxed: a ticket carries a whole
+    /// feed config).
+    Start(Box<Ticket>, watch::Receiver<Option<Answer>>),
 }
 
 impl FeedState {
@@ -384,7 +385,7 @@ impl Agent {
             Some(f) => Begin::After(f.answer.clone()),
             None => {
                 let (ticket, rx) = start_flight(st, force);
-                Begin::Start(ticket, rx)
+                Begin::Start(Box::new(ticket), rx)
             }
         }
     }
@@ -648,7 +649,7 @@ pub async fn refresh(agent: Arc<Mutex<Agent>>, name: String, force: bool) -> Ans
             Begin::Start(ticket, rx) => {
                 // Its own task: a client that goes away does not cancel a
                 // refresh that others may be waiting for.
-                tokio::spawn(run(agent.clone(), ticket));
+                tokio::spawn(run(agent.clone(), *ticket));
                 return answer_of(rx).await;
             }
         }

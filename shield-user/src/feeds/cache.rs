@@ -562,6 +562,7 @@ mod tests {
         Validators {
             etag: Some(etag.into()),
             last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            origin: Some("https://feeds.example:443".into()),
         }
     }
 

@@ -6,7 +6,9 @@
 //! blocking client with rustls is far smaller than an async stack for
 //! something done once an hour per feed. Redirects are followed by hand
 //! rather than by the client, so every hop is checked (no https → http
-//! downgrade, at most [`MAX_REDIRECTS`]) before a connection is made to it.
+//! downgrade, at most [`MAX_REDIRECTS`], no step from a global URL into
+//! non-global space, validators only to their own origin: [`super::hops`])
+//! before a connection is made to it.
 
 use std::{
     fs::File,
@@ -23,8 +25,10 @@ use ureq::{
     config::AutoHeaderValue,
     http::{StatusCode, Uri},
     tls::{PemItem, RootCerts, TlsConfig, TlsProvider},
+    unversioned::transport::DefaultConnector,
 };
 
+use super::hops::{self, HopGuard, HopResolver};
 use crate::config::{FeedConfig, FeedSource};
 
 /// Redirect hops followed before giving up.
@@ -46,6 +50,12 @@ pub struct Validators {
     /// HTTP `Last-Modified`, sent back verbatim as `If-Modified-Since`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
+    /// The origin (`scheme://host:port`) that issued them: they are sent
+    /// back to it alone, never across hosts. Absent for files, and in
+    /// sidecars written before it was kept (those validators are not sent:
+    /// one full download instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl Validators {
@@ -122,6 +132,14 @@ pub enum FetchError {
     TooManyRedirects { url: String },
     #[error("{url} redirected from https to plain http ({to}), which is refused")]
     InsecureRedirect { url: String, to: String },
+    #[error(
+        "{url} redirected to {to}, at {addr}, which is not a globally reachable address: refused, because the configured URL is global (a hijacked feed server must not steer the agent into this host's networks); if the feed really lives there, configure its final URL"
+    )]
+    NonGlobalRedirect {
+        url: String,
+        to: String,
+        addr: std::net::IpAddr,
+    },
     #[error("{url} sent a redirect without a usable Location header")]
     BadRedirect { url: String },
     #[error("{url} answered 304 Not Modified to a request that carried no validators")]
@@ -189,6 +207,7 @@ fn file_validators(md: &std::fs::Metadata) -> Validators {
             md.mtime_nsec()
         )),
         last_modified: None,
+        origin: None,
     }
 }
 
@@ -424,7 +443,7 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn agent(opts: &FetchOptions) -> Agent {
+fn agent(opts: &FetchOptions, resolver: HopResolver) -> Agent {
     #[cfg(test)]
     let roots = TEST_ROOTS
         .with(|t| t.borrow().clone())
@@ -435,7 +454,7 @@ fn agent(opts: &FetchOptions) -> Agent {
         .provider(TlsProvider::Rustls)
         .root_certs(roots)
         .build();
-    Agent::config_builder()
+    let config = Agent::config_builder()
         // Statuses and redirects are judged here, hop by hop.
         .http_status_as_error(false)
         .max_redirects(0)
@@ -445,8 +464,8 @@ fn agent(opts: &FetchOptions) -> Agent {
             "shield/{}",
             env!("CARGO_PKG_VERSION")
         ))))
-        .build()
-        .into()
+        .build();
+    Agent::with_parts(config, DefaultConnector::new(), resolver)
 }
 
 /// A header value fit to keep and send back: short, visible ASCII.
@@ -464,7 +483,8 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
     if scheme == Scheme::Http && !opts.allow_http {
         return Err(FetchError::PlainHttp { url: shown(url) });
     }
-    let agent = agent(opts);
+    let configured = uri.clone();
+    let guard = HopGuard::default();
     let mut current = url.to_string();
     let mut hops = 0;
     loop {
@@ -478,16 +498,23 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
         if left.is_zero() {
             return Err(timeout("total"));
         }
-        let mut req = agent
+        let here = hops::origin(&uri);
+        // A fresh client per hop: each hop's resolver applies that hop's
+        // rule (once an hour per feed, the cost is nothing).
+        let rule = guard.rule(&configured, &uri, hops);
+        let mut req = agent(opts, HopResolver(rule))
             .get(&current)
             .config()
             .timeout_global(Some(left))
             .build();
-        if let Some(etag) = &prev.etag {
-            req = req.header("If-None-Match", etag.as_str());
-        }
-        if let Some(lm) = &prev.last_modified {
-            req = req.header("If-Modified-Since", lm.as_str());
+        let send_validators = !prev.is_empty() && prev.origin.as_deref() == Some(here.as_str());
+        if send_validators {
+            if let Some(etag) = &prev.etag {
+                req = req.header("If-None-Match", etag.as_str());
+            }
+            if let Some(lm) = &prev.last_modified {
+                req = req.header("If-Modified-Since", lm.as_str());
+            }
         }
         let resp = req.call().map_err(|e| match e {
             ureq::Error::Timeout(ureq::Timeout::Connect) => FetchError::Timeout {
@@ -496,6 +523,11 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
                 phase: "connect",
             },
             ureq::Error::Timeout(_) => timeout("total"),
+            source if hops::refused_address(&source).is_some() => FetchError::NonGlobalRedirect {
+                url: shown(url),
+                to: shown_url.clone(),
+                addr: hops::refused_address(&source).expect("checked"),
+            },
             source => FetchError::Http {
                 url: shown_url.clone(),
                 source,
@@ -506,7 +538,9 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
             // Only a complete representation is a feed: 206 would be a
             // fragment, 202/204 no feed at all.
             200 | 203 => {}
-            304 if prev.is_empty() => return Err(FetchError::Unexpected304 { url: shown_url }),
+            304 if !send_validators => {
+                return Err(FetchError::Unexpected304 { url: shown_url });
+            }
             304 => return Ok(Fetched::NotModified),
             301 | 302 | 303 | 307 | 308 => {
                 let to = resp
@@ -522,6 +556,13 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
                     return Err(FetchError::TooManyRedirects { url: shown(url) });
                 }
                 let (next_uri, next_scheme) = check_redirect(&current, scheme, &to, opts)?;
+                if let Some(addr) = guard.refused_literal(&configured, &next_uri) {
+                    return Err(FetchError::NonGlobalRedirect {
+                        url: shown(url),
+                        to: shown(&to),
+                        addr,
+                    });
+                }
                 (uri, scheme, current) = (next_uri, next_scheme, to);
                 continue;
             }
@@ -535,6 +576,7 @@ fn fetch_url(url: &str, prev: &Validators, opts: &FetchOptions) -> Result<Fetche
         let validators = Validators {
             etag: validator(resp.headers().get("etag")),
             last_modified: validator(resp.headers().get("last-modified")),
+            origin: Some(here),
         };
         let announced = resp.body().content_length();
         if let Some(n) = announced

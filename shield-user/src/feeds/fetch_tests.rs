@@ -123,6 +123,11 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The origin its validators belong to.
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     fn https_url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
@@ -309,6 +314,7 @@ fn feeds_fetch_changed_body_comes_back_despite_validators() {
     let old = Validators {
         etag: Some("\"v1\"".into()),
         last_modified: Some(DATE.into()),
+        origin: Some(s.origin()),
     };
     let (bytes, v) = body(fetch(&url_src(s.url("/")), &old, &opts(1000)));
     assert_eq!(bytes, FEED);
@@ -723,4 +729,74 @@ fn feeds_fetch_https_redirect_to_plain_http_is_refused() {
         &opts(1000),
     ));
     assert_eq!(bytes, FEED);
+}
+
+/// A server that sends `ETag: "v1"` with its body and 304 to a request
+/// that carries it.
+fn etag_server() -> Server {
+    Server::start(|r| {
+        if r.header("if-none-match") == Some("\"v1\"") {
+            status(304, vec![])
+        } else {
+            Reply::Full {
+                status: 200,
+                headers: vec![("ETag", "\"v1\"".into()), ("Last-Modified", DATE.into())],
+                body: FEED.to_vec(),
+                length: true,
+            }
+        }
+    })
+}
+
+#[test]
+fn feeds_fetch_validators_go_back_only_to_the_origin_that_issued_them() {
+    let b = etag_server();
+    let to_b = b.url("/feed");
+    let a = Server::start(move |_| status(302, vec![("Location", to_b.clone())]));
+    let src = url_src(a.url("/f"));
+
+    // The body comes from B: its validators are B's, for B alone.
+    let (_, v) = body(fetch(&src, &Validators::default(), &opts(1000)));
+    assert_eq!(v.origin.as_deref(), Some(b.origin().as_str()));
+    assert_eq!(fetch(&src, &v, &opts(1000)).unwrap(), Fetched::NotModified);
+    let to_a = a.requests();
+    assert_eq!(to_a.len(), 2);
+    for r in &to_a {
+        assert_eq!(r.header("if-none-match"), None, "B's ETag reached A: {r:?}");
+        assert_eq!(
+            r.header("if-modified-since"),
+            None,
+            "B's date reached A: {r:?}"
+        );
+    }
+    assert_eq!(b.requests()[1].header("if-none-match"), Some("\"v1\""));
+
+    // The other way round: what A issued is not sent to B after A starts
+    // redirecting there; B sends its body in full.
+    let a_own = Validators {
+        etag: Some("\"v1\"".into()),
+        last_modified: Some(DATE.into()),
+        origin: Some(a.origin()),
+    };
+    let (bytes, v) = body(fetch(&src, &a_own, &opts(1000)));
+    assert_eq!(bytes, FEED);
+    assert_eq!(v.origin.as_deref(), Some(b.origin().as_str()));
+    let last = b.requests().pop().unwrap();
+    assert_eq!(last.header("if-none-match"), None, "A's ETag reached B");
+    assert_eq!(last.header("if-modified-since"), None, "A's date reached B");
+}
+
+#[test]
+fn feeds_fetch_validators_of_unknown_origin_are_not_sent() {
+    // A sidecar written before validators kept their origin.
+    let s = etag_server();
+    let old = Validators {
+        etag: Some("\"v1\"".into()),
+        last_modified: Some(DATE.into()),
+        origin: None,
+    };
+    let (bytes, v) = body(fetch(&url_src(s.url("/f")), &old, &opts(1000)));
+    assert_eq!(bytes, FEED);
+    assert_eq!(s.requests()[0].header("if-none-match"), None);
+    assert_eq!(v.origin.as_deref(), Some(s.origin().as_str()));
 }

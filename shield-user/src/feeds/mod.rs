@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cache;
 mod escape;
 pub mod fetch;
+pub mod hops;
 pub mod index;
 mod lines;
 mod parse;
