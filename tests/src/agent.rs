@@ -97,7 +97,18 @@ impl AgentHome {
     /// (`Err` with the status and everything it logged), for tests of
     /// what the agent must refuse to start on.
     pub fn start_or_exit(&self, lab: &Lab, extra: &[&str]) -> Result<Agent, (ExitStatus, String)> {
-        let mut agent = self.spawn(lab, extra);
+        self.start_or_exit_wrapped(lab, &[], extra)
+    }
+
+    /// As [`AgentHome::start_or_exit`], through `wrapper` (see
+    /// `spawn_wrapped`).
+    pub fn start_or_exit_wrapped(
+        &self,
+        lab: &Lab,
+        wrapper: &[String],
+        extra: &[&str],
+    ) -> Result<Agent, (ExitStatus, String)> {
+        let mut agent = self.spawn_wrapped(lab, wrapper, extra);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self
@@ -277,6 +288,16 @@ impl Agent {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// A `/proc/PID/status` field given in kB (`VmRSS`, `VmHWM`), in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
     pub fn signal(&self, sig: i32) {

@@ -10,8 +10,9 @@
 //! machines. The process is killed on drop.
 
 use std::{
+    fmt::Write as _,
     fs,
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -352,6 +353,21 @@ api:
         );
         assert!(out.status.success(), "cscli {args:?} failed:\n{text}");
         text
+    }
+
+    /// Imports one `ban` decision lasting `duration` (`4h`) per address
+    /// with `cscli decisions import`: one CSV file and one call, the quick
+    /// way to fill a LAPI with many. Returns how long the import took.
+    pub fn import_bans(&self, addrs: impl IntoIterator<Item = IpAddr>, duration: &str) -> Duration {
+        let mut csv = String::from("duration,scope,value\n");
+        for a in addrs {
+            let _ = writeln!(csv, "{duration},ip,{a}");
+        }
+        let file = self.dir.join("decisions.csv");
+        fs::write(&file, csv).unwrap();
+        let t = Instant::now();
+        self.cscli_ok(&["decisions", "import", "-i", file.to_str().unwrap()]);
+        t.elapsed()
     }
 
     /// Registers another bouncer with this key. Every shield instance needs

@@ -10,5 +10,7 @@ pub mod harness;
 pub mod http;
 pub mod lab;
 pub mod lapi;
+pub mod memcg;
 pub mod packet;
 pub mod raw;
+pub mod synth;

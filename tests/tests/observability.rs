@@ -396,15 +396,6 @@ fn an_allowlisted_flood_is_never_banned() {
     assert_eq!(m(&text, "shield_bans_total{source=\"autoban\"}"), 0.0);
 }
 
-fn vm_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     const SOURCES: u32 = 10_000;
@@ -413,7 +404,7 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     );
     // Measured at READY: start-up is done, and the bound below leaves
     // 64 MiB for whatever the first ticks add.
-    let rss_before = vm_rss_kib(agent.pid());
+    let rss_before = agent.status_kib("VmRSS");
     let lines_before = agent.logs().lines().count();
     // Two packets per source per round: the second is over the limit.
     let frames = lab.two_from_each([172, 16], SOURCES, PORT);
@@ -493,7 +484,7 @@ fn ten_thousand_flooding_sources_do_not_blow_up_memory_or_logs() {
     );
     assert_eq!(m(&text, "shield_bans_active"), autobans);
     assert_eq!(m(&text, "shield_map_entries{map=\"BAN_V4\"}"), autobans);
-    let rss_after = vm_rss_kib(agent.pid());
+    let rss_after = agent.status_kib("VmRSS");
     let logs = agent.logs();
     let lines = logs.lines().count() - lines_before;
     // Tens of thousands of flood starts, ends and autobans; a few per

@@ -13,6 +13,7 @@ use std::{fs, path::PathBuf, process::Command};
 use shield_tests::{
     agent::{AgentHome, binary},
     lab::Lab,
+    memcg::{MemCgroup, systemd_size, unit_setting},
 };
 
 fn unit_text() -> String {
@@ -24,9 +25,7 @@ fn unit_text() -> String {
 /// The value of `key=` in the unit (the last one, as systemd reads it for
 /// these keys).
 fn setting(unit: &str, key: &str) -> String {
-    unit.lines()
-        .rev()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+    unit_setting(unit, key)
         .unwrap_or_else(|| panic!("the unit has no {key}="))
         .to_string()
 }
@@ -237,5 +236,46 @@ fn each_required_capability_is_needed() {
             Some(1),
             "without {missing}: expected exit 1, got {status}:\n{logs}"
         );
+    }
+}
+
+/// The unit's `MemoryMax=` holds the BPF maps too: since Linux 5.11 they
+/// are charged to the memory cgroup of the process that creates them
+/// (docs/OPERATIONS.md, "Memory"). Under the unit's cap, in a memory
+/// cgroup of its own, the agent creates every map, enforces and bans.
+/// Under a cap below what its maps alone take, it cannot start: the cap
+/// does reach them (and this test can tell).
+#[test]
+fn the_agent_starts_within_the_units_memory_max() {
+    let max = setting(&unit_text(), "MemoryMax");
+    let max = systemd_size(&max).unwrap_or_else(|| panic!("MemoryMax={max} is not a size"));
+    {
+        let lab = Lab::new();
+        let home = AgentHome::new();
+        home.write_config(&home.base_config(&lab));
+        let cgroup = MemCgroup::create(&format!("shield-test-max-{}", std::process::id())).unwrap();
+        cgroup.limit(max).unwrap();
+        let agent = home.start_wrapped(&lab, &cgroup.wrapper(), &[]);
+        let status = home.ctl_json(&["status"]);
+        assert!(
+            status["data"]["program_id"].is_u64(),
+            "no program attached: {status}"
+        );
+        home.ctl_ok(&["ban", "add", "192.0.2.9", "--ttl", "1m"]);
+        assert!(agent.stop().success());
+    }
+    // The maps take about 200 MiB (docs/BENCHMARKS.md, "Memory").
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    let cgroup = MemCgroup::create(&format!("shield-test-low-{}", std::process::id())).unwrap();
+    cgroup.limit(64 << 20).unwrap();
+    match home.start_or_exit_wrapped(&lab, &cgroup.wrapper(), &[]) {
+        Ok(agent) => panic!("the agent started under a 64 MiB cap:\n{}", agent.logs()),
+        Err((status, logs)) => assert_eq!(
+            status.code(),
+            Some(1),
+            "expected exit 1 (a map it cannot create), got {status}:\n{logs}"
+        ),
     }
 }

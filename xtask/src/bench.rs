@@ -13,7 +13,11 @@
 //!   (`feed-bench`);
 //! - `fleet`: CrowdSec LAPI decisions applied by the real agent, and an
 //!   autoban's propagation between two agents through a real LAPI
-//!   (`fleet-bench`).
+//!   (`fleet-bench`);
+//! - `memory`: the real agent's peak memory, process and memory cgroup
+//!   (BPF maps included), holding a million-entry feed, 100k LAPI
+//!   decisions and 10k autobans at once, against the unit's `MemoryMax=`
+//!   (`memory-bench`).
 //!
 //! It prints a summary table, writes docs/BENCHMARKS.md (each part its
 //! marked section, plus, when every part ran, the summary with the
@@ -40,6 +44,7 @@ enum Part {
     Path,
     Feeds,
     Fleet,
+    Memory,
 }
 
 #[derive(Args)]
@@ -72,7 +77,7 @@ pub struct BenchArgs {
 
 /// The result names, in the order the summary lists them, with
 /// the goal each one is held to (where it has one of its own).
-const SUMMARY: [(&str, &str); 21] = [
+const SUMMARY: [(&str, &str); 24] = [
     ("xdp.empty_ns", "baseline"),
     ("xdp.pass_ns", "≤ empty + 100, ≤ xdp_filter"),
     ("xdp.feed_drop_ns@1k", ""),
@@ -94,6 +99,9 @@ const SUMMARY: [(&str, &str); 21] = [
     ("control.scrape_ms@1m", "≤ 100"),
     ("fleet.lapi_100k_apply_s", "≤ 2"),
     ("fleet.propagation_ms", "≤ poll (1 s) + 500"),
+    ("agent.peak_rss_mib", ""),
+    ("agent.cgroup_peak_mib", "≤ ½ MemoryMax="),
+    ("unit.memory_max_mib", "the unit's"),
 ];
 
 struct Row {
@@ -182,6 +190,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if want(Part::Fleet) {
         run_bin("fleet-bench", Vec::new())?;
+    }
+    if want(Part::Memory) {
+        let unit = root.join("packaging/systemd/shield-agent.service");
+        run_bin(
+            "memory-bench",
+            vec!["--unit".into(), unit.to_string_lossy().into_owned()],
+        )?;
     }
 
     let rows = merge(&jsons)?;
@@ -305,6 +320,8 @@ fn verdict(name: &str, rows: &[Row]) -> Option<String> {
         "control.scrape_ms@1m" => x <= 100.0,
         "fleet.lapi_100k_apply_s" => x <= 2.0,
         "fleet.propagation_ms" => x <= 1500.0,
+        // The unit's headroom (docs/OPERATIONS.md, "Memory").
+        "agent.cgroup_peak_mib" => 2.0 * x <= v("unit.memory_max_mib")?,
         _ => return None,
     };
     Some(met(ok).to_string())
@@ -400,6 +417,8 @@ mod tests {
             row("path.pps.shield_ratelimit", 500.0),
             row("path.pps.nft_meter", 400.0),
             row("rate.accuracy_2cpu", 0.94),
+            row("agent.cgroup_peak_mib", 300.0),
+            row("unit.memory_max_mib", 512.0),
         ];
         assert_eq!(
             verdict("xdp.pass_ns", &rows).unwrap(),
@@ -411,6 +430,10 @@ mod tests {
             "**not met**"
         );
         assert_eq!(verdict("rate.accuracy_2cpu", &rows).unwrap(), "**not met**");
+        assert_eq!(
+            verdict("agent.cgroup_peak_mib", &rows).unwrap(),
+            "**not met**"
+        );
         // No goal of its own, or a value it needs is missing: no verdict.
         assert_eq!(verdict("xdp.empty_ns", &rows), None);
         assert_eq!(verdict("control.ban_latency_ms", &rows), None);

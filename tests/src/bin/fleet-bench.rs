@@ -20,7 +20,7 @@
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     process::ExitCode,
     thread,
@@ -151,18 +151,11 @@ fn bench_apply(n: usize, rounds: u32) -> Apply {
     let lapi = Lapi::start(Some(&lab.server_ns), Ipv4Addr::LOCALHOST);
     // The lab's client is one of the N, so enforcement can be checked
     // with real traffic; the rest are distinct addresses in 100.64/10.
-    let mut csv = String::from("duration,scope,value\n");
-    let _ = writeln!(csv, "4h,ip,{}", lab.client_v4);
-    for i in 1..n as u32 {
-        let a = Ipv4Addr::from(0x6440_0000u32 + i);
-        let _ = writeln!(csv, "4h,ip,{a}");
-    }
-    let file = lapi.path().join("decisions.csv");
-    std::fs::write(&file, csv).unwrap();
+    let addrs = (1..n as u32).map(|i| IpAddr::from(Ipv4Addr::from(0x6440_0000u32 + i)));
     eprintln!("fleet-bench: importing {n} decisions into the LAPI (cscli decisions import)");
-    let t = Instant::now();
-    lapi.cscli_ok(&["decisions", "import", "-i", file.to_str().unwrap()]);
-    let import_s = t.elapsed().as_secs_f64();
+    let import_s = lapi
+        .import_bans(std::iter::once(lab.client_v4).chain(addrs), "4h")
+        .as_secs_f64();
 
     // The LAPI's own answer, through shield's client, without an agent.
     let key = lapi::secret_file(lapi.path(), "bench.key", BOUNCER_KEY);

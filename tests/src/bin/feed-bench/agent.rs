@@ -136,6 +136,9 @@ impl Lab {
         if let Some(e) = row["last_error"].as_str() {
             return Err(format!("the agent could not load the feed: {e}"));
         }
+        if let Some(e) = row["held"].as_str() {
+            return Err(format!("the agent held the feed back: {e}"));
+        }
         Ok(row["last_success_unix"]
             .is_u64()
             .then(|| row["entries"].as_u64())
@@ -169,6 +172,8 @@ pub fn round(
     // other run, and the refresh below is one rename.
     fs::hard_link(v1, &feed).ctx(|| format!("linking {}", feed.display()))?;
     let config = lab.dir.join("shield.toml");
+    // The synthetic feed's prefixes (random /16s to /31s) cover some 730
+    // million IPv4 addresses, past a feed's default cap of 2^28.
     fs::write(
         &config,
         format!(
@@ -180,7 +185,8 @@ pub fn round(
              [[feed]]\n\
              name = \"{FEED}\"\n\
              path = \"{}\"\n\
-             refresh = \"1h\"\n",
+             refresh = \"1h\"\n\
+             max_addresses = 4294967296\n",
             lab.pin_dir.display(),
             lab.dir.join("state").display(),
             lab.dir.join("shield.sock").display(),

@@ -28,7 +28,6 @@ mod control;
 mod inproc;
 mod nft;
 mod report;
-mod synth;
 mod sys;
 
 use std::{
@@ -38,6 +37,7 @@ use std::{
     time::Duration,
 };
 
+use shield_tests::synth;
 use shield_user::feeds::{FeedSet, ParseOptions, parse_feed};
 
 use report::{Stat, count};
