@@ -6,7 +6,11 @@
 //! then at most one per second while it keeps dropping, so "sustained" means
 //! events keep arriving with gaps well under a few seconds.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use shield_common::event::{FLOOD_SYNS, FloodEvent};
 
@@ -141,6 +145,17 @@ impl FloodTracker {
         self.floods.values_mut()
     }
 
+    /// The keys of every tracked flood: the tick samples them a slice at a
+    /// time, letting go of the agent's lock in between.
+    pub fn keys(&self) -> Vec<(Cidr, u16)> {
+        self.floods.keys().copied().collect()
+    }
+
+    /// The flood under `key`, if it is still tracked.
+    pub fn get_mut(&mut self, key: &(Cidr, u16)) -> Option<&mut Flood> {
+        self.floods.get_mut(key)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Flood> {
         self.floods.values()
     }
@@ -158,17 +173,39 @@ impl FloodTracker {
         now_unix_ms: u64,
         cfg: &AutobanConfig,
     ) -> Vec<AutobanDecision> {
+        let keys = self.keys();
+        self.due_bans_among(&keys, now_ns, now_unix_ms, cfg, &mut HashSet::new())
+    }
+
+    /// [`Self::due_bans_at`] over the floods under `keys` only (the agent's
+    /// tick goes through its floods a slice at a time). `seen` holds the
+    /// sources already banned in this round: a source flooding in several
+    /// classes is banned, and counted as an offence, once. Sorted by source.
+    pub fn due_bans_among(
+        &mut self,
+        keys: &[(Cidr, u16)],
+        now_ns: u64,
+        now_unix_ms: u64,
+        cfg: &AutobanConfig,
+        seen: &mut HashSet<Cidr>,
+    ) -> Vec<AutobanDecision> {
         if !cfg.enabled {
             return Vec::new();
         }
         let after = u64::try_from(cfg.after.as_nanos()).unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for f in self.floods.values_mut() {
+        for k in keys {
+            let Some(f) = self.floods.get_mut(k) else {
+                continue;
+            };
             let ongoing = now_ns.saturating_sub(f.last_ns) <= FLOOD_GAP_NS;
             if f.banned || !ongoing || f.last_ns.saturating_sub(f.first_ns) < after {
                 continue;
             }
             f.banned = true;
+            if !seen.insert(f.source) {
+                continue;
+            }
             let o = self.repeats.entry(f.source).or_insert(Offence {
                 count: 0,
                 until_unix_ms: 0,
@@ -187,8 +224,15 @@ impl FloodTracker {
             });
         }
         out.sort_by_key(|d| d.net);
-        out.dedup_by_key(|d| d.net);
         out
+    }
+
+    /// The highest drop rate among `source`'s floods (one per class).
+    pub fn drop_rate_of(&self, source: Cidr, classes: u16) -> f64 {
+        (0..classes)
+            .filter_map(|c| self.floods.get(&(source, c)))
+            .map(|f| f.drop_rate)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -329,6 +373,44 @@ mod tests {
         assert_eq!(bans[0].net, "192.0.2.1".parse().unwrap());
         assert_eq!(bans[0].ttl, Duration::from_secs(600));
         assert!(t.due_bans(106 * S, &cfg()).is_empty(), "once per flood");
+    }
+
+    /// The tick decides autobans a slice of floods at a time
+    /// (agent/tick.rs): a source flooding in two classes, its floods in
+    /// different slices, is still banned once and counted one offence.
+    #[test]
+    fn a_source_flooding_in_two_classes_is_banned_once_across_slices() {
+        let mut t = FloodTracker::default();
+        for s in 0..=5 {
+            t.on_event(&ev([192, 0, 2, 1], s * S), 64);
+            t.on_event(
+                &FloodEvent {
+                    class: 1,
+                    ..ev([192, 0, 2, 1], s * S)
+                },
+                64,
+            );
+            t.on_event(&ev([192, 0, 2, 2], s * S), 64);
+        }
+        let mut keys = t.keys();
+        keys.sort();
+        assert_eq!(keys.len(), 3);
+        let mut seen = HashSet::new();
+        let mut banned = Vec::new();
+        for slice in keys.chunks(1) {
+            let due = t.due_bans_among(slice, 5 * S, 1_000, &cfg(), &mut seen);
+            banned.extend(due.into_iter().map(|d| d.net));
+        }
+        banned.sort();
+        let want: Vec<Cidr> = vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        assert_eq!(banned, want);
+        let counts: Vec<u32> = want.iter().map(|n| t.repeats[n].count).collect();
+        assert_eq!(counts, [1, 1], "one offence each");
+        assert!(
+            t.due_bans_among(&keys, 6 * S, 2_000, &cfg(), &mut HashSet::new())
+                .is_empty(),
+            "every flood of a banned source is marked banned"
+        );
     }
 
     #[test]

@@ -206,6 +206,8 @@ fn restore_knows_whose_shared_entry_it_finds() {
     let mut f = Fixture::new();
     f.add("2001:db8:a::7", BanOrigin::Manual, Some(HOUR_MS));
     f.add("2001:db8:a::8", BanOrigin::Autoban, Some(HOUR_MS));
+    // The agent's writer does this outside its lock (agent/writer.rs).
+    f.book.write_journal_now();
     let mut again = open(&f.dir);
     let r = again.restore(&mut f.h.dp).unwrap();
     assert_eq!(r.adopted_from_maps, 0, "{r:?}");

@@ -679,9 +679,11 @@ fn watch_pings(
 /// Finding 2 of issue 16: a distributed flood brings thousands of
 /// autobans in one tick while the LAPI is down, so each is spooled. The
 /// spool (up to 10,000 alerts) must not be rewritten and fsync'd once per
-/// autoban under the agent's lock: `status` keeps answering, the watchdog
-/// is never late, the spool is written at most once a tick, and nothing
-/// spooled is lost at SIGTERM.
+/// autoban under the agent's lock, nor the ban journal and offence history
+/// written under it (agent/writer.rs), nor the tick hold the lock for all
+/// 10,000 (agent/tick.rs): `status` keeps answering within 100 ms, the
+/// watchdog is never late, the spool is written at most once a tick, and
+/// nothing spooled or journaled is lost at SIGTERM.
 #[test]
 fn ten_thousand_spooled_autobans_never_stall_the_agent() {
     use shield_tests::raw::send_frames;
@@ -709,22 +711,22 @@ fn ten_thousand_spooled_autobans_never_stall_the_agent() {
     let agent = home.start(&lab, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let pings = watch_pings(&home, stop.clone());
-    // `shieldctl status` in a loop for as long as the flood is handled.
+    // `status` in a loop for as long as the flood is handled: a new
+    // connection each time, as shieldctl makes, timed from connect to
+    // answer (in this process: a shieldctl process's own start-up on a
+    // loaded host is not the agent's latency).
     let status_times = {
         let (stop, socket) = (stop.clone(), home.socket.clone());
         thread::spawn(move || {
+            use shield_user::control::{Client, Request, Response};
             let mut took = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
-                let out = Command::new(shield_tests::agent::binary("shieldctl"))
-                    .arg("--socket")
-                    .arg(&socket)
-                    .args(["--json", "status"])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{out:?}");
+                let mut c = Client::connect(&socket).unwrap();
+                let r = c.request(&Request::Status).unwrap();
                 took.push(t.elapsed());
-                thread::sleep(Duration::from_millis(50));
+                assert!(matches!(r, Response::Ok(_)), "{r:?}");
+                thread::sleep(Duration::from_millis(20));
             }
             took
         })
@@ -762,19 +764,38 @@ fn ten_thousand_spooled_autobans_never_stall_the_agent() {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
+    let mut sorted = took.clone();
+    sorted.sort();
     eprintln!(
-        "{n} autobans spooled; {writes} spool writes; {} status calls, slowest {worst_status:?}; {} watchdog pings, longest gap {worst_gap:?}",
+        "{n} autobans spooled; {writes} spool writes; {} status calls, median {:?}, p99 {:?}, slowest {worst_status:?}; {} watchdog pings, longest gap {worst_gap:?}",
         took.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() * 99 / 100],
         pings.len()
     );
     assert!(pings.len() >= 2, "{} watchdog pings", pings.len());
-    // systemd kills the agent when a ping is WATCHDOG late; the agent
-    // pings at half that, so a gap this long means its loop stalled for
-    // over 5 s (the tick that bans 10,000 sources takes about 3 s in a
-    // debug build on a loaded 2-core host: map writes and the ban journal).
+    // The agent pings every WATCHDOG/2 from its event loop, which nothing
+    // holds up for long any more (the tick works in slices: agent/tick.rs).
+    // A gap a whole second past the interval is a stalled loop, not the
+    // scheduler of a loaded host, whose delays are milliseconds. Before the
+    // slices, the tick that banned 10,000 sources held the loop about 2 s.
+    let late = WATCHDOG / 2 + Duration::from_secs(1);
     assert!(
-        worst_gap < WATCHDOG,
-        "the watchdog went {worst_gap:?} without a ping (systemd kills after {WATCHDOG:?})"
+        worst_gap < late,
+        "the watchdog went {worst_gap:?} without a ping: the event loop stalled (it pings every {:?})",
+        WATCHDOG / 2
+    );
+    // Issue 16's bound: status answers within 100 ms throughout. The lock
+    // is held for one slice at a time (under 60 ms in a debug build on a
+    // loaded 2-core host, about 1 ms in a release build) and the answer
+    // needs no disk; the 1 % of calls left out is for the scheduler of a
+    // host also running this test's own 10,000-source flood. Before the
+    // slices and the writer, calls waited up to 2.4 s.
+    let p99 = sorted[sorted.len() * 99 / 100];
+    assert!(
+        p99 < Duration::from_millis(100),
+        "status p99 {p99:?} (slowest {worst_status:?}) over {} calls",
+        took.len()
     );
 
     // SIGTERM, while the last autobans may still be coming in, loses

@@ -33,7 +33,7 @@ use crate::{
     statefile::{self, StateFileError},
 };
 
-use super::persist::StateWrites;
+use super::persist::{PendingWrite, StateWrites};
 
 pub const JOURNAL_FILE: &str = "bans.json";
 
@@ -257,8 +257,11 @@ pub struct BanBook {
     path: PathBuf,
     /// Each prefix's holders: at most one record per origin, never empty.
     bans: BTreeMap<Cidr, Vec<BanRecord>>,
-    /// The journal is behind `bans` (its last write failed).
+    /// The journal is behind `bans`: a change not yet taken by
+    /// [`BanBook::take_journal`], or a write that failed.
     dirty: bool,
+    /// The journal's last write failed.
+    failed: bool,
     writes: Arc<StateWrites>,
     occupied: Occupancy,
 }
@@ -284,6 +287,7 @@ impl BanBook {
             path,
             bans: BTreeMap::new(),
             dirty: false,
+            failed: false,
             writes,
             // Until the first call with the maps says otherwise.
             occupied: Occupancy::new(
@@ -417,7 +421,7 @@ impl BanBook {
             self.enforce_key(dp, key)?;
         }
         r.from_journal = self.bans.len() - r.adopted_from_maps;
-        self.save();
+        self.note_change();
         Ok(r)
     }
 
@@ -465,7 +469,7 @@ impl BanBook {
     pub fn add(&mut self, dp: &mut Dataplane, rec: BanRecord) -> Result<(), BanError> {
         self.follow_prefix(dp)?;
         self.add_one(dp, rec, &mut [None; 4])?;
-        self.save();
+        self.note_change();
         Ok(())
     }
 
@@ -502,7 +506,7 @@ impl BanBook {
             }
         }
         if !out.added.is_empty() {
-            self.save();
+            self.note_change();
         }
         Ok(out)
     }
@@ -530,7 +534,7 @@ impl BanBook {
             self.release(net, *o);
         }
         self.enforce_key(dp, key)?;
-        self.save();
+        self.note_change();
         Ok(true)
     }
 
@@ -659,7 +663,7 @@ impl BanBook {
         for key in gone {
             dp.remove_ban(key)?;
         }
-        self.save();
+        self.note_change();
         Ok(out)
     }
 
@@ -670,15 +674,16 @@ impl BanBook {
         self.follow_prefix(dp)?;
         let before = self.list().count();
         let gone = self.drop_expired(dp, clock::unix_ms())?;
-        if !gone.is_empty() || self.dirty || self.list().count() != before {
-            self.save();
+        if !gone.is_empty() || self.list().count() != before {
+            self.note_change();
         }
         Ok(gone)
     }
 
-    /// Why the journal is behind the bans in force, when it is.
+    /// Why the journal is behind the bans in force, when its last write
+    /// failed.
     pub fn unsaved(&self) -> Option<String> {
-        if !self.dirty {
+        if !self.failed {
             return None;
         }
         self.writes
@@ -793,23 +798,50 @@ impl BanBook {
         self.occupied.per_map
     }
 
-    /// Writes the journal; a failure marks it dirty and is reported.
-    fn save(&mut self) {
-        // Borrowed, not cloned: with 100k CrowdSec decisions the journal is
-        // written after every change, and copying it first doubled the cost.
-        #[derive(Serialize)]
-        struct JournalRef<'a> {
-            version: u32,
-            bans: Vec<&'a BanRecord>,
+    /// The journal is behind the book until the next write takes it.
+    fn note_change(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The journal as the book stands, to write outside the agent's lock
+    /// (a copy: serialising 100k records takes longer than copying them);
+    /// `None` when it is up to date. A write that fails must be reported
+    /// through [`BanBook::journal_written`], so that it is taken again.
+    pub fn take_journal(&mut self) -> Option<PendingWrite> {
+        if !self.dirty {
+            return None;
         }
-        let j = JournalRef {
+        self.dirty = false;
+        let journal = Journal {
             version: 1,
-            bans: self.list().collect(),
+            bans: self.list().cloned().collect(),
         };
-        let ok = self
-            .writes
-            .outcome(JOURNAL_FILE, statefile::write(&self.path, &j));
-        self.dirty = !ok;
+        let path = self.path.clone();
+        Some(PendingWrite::new(JOURNAL_FILE, move || {
+            statefile::write(&path, &journal)
+        }))
+    }
+
+    /// Whether the journal is behind the book.
+    pub fn journal_behind(&self) -> bool {
+        self.dirty
+    }
+
+    /// The outcome of writing what [`BanBook::take_journal`] took.
+    pub fn journal_written(&mut self, ok: bool) {
+        self.failed = !ok;
+        if !ok {
+            self.dirty = true;
+        }
+    }
+
+    /// Writes the journal now, on this thread (start-up, tests); a failure
+    /// is reported and leaves it to the next write.
+    pub fn write_journal_now(&mut self) {
+        if let Some(w) = self.take_journal() {
+            let ok = self.writes.outcome(w.file, w.run());
+            self.journal_written(ok);
+        }
     }
 }
 

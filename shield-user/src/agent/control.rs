@@ -68,7 +68,7 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
                 Ok(true) if crowdsec => done(format!(
                     "lifted the local ban on {net}; it stays banned by a CrowdSec decision (delete it in CrowdSec: cscli decisions delete)"
                 )),
-                Ok(true) => done(format!("unbanned {net}{}", unsaved_note(agent))),
+                Ok(true) => done(format!("unbanned {net}")),
                 Ok(false) if crowdsec => Err((
                     ErrorKind::BadRequest,
                     format!(
@@ -388,7 +388,6 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),
     };
-    msg.push_str(&unsaved_note(agent));
     if let Some(a) = agent
         .allow_entries()
         .into_iter()
@@ -403,14 +402,16 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
     done(msg)
 }
 
-/// Said after a ban change the journal could not record: it is enforced
-/// (and survives an agent restart through the pinned maps), not a reboot.
-fn unsaved_note(agent: &Agent) -> String {
-    match agent.bans.unsaved() {
-        Some(e) => format!(
-            "\nwarning: enforced, but NOT journaled ({e}); it survives an agent restart, not a reboot, until the journal can be written (retried every second)"
-        ),
-        None => String::new(),
+/// Added to a change's answer, once the writer has had its go
+/// (agent/writer.rs), when the ban journal could not be written: the
+/// change is enforced (and survives an agent restart through the pinned
+/// maps), not a reboot.
+pub fn note_unsaved(agent: &Agent, resp: Response) -> Response {
+    match (agent.bans.unsaved(), resp) {
+        (Some(e), Response::Ok(Reply::Done { message })) => Response::done(format!(
+            "{message}\nwarning: enforced, but NOT journaled ({e}); it survives an agent restart, not a reboot, until the journal can be written (retried every second)"
+        )),
+        (_, resp) => resp,
     }
 }
 

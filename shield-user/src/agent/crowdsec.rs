@@ -15,7 +15,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{Agent, bans::BanOrigin};
+use super::{Agent, bans::BanOrigin, lock};
 use crate::{
     clock,
     config::CrowdsecConfig,
@@ -330,10 +330,6 @@ impl Agent {
             Err(e) => tracing::error!(error = %e, "lifting CrowdSec bans failed"),
         }
     }
-}
-
-fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
-    a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `first × 2^(failures-1)`, at most `cap` (or `first`, if longer).

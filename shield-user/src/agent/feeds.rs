@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shield_common::maps::MAX_FEEDS;
 use tokio::sync::watch;
 
-use super::Agent;
+use super::{Agent, lock};
 use crate::{
     clock,
     config::{FeedConfig, FeedSource},
@@ -581,10 +581,6 @@ impl CacheJob {
         self.writes
             .outcome(&format!("feeds/{} (last good copy)", self.name), r);
     }
-}
-
-fn lock(a: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
-    a.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The slot of `held_total` a hold counts in.

@@ -16,6 +16,8 @@ mod offences;
 pub mod persist;
 mod pinwatch;
 pub mod runtime;
+pub mod tick;
+pub mod writer;
 
 pub use config_mode::config_file_warnings;
 
@@ -203,8 +205,10 @@ pub struct Agent {
     started_unix: u64,
     log_budget: LogBudget,
     adaptive: Adaptive,
-    /// adaptive.json is behind the level in force.
+    /// adaptive.json is behind the level in force (its last write failed).
     adaptive_dirty: bool,
+    /// adaptive.json's next contents, for the writer.
+    adaptive_pending: Option<adaptive_state::Saved>,
     /// When adaptive.json was last written (monotonic ns).
     adaptive_saved_ns: u64,
     /// Interfaces whose pinned link lost its interface (said once).
@@ -213,8 +217,11 @@ pub struct Agent {
     writes: Arc<persist::StateWrites>,
     /// policy-ids.json is behind the policy in force.
     ids_dirty: bool,
-    /// offences.json is behind the offence history.
+    /// offences.json is behind the offence history (a change not yet taken
+    /// by the writer, or a write that failed).
     offences_dirty: bool,
+    /// The one writer of bans.json and offences.json at a time.
+    write_lane: Arc<writer::Lane>,
     pins: pinwatch::PinWatch,
     crowdsec: crowdsec::CrowdsecState,
 }
@@ -307,11 +314,13 @@ impl Agent {
             log_budget: LogBudget::default(),
             adaptive,
             adaptive_dirty: false,
+            adaptive_pending: None,
             adaptive_saved_ns: clock::monotonic_ns(),
             lost_links: Vec::new(),
             writes,
             ids_dirty,
             offences_dirty: false,
+            write_lane: Arc::default(),
             pins: pinwatch::PinWatch::default(),
             crowdsec: crowdsec::CrowdsecState::default(),
         };
@@ -338,6 +347,8 @@ impl Agent {
             Err(e) => tracing::warn!("checking adopted feed maps: {e}"),
         }
         agent.attach_all()?;
+        // Before the first request: what start-up changed is on disk.
+        agent.write_now();
         Ok(agent)
     }
 
@@ -495,10 +506,9 @@ impl Agent {
         self.detached
     }
 
-    /// Periodic housekeeping (every second): expired bans leave the maps
-    /// and the journal; floods get their drop rates sampled, and those that
-    /// lasted long enough become bans.
-    pub fn tick(&mut self) {
+    /// The tick's first job ([`tick`]): state files to retry, pins and
+    /// links to check, expired bans and overrides to lift.
+    fn tick_housekeeping(&mut self) {
         if self.ids_dirty {
             let r = ids::save(&self.cfg.state_dir, &self.policy);
             self.ids_dirty = !self.writes.outcome(ids::FILE, r);
@@ -529,8 +539,10 @@ impl Agent {
                 Err(e) => tracing::error!(error = %e, "reverting an expired limit override"),
             }
         }
-        let now = clock::monotonic_ns();
-        self.sample_flood_rates(now);
+    }
+
+    /// Logs the floods that ended and forgets the stale ones.
+    fn tick_floods_ended(&mut self, now: u64) {
         for f in self.floods.take_ended(now) {
             if self.log_budget.allow(now) {
                 tracing::info!(
@@ -545,7 +557,10 @@ impl Agent {
             }
         }
         self.floods.expire(now);
-        self.autoban(now);
+    }
+
+    /// The tick's last job: held-back log lines said, `[adaptive]`, links.
+    fn tick_finish(&mut self, now: u64) {
         let suppressed = self.log_budget.take_suppressed();
         if suppressed > 0 {
             tracing::warn!(
@@ -582,27 +597,37 @@ impl Agent {
         }
     }
 
-    /// The offence history follows the bans: a failed write (a full disk)
-    /// is counted with the other state writes and retried on the next tick.
+    /// The offence history follows the bans; the writer takes it
+    /// ([`Agent::take_writes`]) and a failed write is taken again.
     fn save_offences(&mut self) {
-        let r = offences::save(&self.cfg.state_dir, self.floods.offences());
-        self.offences_dirty = !self.writes.outcome(offences::FILE, r);
+        self.offences_dirty = true;
     }
 
-    fn autoban(&mut self, now: u64) {
-        if self
-            .floods
-            .forget_offences(clock::unix_ms(), &self.cfg.autoban)
-            || self.offences_dirty
-        {
+    /// Starts this tick's autobans ([`tick::AutobanRound`]): the offence
+    /// history and CrowdSec's book forget what expired.
+    fn autoban_begin(&mut self) -> tick::AutobanRound {
+        let now_ms = clock::unix_ms();
+        if self.floods.forget_offences(now_ms, &self.cfg.autoban) {
             self.save_offences();
         }
-        self.crowdsec.book.expire(clock::unix_ms());
-        let due = self.floods.due_bans(now, &self.cfg.autoban);
+        self.crowdsec.book.expire(now_ms);
+        tick::AutobanRound {
+            now_ms,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Bans the floods under `keys` (a slice of the tick's) that lasted
+    /// long enough, and spools their alerts.
+    fn autoban_slice(&mut self, round: &mut tick::AutobanRound, keys: &[(Cidr, u16)], now: u64) {
+        let now_ms = round.now_ms;
+        let due = self
+            .floods
+            .due_bans_among(keys, now, now_ms, &self.cfg.autoban, &mut round.seen);
         if due.is_empty() {
             return;
         }
-        let now_ms = clock::unix_ms();
+        self.save_offences();
         let recs: Vec<BanRecord> = due
             .iter()
             .map(|d| BanRecord {
@@ -613,7 +638,6 @@ impl Agent {
                 expires_unix_ms: Some(now_ms.saturating_add(d.ttl.as_millis() as u64)),
             })
             .collect();
-        self.save_offences();
         let added = match self.bans.add_many(&mut self.dp, &recs) {
             Ok(a) => a,
             Err(e) => {
@@ -621,13 +645,7 @@ impl Agent {
                 return;
             }
         };
-        // One pass over the floods, not one per ban: a distributed flood
-        // brings thousands of bans in one tick.
-        let mut rates: std::collections::HashMap<Cidr, f64> = std::collections::HashMap::new();
-        for f in self.floods.all() {
-            let r = rates.entry(f.source).or_insert(0.0);
-            *r = r.max(f.drop_rate);
-        }
+        let classes = self.policy.classes.len().min(usize::from(u16::MAX)) as u16;
         let mut alerts = Vec::with_capacity(added.added.len());
         for rec in &added.added {
             // `due` is sorted by source.
@@ -638,7 +656,7 @@ impl Agent {
             self.tallies.ban_added(BanOrigin::Autoban);
             alerts.push(crate::crowdsec::Alert {
                 source: d.net,
-                rate_pps: rates.get(&d.net).copied().unwrap_or(0.0),
+                rate_pps: self.floods.drop_rate_of(d.net, classes),
                 reason: d.reason.clone(),
                 duration_secs: d.ttl.as_secs().max(1),
                 at_unix_ms: now_ms,
@@ -666,6 +684,66 @@ impl Agent {
                 );
             }
         }
+    }
+
+    /// State files behind the agent's state, as of now, for the writer
+    /// to write outside the lock ([`writer::flush`]).
+    pub fn take_writes(&mut self) -> Vec<persist::PendingWrite> {
+        let mut out = Vec::new();
+        if let Some(w) = self.bans.take_journal() {
+            out.push(w);
+        }
+        if self.offences_dirty {
+            self.offences_dirty = false;
+            let mut offences: Vec<(Cidr, crate::events::Offence)> =
+                self.floods.offences().map(|(n, o)| (*n, *o)).collect();
+            offences.sort_by_key(|(n, _)| *n);
+            let dir = self.cfg.state_dir.clone();
+            out.push(persist::PendingWrite::new(offences::FILE, move || {
+                offences::save(&dir, offences.iter().map(|(n, o)| (n, o)))
+            }));
+        }
+        if let Some(saved) = self.adaptive_pending.take() {
+            let dir = self.cfg.state_dir.clone();
+            out.push(persist::PendingWrite::new(
+                adaptive_state::FILE,
+                move || adaptive_state::save(&dir, saved),
+            ));
+        }
+        out
+    }
+
+    /// Whether a change waits for the writer.
+    pub fn has_pending_writes(&self) -> bool {
+        self.offences_dirty || self.bans.journal_behind() || self.adaptive_pending.is_some()
+    }
+
+    /// The outcome of a write [`Agent::take_writes`] handed out: a failure
+    /// is counted and reported, and the file is taken again next time.
+    pub fn wrote(&mut self, file: &str, r: Result<(), StateFileError>) {
+        let ok = self.writes.outcome(file, r);
+        if file == bans::JOURNAL_FILE {
+            self.bans.journal_written(ok);
+        } else if file == offences::FILE && !ok {
+            self.offences_dirty = true;
+        } else if file == adaptive_state::FILE && !ok {
+            // The next tick takes a fresh copy (with a fresh timestamp).
+            self.adaptive_dirty = true;
+        }
+    }
+
+    /// Writes what is pending on this thread (start-up, before any request).
+    fn write_now(&mut self) {
+        for w in self.take_writes() {
+            let file = w.file;
+            let r = w.run();
+            self.wrote(file, r);
+        }
+    }
+
+    /// The lane the writer holds while it writes.
+    pub fn write_lane(&self) -> Arc<writer::Lane> {
+        self.write_lane.clone()
     }
 
     /// `[adaptive]`: one sample of the total counters; a level change
@@ -738,14 +816,20 @@ impl Agent {
             level: self.adaptive.level(),
             held_unix_ms: clock::unix_ms(),
         };
-        let r = adaptive_state::save(&self.cfg.state_dir, saved);
-        self.adaptive_dirty = !self.writes.outcome(adaptive_state::FILE, r);
+        // Written by the writer, outside the lock (agent/writer.rs).
+        self.adaptive_pending = Some(saved);
+        self.adaptive_dirty = false;
         self.adaptive_saved_ns = now;
     }
 
-    fn sample_flood_rates(&mut self, now: u64) {
+    /// Samples the drop rates of the floods under `keys` (a slice of
+    /// [`FloodTracker::keys`]; floods gone since are skipped).
+    fn sample_flood_rates(&mut self, keys: &[(Cidr, u16)], now: u64) {
         let mask = self.policy.global.ipv6_mask;
-        for f in self.floods.all_mut() {
+        for k in keys {
+            let Some(f) = self.floods.get_mut(k) else {
+                continue;
+            };
             let key = dataplane::bucket_key(f.source.addr(), f.class, f.tier, &mask);
             let Ok(Some(b)) = self.dp.bucket(&key) else {
                 continue;
@@ -832,6 +916,15 @@ impl Agent {
             self.bans.len()
         )
     }
+}
+
+/// The agent behind its lock. A panic while holding it leaves the state
+/// as it was between two map writes, which the next operation reconciles,
+/// so a poisoned lock is taken as it is.
+pub fn lock(agent: &std::sync::Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
+    agent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `--detach`: removes links and pins under `pin_dir`. The ban journal in

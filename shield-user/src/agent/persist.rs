@@ -1,4 +1,5 @@
-//! Writes to `state_dir` that failed (a full disk, a read-only remount).
+//! Writes to `state_dir`: the ones still to do ([`PendingWrite`]) and the
+//! ones that failed (a full disk, a read-only remount).
 //!
 //! Enforcement never waits for the disk: what a failed write should have
 //! kept stays in memory and in the maps, the failure is logged, counted and
@@ -13,7 +14,32 @@ use std::{
     },
 };
 
-use crate::clock;
+use crate::{clock, statefile::StateFileError};
+
+/// One state file's contents as of one moment, taken under the agent's
+/// lock and written (serialised, fsync'd) outside it, by
+/// [`super::writer`] (docs/ARCHITECTURE.md, "State files").
+pub struct PendingWrite {
+    pub file: &'static str,
+    write: Box<dyn FnOnce() -> Result<(), StateFileError> + Send>,
+}
+
+impl PendingWrite {
+    pub fn new(
+        file: &'static str,
+        write: impl FnOnce() -> Result<(), StateFileError> + Send + 'static,
+    ) -> PendingWrite {
+        PendingWrite {
+            file,
+            write: Box::new(write),
+        }
+    }
+
+    /// Does the write (blocking: serialisation, write, fsync, rename).
+    pub fn run(self) -> Result<(), StateFileError> {
+        (self.write)()
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct StateWrites {
