@@ -205,10 +205,8 @@ pub struct Agent {
     started_unix: u64,
     log_budget: LogBudget,
     adaptive: Adaptive,
-    /// adaptive.json is behind the level in force (its last write failed).
+    /// adaptive.json is behind the level in force.
     adaptive_dirty: bool,
-    /// adaptive.json's next contents, for the writer.
-    adaptive_pending: Option<adaptive_state::Saved>,
     /// When adaptive.json was last written (monotonic ns).
     adaptive_saved_ns: u64,
     /// Interfaces whose pinned link lost its interface (said once).
@@ -314,7 +312,6 @@ impl Agent {
             log_budget: LogBudget::default(),
             adaptive,
             adaptive_dirty: false,
-            adaptive_pending: None,
             adaptive_saved_ns: clock::monotonic_ns(),
             lost_links: Vec::new(),
             writes,
@@ -703,19 +700,12 @@ impl Agent {
                 offences::save(&dir, offences.iter().map(|(n, o)| (n, o)))
             }));
         }
-        if let Some(saved) = self.adaptive_pending.take() {
-            let dir = self.cfg.state_dir.clone();
-            out.push(persist::PendingWrite::new(
-                adaptive_state::FILE,
-                move || adaptive_state::save(&dir, saved),
-            ));
-        }
         out
     }
 
     /// Whether a change waits for the writer.
     pub fn has_pending_writes(&self) -> bool {
-        self.offences_dirty || self.bans.journal_behind() || self.adaptive_pending.is_some()
+        self.offences_dirty || self.bans.journal_behind()
     }
 
     /// The outcome of a write [`Agent::take_writes`] handed out: a failure
@@ -726,9 +716,6 @@ impl Agent {
             self.bans.journal_written(ok);
         } else if file == offences::FILE && !ok {
             self.offences_dirty = true;
-        } else if file == adaptive_state::FILE && !ok {
-            // The next tick takes a fresh copy (with a fresh timestamp).
-            self.adaptive_dirty = true;
         }
     }
 
@@ -816,9 +803,8 @@ impl Agent {
             level: self.adaptive.level(),
             held_unix_ms: clock::unix_ms(),
         };
-        // Written by the writer, outside the lock (agent/writer.rs).
-        self.adaptive_pending = Some(saved);
-        self.adaptive_dirty = false;
+        let r = adaptive_state::save(&self.cfg.state_dir, saved);
+        self.adaptive_dirty = !self.writes.outcome(adaptive_state::FILE, r);
         self.adaptive_saved_ns = now;
     }
 

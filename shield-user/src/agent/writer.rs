@@ -1,5 +1,4 @@
-//! The writer of `bans.json`, `offences.json` and `adaptive.json`, the
-//! files a flood changes every second: their contents are taken
+//! The writer of `bans.json` and `offences.json`: their contents are taken
 //! under the agent's lock (a copy), and serialised, written and fsync'd on a
 //! blocking thread without it, so a control request, a scrape, the
 //! watchdog or SIGTERM never waits for the disk behind a flood's autobans
