@@ -50,7 +50,8 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 
 impl Path {
     /// (frames queued on the client, frames the queue handed to the veth,
-    /// frames the server's end took, frames the veth dropped).
+    /// frames the server's end took or dropped on arrival, frames the
+    /// client's veth dropped).
     fn counts(&self) -> (u64, u64, u64, u64) {
         let q = json(Command::new("tc").args([
             "-n",
@@ -69,10 +70,13 @@ impl Path {
         };
         let srv = link(&self.server_ns, "sh-srv");
         let cli = link(&self.client_ns, "sh-cli");
+        // A frame the server's end refuses on arrival (a device not up,
+        // say) is counted as its rx drop, not as a packet: it is not in
+        // flight either.
         (
             n(&root["qlen"]),
             n(&root["packets"]),
-            n(&srv[0]["stats64"]["rx"]["packets"]),
+            n(&srv[0]["stats64"]["rx"]["packets"]) + n(&srv[0]["stats64"]["rx"]["dropped"]),
             n(&cli[0]["stats64"]["tx"]["dropped"]),
         )
     }
@@ -95,7 +99,48 @@ impl Path {
             }
             thread::sleep(Duration::from_millis(10));
         }
+        // Rare, and then the test that waited usually fails for it: say
+        // what the path looked like, so that the failure can be read.
+        eprintln!(
+            "lab path {} -> {}: not idle after 30 s (queued, handed, taken, client drops) = {:?}, before the queue {}\n{}",
+            self.client_ns,
+            self.server_ns,
+            self.counts(),
+            self.before_queue,
+            self.describe()
+        );
         false
+    }
+
+    /// The client's queue and both ends' counters, as `tc` and `ip` show them.
+    fn describe(&self) -> String {
+        let run = |ns: &str, args: &[&str]| {
+            let out = Command::new(args[0])
+                .args(["-n", ns])
+                .args(&args[1..])
+                .output()
+                .expect("run ip/tc");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        [
+            run(
+                &self.client_ns,
+                &["tc", "-s", "qdisc", "show", "dev", "sh-cli"],
+            ),
+            run(
+                &self.client_ns,
+                &["ip", "-s", "-s", "link", "show", "dev", "sh-cli"],
+            ),
+            run(
+                &self.server_ns,
+                &["ip", "-s", "-s", "link", "show", "dev", "sh-srv"],
+            ),
+            run(
+                &self.server_ns,
+                &["ip", "-d", "link", "show", "dev", "sh-srv"],
+            ),
+        ]
+        .join("")
     }
 }
 

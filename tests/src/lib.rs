@@ -13,4 +13,5 @@ pub mod lapi;
 pub mod memcg;
 pub mod packet;
 pub mod raw;
+pub mod rtnl;
 pub mod synth;

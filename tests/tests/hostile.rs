@@ -1131,3 +1131,61 @@ fn a_local_loop_of_complete_metrics_requests_does_not_starve_scrapes() {
         failed.len()
     );
 }
+
+/// rtnl, the kernel's lock over all network configuration, is held for
+/// seconds at a time by other work on a busy host (here, a network
+/// namespace full of devices being torn down). Whether an XDP link still
+/// holds its interface is a question the kernel answers under rtnl; asked
+/// under the agent's own lock, it held control requests and scrapes until
+/// the host's network configuration was done.
+#[test]
+fn the_agent_answers_while_other_work_holds_the_kernels_network_lock() {
+    use shield_tests::rtnl::RtnlHold;
+    let lab = Lab::new();
+    let home = AgentHome::new();
+    home.write_config(&home.base_config(&lab));
+    let _agent = home.start(&lab, &[]);
+    let mut tried = Vec::new();
+    // A hold must outlast the wait below and the answers; a longer one
+    // is tried if the kernel got through a teardown quicker than that.
+    for pairs in [150, 200, 250] {
+        let hold = RtnlHold::prepare(pairs);
+        let Some(probe) = hold.release() else {
+            tried.push(format!("{pairs} pairs: no probe caught waiting"));
+            continue;
+        };
+        // Not a bound on anything: the agent looks at its links once a
+        // second, so 1.5 s into the hold it has run into the held lock
+        // (if it asks under its own, the requests below wait for rtnl).
+        thread::sleep(Duration::from_millis(1500));
+        if probe.done() {
+            tried.push(format!("{pairs} pairs: the hold ended within 1.5 s"));
+            continue;
+        }
+        let status = home.ctl_json(&["status"]);
+        let m = scrape(&lab.server_ns, 9964);
+        if probe.done() {
+            tried.push(format!(
+                "{pairs} pairs: status and scrape answered only once rtnl was free"
+            ));
+            continue;
+        }
+        assert_eq!(status["type"], "status", "{status}");
+        assert_eq!(
+            metric(
+                &m,
+                &format!(
+                    "shield_xdp_attached{{iface=\"{}\",mode=\"native\"}}",
+                    lab.server_if
+                )
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        eprintln!(
+            "hostile: status and a scrape answered while rtnl was held ({pairs} pairs torn down); before: {tried:?}"
+        );
+        return;
+    }
+    panic!("never answered while rtnl was held: {tried:?}");
+}

@@ -704,7 +704,10 @@ fn an_xdp_link_detached_behind_the_agents_back_is_reported_and_reload_reattaches
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!lab.server_link_details().contains("prog/xdp"));
-    assert_eq!(m(&scrape_ok(&lab), &series), 0.0, "the alert's series");
+    // The agent looks at its links once a second (agent/links.rs).
+    wait_for(20, "the alert's series to fall to 0", || {
+        (m(&scrape_ok(&lab), &series) == 0.0).then_some(())
+    });
     wait_for(20, "the agent to say so", || {
         agent
             .logs()

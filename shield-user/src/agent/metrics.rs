@@ -116,8 +116,7 @@ impl Agent {
                 .map(|a| InterfaceMetrics {
                     iface: a.iface.clone(),
                     mode: a.mode,
-                    attached: !self.detached
-                        && crate::dataplane::link_live(&self.cfg.pin_dir, &a.iface),
+                    attached: self.link_held(&a.iface),
                 })
                 .collect(),
             build: BuildInfo::current(),

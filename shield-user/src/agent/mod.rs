@@ -11,6 +11,7 @@ pub mod control;
 pub mod crowdsec;
 pub mod feeds;
 mod ids;
+pub mod links;
 pub mod metrics;
 mod offences;
 pub mod persist;
@@ -209,8 +210,8 @@ pub struct Agent {
     adaptive_dirty: bool,
     /// When adaptive.json was last written (monotonic ns).
     adaptive_saved_ns: u64,
-    /// Interfaces whose pinned link lost its interface (said once).
-    lost_links: Vec<String>,
+    /// Whether each XDP link still holds its interface (links.rs).
+    links: links::LinkWatch,
     /// Failed writes to `state_dir`, shared with jobs that run unlocked.
     writes: Arc<persist::StateWrites>,
     /// policy-ids.json is behind the policy in force.
@@ -313,7 +314,7 @@ impl Agent {
             adaptive,
             adaptive_dirty: false,
             adaptive_saved_ns: clock::monotonic_ns(),
-            lost_links: Vec::new(),
+            links: links::LinkWatch::default(),
             writes,
             ids_dirty,
             offences_dirty: false,
@@ -381,6 +382,7 @@ impl Agent {
             tracing::info!(iface = g, "detached (no longer configured)");
         }
         self.attached = attached;
+        self.links_attached();
         Ok((new, gone))
     }
 
@@ -490,6 +492,7 @@ impl Agent {
         self.dp.release_links(&[]);
         self.detached = true;
         self.attached.clear();
+        self.links_attached();
         Ok(format!(
             "detached from {} interface(s) [{}]; removed {} pinned map(s); shield-agent exits",
             removed.links.len(),
@@ -568,30 +571,6 @@ impl Agent {
             );
         }
         self.adapt(now);
-        self.check_links();
-    }
-
-    /// Says so when an XDP link stops holding its interface (deleted, or
-    /// detached behind the agent's back), and when it holds one again.
-    fn check_links(&mut self) {
-        if self.detached {
-            return;
-        }
-        for a in &self.attached {
-            let live = dataplane::link_live(&self.cfg.pin_dir, &a.iface);
-            let known_lost = self.lost_links.contains(&a.iface);
-            if !live && !known_lost {
-                tracing::error!(
-                    iface = a.iface,
-                    mode = a.mode.as_str(),
-                    "XDP link no longer attached: traffic on this interface is NOT filtered; reload or restart shield-agent to attach again"
-                );
-                self.lost_links.push(a.iface.clone());
-            } else if live && known_lost {
-                tracing::info!(iface = a.iface, "XDP link attached again");
-                self.lost_links.retain(|i| i != &a.iface);
-            }
-        }
     }
 
     /// The offence history follows the bans; the writer takes it

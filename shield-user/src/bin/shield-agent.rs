@@ -265,6 +265,7 @@ async fn main_loop(
     tokio::spawn(agent::crowdsec::push_loop(agent.clone()));
     tokio::spawn(agent::crowdsec::spool_write_loop(agent.clone()));
     tokio::spawn(writer::write_loop(agent.clone()));
+    tokio::spawn(agent::links::watch_loop(agent.clone()));
     let ticker = tokio::spawn(tick::tick_loop(agent.clone()));
     let result = event_loop(agent.clone(), ring, &exit).await;
     // Between two slices: the maps and the book agree there.
