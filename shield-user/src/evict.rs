@@ -18,14 +18,17 @@
 //! request already in its buffer. A server can therefore park a
 //! connection as *unread* ([`WaitQueue::park_unread`]): it cannot be
 //! evicted until its task has looked for its request once and found it
-//! incomplete ([`Ticket::arm`]), and a newcomer that finds nothing to evict
-//! while unread connections hold slots waits for their tasks
-//! ([`take_slot_patiently`]) instead of being turned away; the newcomers
-//! behind it wait in the kernel's listen backlog.
+//! incomplete ([`Ticket::arm`]), and a newcomer that finds no free or
+//! spare slot while unread connections hold slots waits for their tasks
+//! ([`take_slot_patiently`]) before it evicts anyone or is turned away;
+//! the newcomers behind it wait in the kernel's listen backlog.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use std::time::Duration;
@@ -43,43 +46,96 @@ pub fn take_slot(
     Arc::clone(slots).try_acquire_owned().ok().or_else(evict)
 }
 
-/// [`take_slot`], but while connections parked unread in `queue` hold
-/// slots, waits (at most `limit`) for a slot to free or a connection to
-/// become evictable instead of giving up: their tasks are runnable and
-/// will get to them. `None` when every slot is serving a request.
-pub async fn take_slot_patiently<P>(
+/// A slot for a newcomer, in this order: a free one; the slot of the
+/// oldest connection in `answered` (already answered, its client still
+/// reading or not closing); while connections parked unread in `waiting`
+/// or being `serving`d hold slots, waits (at most `limit`) for a slot to
+/// free or for those connections to move on; then the slot of the
+/// connection in `waiting` that has waited longest since it was found
+/// without a request. `None` when every slot is serving a request.
+///
+/// Why wait before evicting from `waiting`: a burst of accepts can use up
+/// `answered` while the connections just accepted still sit unread, or
+/// wait for a rendering they share, and the only evictable entry left is
+/// then a real client that was slow to write its request after connecting
+/// (a loaded host deschedules it between the two). The unread and served
+/// connections are about to be answered, and their slots to be the next
+/// in `answered`; a served one waits at most for its own timeout. Idle
+/// connections (slowloris) are still evicted, once nothing is left to wait
+/// for.
+pub async fn take_slot_patiently(
     slots: &Arc<Semaphore>,
-    queue: &WaitQueue<P>,
-    evict: impl Fn() -> Option<OwnedSemaphorePermit>,
+    waiting: &WaitQueue<OwnedSemaphorePermit>,
+    answered: &WaitQueue<OwnedSemaphorePermit>,
+    serving: &Serving,
     limit: Duration,
 ) -> Option<OwnedSemaphorePermit> {
     let wait = async {
         loop {
             // Registered before looking, so a change between the look and
             // the wait is not missed.
-            let changed = queue.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(slot) = take_slot(slots, &evict) {
+            let (read, served) = (waiting.changed(), answered.changed());
+            tokio::pin!(read, served);
+            read.as_mut().enable();
+            served.as_mut().enable();
+            if let Some(slot) = take_slot(slots, || answered.evict_oldest()) {
                 return Some(slot);
             }
-            if !queue.has_unread() {
-                return None;
+            if !waiting.has_unread() && !serving.any() {
+                return waiting.evict_oldest();
             }
             tokio::select! {
-                () = changed => {}
+                () = read => {}
+                () = served => {}
                 slot = Arc::clone(slots).acquire_owned() => return slot.ok(),
             }
         }
     };
-    tokio::time::timeout(limit, wait).await.ok().flatten()
+    match tokio::time::timeout(limit, wait).await {
+        Ok(slot) => slot,
+        // Still nothing after that long: evict what can be.
+        Err(_) => take_slot(slots, || {
+            answered.evict_oldest().or_else(|| waiting.evict_oldest())
+        }),
+    }
+}
+
+/// Connections holding a slot while their request is served: neither
+/// waiting for a request nor answered yet (a metrics request waiting for a
+/// rendering). They cannot be evicted, and will be answered.
+#[derive(Debug, Default)]
+pub struct Serving {
+    count: AtomicUsize,
+}
+
+impl Serving {
+    /// Counts a connection as served until the guard is dropped.
+    pub fn enter(&self) -> Served<'_> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Served(self)
+    }
+
+    /// Whether any connection is being served.
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// One connection being served ([`Serving::enter`]).
+#[derive(Debug)]
+pub struct Served<'a>(&'a Serving);
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Connections waiting for a request, oldest first, with their slots.
 #[derive(Debug)]
 pub struct WaitQueue<P> {
     inner: Mutex<Inner<P>>,
-    /// Told when a connection becomes evictable or leaves the queue.
+    /// Told when a connection joins the queue, becomes evictable or leaves.
     changed: Notify,
 }
 
@@ -142,6 +198,9 @@ impl<P> WaitQueue<P> {
             armed,
         };
         q.waiting.insert(id, entry);
+        drop(q);
+        // A newcomer waiting for room wants to know of an answered one.
+        self.changed.notify_waiters();
         Parked { id, evict }
     }
 
@@ -178,8 +237,8 @@ impl<P> WaitQueue<P> {
         self.lock().waiting.values().any(|e| !e.armed)
     }
 
-    /// Completes after the next time a connection becomes evictable or
-    /// leaves the queue.
+    /// Completes after the next time a connection joins the queue, becomes
+    /// evictable or leaves it.
     pub fn changed(&self) -> Notified<'_> {
         self.changed.notified()
     }
@@ -275,6 +334,105 @@ mod tests {
         assert!(young_told.is_err(), "the youngest stays");
         drop(young);
         assert!(q.is_empty());
+    }
+
+    type Queue = Arc<WaitQueue<OwnedSemaphorePermit>>;
+
+    /// A newcomer looking for room, in a task of its own.
+    fn newcomer(
+        slots: &Arc<Semaphore>,
+        waiting: &Queue,
+        answered: &Queue,
+        serving: &Arc<Serving>,
+    ) -> tokio::task::JoinHandle<Option<OwnedSemaphorePermit>> {
+        let (slots, waiting, answered, serving) = (
+            Arc::clone(slots),
+            Arc::clone(waiting),
+            Arc::clone(answered),
+            Arc::clone(serving),
+        );
+        tokio::spawn(async move {
+            take_slot_patiently(
+                &slots,
+                &waiting,
+                &answered,
+                &serving,
+                Duration::from_secs(30),
+            )
+            .await
+        })
+    }
+
+    async fn let_it_run() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The burst of the module notes: the only evictable connection is a
+    /// real client that was slow to write, while a connection accepted just
+    /// before is unread with its request in its buffer. The newcomer waits
+    /// for that one to be answered and takes its slot instead.
+    #[tokio::test]
+    async fn a_slow_writer_is_not_evicted_while_unread_connections_are_about_to_make_room() {
+        let slots = Arc::new(Semaphore::new(2));
+        let (waiting, answered): (Queue, Queue) = Default::default();
+        let serving = Arc::new(Serving::default());
+        let permit = || Arc::clone(&slots).try_acquire_owned().expect("a slot");
+        let slow = waiting.ticket(waiting.park_unread(permit()));
+        slow.arm();
+        let unread = waiting.park_unread(permit());
+        let newcomer = newcomer(&slots, &waiting, &answered, &serving);
+        let_it_run().await;
+        assert!(!newcomer.is_finished(), "it waits for the unread one");
+        assert_eq!(waiting.len(), 2, "nobody evicted yet");
+        // The unread connection's task finds its request and answers it.
+        let slot = waiting.ticket(unread).done().expect("not evicted");
+        let reply = answered.wait(slot);
+        let got = newcomer.await.expect("the task ran");
+        assert!(got.is_some(), "the newcomer has a slot");
+        assert!(reply.done().is_none(), "the answered one made room");
+        assert_eq!(waiting.len(), 1, "the slow writer is still in line");
+        drop(slow);
+    }
+
+    /// Every other slot waits for a rendering: the newcomer waits for them
+    /// to be answered rather than evict the slow writer or be turned away.
+    #[tokio::test]
+    async fn a_slow_writer_is_not_evicted_while_served_connections_are_about_to_make_room() {
+        let slots = Arc::new(Semaphore::new(2));
+        let (waiting, answered): (Queue, Queue) = Default::default();
+        let serving = Arc::new(Serving::default());
+        let permit = || Arc::clone(&slots).try_acquire_owned().expect("a slot");
+        let slow = waiting.ticket(waiting.park_unread(permit()));
+        slow.arm();
+        let slot = permit();
+        let served = serving.enter();
+        let newcomer = newcomer(&slots, &waiting, &answered, &serving);
+        let_it_run().await;
+        assert!(!newcomer.is_finished(), "it waits for the served one");
+        let reply = answered.wait(slot);
+        drop(served);
+        let got = newcomer.await.expect("the task ran");
+        assert!(got.is_some(), "the newcomer has a slot");
+        assert!(reply.done().is_none(), "the answered one made room");
+        assert_eq!(waiting.len(), 1, "the slow writer is still in line");
+        drop(slow);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_evicted_once_nothing_is_left_to_wait_for() {
+        let slots = Arc::new(Semaphore::new(1));
+        let (waiting, answered): (Queue, Queue) = Default::default();
+        let serving = Arc::new(Serving::default());
+        let idle = waiting.park_unread(Arc::clone(&slots).try_acquire_owned().expect("a slot"));
+        let idle = waiting.ticket(idle);
+        idle.arm();
+        let got = newcomer(&slots, &waiting, &answered, &serving)
+            .await
+            .expect("the task ran");
+        assert!(got.is_some(), "the idle connection's slot");
+        assert!(idle.done().is_none(), "it was evicted");
     }
 
     #[tokio::test]

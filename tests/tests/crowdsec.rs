@@ -49,6 +49,40 @@ fn wait_for(agent: &Agent, within: Duration, what: &str, mut cond: impl FnMut() 
     }
 }
 
+/// Waits until the client's datagrams to the server are all dropped, or
+/// fails with `what`, the agent's logs, and what the agent and the kernel
+/// hold for the client's address.
+fn wait_blocked(agent: &Agent, home: &AgentHome, lab: &Lab, what: &str) {
+    let deadline = Instant::now() + WITHIN;
+    let last = loop {
+        let through = lab.udp_through(lab.server_v4, PORT, 5);
+        if through == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            break through;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let src = lab.client_v4.to_string();
+    let bpftool = |name: &str| {
+        let out = std::process::Command::new("bpftool")
+            .args(["map", "dump", "name", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.chars().take(4000).collect::<String>()
+    };
+    panic!(
+        "{what}: {last} of 5 datagrams still through\ncheck: {:?}\nban list: {:?}\nBAN_V4: {}\nLISTS_GENERATION: {}\n{}",
+        home.ctl(&["check", &src]),
+        home.ctl(&["--json", "ban", "list"]),
+        bpftool("BAN_V4"),
+        bpftool("LISTS_GENERATION"),
+        agent.logs()
+    );
+}
+
 fn passes(lab: &Lab, to: IpAddr) -> bool {
     lab.udp_through(to, PORT, 5) >= 4
 }
@@ -85,9 +119,7 @@ fn decisions_added_with_cscli_are_enforced_and_lifted_when_deleted() {
     assert!(passes(&lab, lab.server_v4), "clean before any decision");
 
     lapi.cscli_ok(&["decisions", "add", "-i", &src, "-d", "1h", "-R", "test ban"]);
-    wait_for(&agent, WITHIN, "the decision is not enforced", || {
-        blocked(&lab, lab.server_v4)
-    });
+    wait_blocked(&agent, &home, &lab, "the decision is not enforced");
     let rows = bans(&home);
     let row = ban_of(&rows, &format!("{src}/32"), "crowdsec").unwrap_or_else(|| panic!("{rows:?}"));
     let left = row["expires_in_secs"].as_u64().unwrap();
@@ -145,9 +177,7 @@ fn a_range_decision_covers_its_prefix() {
     let range = format!("{a}.{b}.{n}.0/24");
     let other = lab.add_client_v4(9);
     lapi.cscli_ok(&["decisions", "add", "-r", &range, "-d", "30m"]);
-    wait_for(&agent, WITHIN, "the range is not enforced", || {
-        blocked(&lab, lab.server_v4)
-    });
+    wait_blocked(&agent, &home, &lab, "the range is not enforced");
     // The second client address is in the range too.
     let flows = Flows::start(&lab, PORT + 1, &[other], Duration::from_millis(5));
     // By datagrams sent, not time: a slow sender still sends its 21.

@@ -12,8 +12,9 @@
 //! local client looping complete requests costs the agent a few snapshots
 //! a second, not one per request. When every slot is taken,
 //! a newcomer evicts first the oldest connection already answered (its
-//! client still reading or not closing), then the oldest still waiting for
-//! its request head; only connections waiting for a rendering (shared, and
+//! client still reading or not closing), then (once every connection
+//! accepted has been read once) the oldest still waiting for its request
+//! head; only connections waiting for a rendering (shared, and
 //! when hammered at most a few a second) cannot be evicted.
 
 use std::{
@@ -36,7 +37,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::evict::{Parked, WaitQueue, take_slot_patiently};
+use crate::evict::{Parked, Serving, WaitQueue, take_slot_patiently};
 
 use super::{
     http::{self, Request, Route},
@@ -196,6 +197,7 @@ pub async fn serve_with<S>(
         config,
         waiting: WaitQueue::default(),
         answered: WaitQueue::default(),
+        serving: Serving::default(),
     });
     // Semaphore::new panics past MAX_PERMITS; no cap that high is meant.
     let cap = ctx.config.max_connections.min(Semaphore::MAX_PERMITS);
@@ -212,13 +214,19 @@ pub async fn serve_with<S>(
                 // Every slot taken: the oldest connection already answered
                 // hands its slot over, else the one that has waited longest
                 // for its request head (crate::evict), so neither idle nor
-                // looping local clients can keep Prometheus out. A
-                // connection not yet read is not evicted: a burst of
-                // accepts must not close a scrape whose request is already
-                // in its buffer; the newcomer waits for its task instead.
-                Ok((stream, _)) => match take_slot_patiently(&slots, &ctx.waiting, || {
-                    ctx.answered.evict_oldest().or_else(|| ctx.waiting.evict_oldest())
-                }, ctx.config.read_timeout).await {
+                // looping local clients can keep Prometheus out. While
+                // connections accepted are still unread, the newcomer waits
+                // for their tasks before it evicts one still waiting: a
+                // burst of accepts must close neither a scrape whose request
+                // is already in its buffer nor one whose client was a
+                // moment slow to write it.
+                Ok((stream, _)) => match take_slot_patiently(
+                    &slots,
+                    &ctx.waiting,
+                    &ctx.answered,
+                    &ctx.serving,
+                    ctx.config.read_timeout,
+                ).await {
                     Some(permit) => {
                         let parked = ctx.waiting.park_unread(permit);
                         let ctx = Arc::clone(&ctx);
@@ -262,6 +270,9 @@ struct Ctx {
     /// Connections answered, sending the reply or lingering: the first to
     /// make room, as what they asked for is already theirs.
     answered: WaitQueue<OwnedSemaphorePermit>,
+    /// Connections between the two: a request read, its reply not ready
+    /// (waiting for a rendering). Never evicted; a newcomer waits for them.
+    serving: Serving,
 }
 
 /// Takes snapshots one at a time and lets requests share them.
@@ -418,6 +429,10 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
             }
         }
     };
+    // Counted as served from before it leaves the waiting queue until it
+    // is in the answered one: a newcomer always finds it in one of the
+    // three (crate::evict::take_slot_patiently).
+    let served = ctx.serving.enter();
     // Held until the reply is out (or the connection is evicted once
     // answered); gone if evicted as the head completed.
     let Some(slot) = ticket.done() else {
@@ -449,6 +464,7 @@ async fn connection(mut stream: TcpStream, parked: Parked, ctx: &Ctx) {
     };
     // Answered: from here on the connection is the first to make room.
     let answered = ctx.answered.wait(slot);
+    drop(served);
     let mut written = false;
     let send = async {
         let sent = timeout(cfg.write_timeout, async {

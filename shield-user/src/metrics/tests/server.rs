@@ -461,14 +461,17 @@ async fn idle_connections_make_room_for_a_scrape() {
 async fn connections_over_the_cap_get_503() {
     let config = ServerConfig {
         max_connections: 1,
-        read_timeout: Duration::from_secs(30),
+        // Also how long a newcomer waits for a served connection to be
+        // answered before it is refused (crate::evict::take_slot_patiently).
+        read_timeout: Duration::from_secs(1),
         linger: Duration::from_secs(30),
         ..ServerConfig::default()
     };
     let dropped = Arc::clone(&config.dropped);
     // The only slot waits for a snapshot the agent is slow to give: the one
     // state a connection cannot be evicted in (answered ones make room, see
-    // answered_connections_make_room).
+    // answered_connections_make_room); a newcomer waits `read_timeout` for
+    // it to be answered, then is refused.
     let stuck = Arc::new(AtomicBool::new(true));
     let calls = Arc::new(AtomicUsize::new(0));
     let snapshot: SnapshotFn = {
