@@ -338,29 +338,63 @@ mod tests {
 
     type Queue = Arc<WaitQueue<OwnedSemaphorePermit>>;
 
-    /// A newcomer looking for room, in a task of its own.
-    fn newcomer(
-        slots: &Arc<Semaphore>,
-        waiting: &Queue,
-        answered: &Queue,
-        serving: &Arc<Serving>,
-    ) -> tokio::task::JoinHandle<Option<OwnedSemaphorePermit>> {
-        let (slots, waiting, answered, serving) = (
-            Arc::clone(slots),
-            Arc::clone(waiting),
-            Arc::clone(answered),
-            Arc::clone(serving),
-        );
-        tokio::spawn(async move {
-            take_slot_patiently(
-                &slots,
-                &waiting,
-                &answered,
-                &serving,
-                Duration::from_secs(30),
-            )
-            .await
-        })
+    /// A server's slots and queues.
+    #[derive(Clone)]
+    struct Room {
+        slots: Arc<Semaphore>,
+        waiting: Queue,
+        answered: Queue,
+        serving: Arc<Serving>,
+    }
+
+    impl Room {
+        fn new(slots: usize) -> Room {
+            Room {
+                slots: Arc::new(Semaphore::new(slots)),
+                waiting: Queue::default(),
+                answered: Queue::default(),
+                serving: Arc::default(),
+            }
+        }
+
+        fn slot(&self) -> OwnedSemaphorePermit {
+            Arc::clone(&self.slots).try_acquire_owned().expect("a slot")
+        }
+
+        /// A connection whose task looked for its request and found none
+        /// (idle, or a client slow to write).
+        fn idle(&self) -> Ticket<'_, OwnedSemaphorePermit> {
+            let t = self.waiting.ticket(self.waiting.park_unread(self.slot()));
+            t.arm();
+            t
+        }
+
+        /// A newcomer looking for room, in a task of its own.
+        fn newcomer(&self) -> tokio::task::JoinHandle<Option<OwnedSemaphorePermit>> {
+            let room = self.clone();
+            tokio::spawn(async move {
+                take_slot_patiently(
+                    &room.slots,
+                    &room.waiting,
+                    &room.answered,
+                    &room.serving,
+                    Duration::from_secs(30),
+                )
+                .await
+            })
+        }
+
+        /// The newcomer got `reply`'s slot, and the slow writer kept its own.
+        async fn newcomer_took(
+            &self,
+            newcomer: tokio::task::JoinHandle<Option<OwnedSemaphorePermit>>,
+            reply: Ticket<'_, OwnedSemaphorePermit>,
+        ) {
+            let got = newcomer.await.expect("the task ran");
+            assert!(got.is_some(), "the newcomer has a slot");
+            assert!(reply.done().is_none(), "the answered one made room");
+            assert_eq!(self.waiting.len(), 1, "the slow writer is still in line");
+        }
     }
 
     async fn let_it_run() {
@@ -375,62 +409,40 @@ mod tests {
     /// for that one to be answered and takes its slot instead.
     #[tokio::test]
     async fn a_slow_writer_is_not_evicted_while_unread_connections_are_about_to_make_room() {
-        let slots = Arc::new(Semaphore::new(2));
-        let (waiting, answered): (Queue, Queue) = Default::default();
-        let serving = Arc::new(Serving::default());
-        let permit = || Arc::clone(&slots).try_acquire_owned().expect("a slot");
-        let slow = waiting.ticket(waiting.park_unread(permit()));
-        slow.arm();
-        let unread = waiting.park_unread(permit());
-        let newcomer = newcomer(&slots, &waiting, &answered, &serving);
+        let room = Room::new(2);
+        let _slow = room.idle();
+        let unread = room.waiting.park_unread(room.slot());
+        let newcomer = room.newcomer();
         let_it_run().await;
         assert!(!newcomer.is_finished(), "it waits for the unread one");
-        assert_eq!(waiting.len(), 2, "nobody evicted yet");
+        assert_eq!(room.waiting.len(), 2, "nobody evicted yet");
         // The unread connection's task finds its request and answers it.
-        let slot = waiting.ticket(unread).done().expect("not evicted");
-        let reply = answered.wait(slot);
-        let got = newcomer.await.expect("the task ran");
-        assert!(got.is_some(), "the newcomer has a slot");
-        assert!(reply.done().is_none(), "the answered one made room");
-        assert_eq!(waiting.len(), 1, "the slow writer is still in line");
-        drop(slow);
+        let slot = room.waiting.ticket(unread).done().expect("not evicted");
+        let reply = room.answered.wait(slot);
+        room.newcomer_took(newcomer, reply).await;
     }
 
     /// Every other slot waits for a rendering: the newcomer waits for them
     /// to be answered rather than evict the slow writer or be turned away.
     #[tokio::test]
     async fn a_slow_writer_is_not_evicted_while_served_connections_are_about_to_make_room() {
-        let slots = Arc::new(Semaphore::new(2));
-        let (waiting, answered): (Queue, Queue) = Default::default();
-        let serving = Arc::new(Serving::default());
-        let permit = || Arc::clone(&slots).try_acquire_owned().expect("a slot");
-        let slow = waiting.ticket(waiting.park_unread(permit()));
-        slow.arm();
-        let slot = permit();
-        let served = serving.enter();
-        let newcomer = newcomer(&slots, &waiting, &answered, &serving);
+        let room = Room::new(2);
+        let _slow = room.idle();
+        let slot = room.slot();
+        let served = room.serving.enter();
+        let newcomer = room.newcomer();
         let_it_run().await;
         assert!(!newcomer.is_finished(), "it waits for the served one");
-        let reply = answered.wait(slot);
+        let reply = room.answered.wait(slot);
         drop(served);
-        let got = newcomer.await.expect("the task ran");
-        assert!(got.is_some(), "the newcomer has a slot");
-        assert!(reply.done().is_none(), "the answered one made room");
-        assert_eq!(waiting.len(), 1, "the slow writer is still in line");
-        drop(slow);
+        room.newcomer_took(newcomer, reply).await;
     }
 
     #[tokio::test]
     async fn idle_connections_are_evicted_once_nothing_is_left_to_wait_for() {
-        let slots = Arc::new(Semaphore::new(1));
-        let (waiting, answered): (Queue, Queue) = Default::default();
-        let serving = Arc::new(Serving::default());
-        let idle = waiting.park_unread(Arc::clone(&slots).try_acquire_owned().expect("a slot"));
-        let idle = waiting.ticket(idle);
-        idle.arm();
-        let got = newcomer(&slots, &waiting, &answered, &serving)
-            .await
-            .expect("the task ran");
+        let room = Room::new(1);
+        let idle = room.idle();
+        let got = room.newcomer().await.expect("the task ran");
         assert!(got.is_some(), "the idle connection's slot");
         assert!(idle.done().is_none(), "it was evicted");
     }
