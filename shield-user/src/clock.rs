@@ -1,10 +1,9 @@
 //! The two clocks the agent converts between: the kernel's monotonic clock
 //! (ban expiries and buckets in the maps) and wall time (journals, which
-//! must mean the same thing after a reboot resets the monotonic clock).
+//! must mean the same thing after a reboot resets the monotonic clock), and
+//! the resolution of the coarse clock the XDP program reads.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-pub use crate::dataplane::monotonic_ns;
 
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -28,6 +27,30 @@ pub fn wall_to_mono(deadline_unix_ms: u64, now_unix_ms: u64, now_mono_ns: u64) -
 pub fn mono_to_wall(deadline_mono_ns: u64, now_mono_ns: u64, now_unix_ms: u64) -> u64 {
     let left_ms = deadline_mono_ns.saturating_sub(now_mono_ns) / 1_000_000;
     now_unix_ms.saturating_add(left_ms)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds. The kernel reads the coarse variant of
+/// the same clock (`bpf_ktime_get_coarse_ns`), which lags it by at most one
+/// tick, so ban expiries and TATs written from here compare correctly there.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The resolution of the clock the XDP program reads (one scheduler tick).
+pub fn kernel_clock_tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

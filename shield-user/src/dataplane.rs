@@ -135,7 +135,7 @@ impl Dataplane {
         let gen_map = ebpf
             .map(MAP_LISTS_GENERATION)
             .ok_or(DataplaneError::MissingMap(MAP_LISTS_GENERATION))?;
-        let generation = generation::Generation::map(gen_map, monotonic_ns())
+        let generation = generation::Generation::map(gen_map, crate::clock::monotonic_ns())
             .map_err(|e| DataplaneError::Mmap(MAP_LISTS_GENERATION, e))?;
         let mut dp = Dataplane {
             ebpf,
@@ -1040,30 +1040,6 @@ pub fn bucket_key(src: IpAddr, class: u16, tier: u16, v6_mask: &[u8; 16]) -> Buc
         IpAddr::V4(a) => BucketKey::v4(a.octets(), class, tier),
         IpAddr::V6(a) => BucketKey::v6(a.octets(), v6_mask, class, tier),
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds. The kernel reads the coarse variant of
-/// the same clock (`bpf_ktime_get_coarse_ns`), which lags it by at most one
-/// tick, so ban expiries and TATs written from here compare correctly there.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The resolution of the clock the XDP program reads (one scheduler tick).
-pub fn kernel_clock_tick_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ use shield_user::{
         persist::StateWrites,
     },
     clock,
+    clock::monotonic_ns,
     crowdsec::Desired,
-    dataplane::{LoadOptions, monotonic_ns},
+    dataplane::LoadOptions,
     net::Cidr,
 };
 

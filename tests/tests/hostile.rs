@@ -198,7 +198,7 @@ fn policy_in_maps(pin_dir: &Path) -> Policy {
 }
 
 fn compiled(config: &Path) -> Policy {
-    let tick = shield_user::dataplane::kernel_clock_tick_ns();
+    let tick = shield_user::clock::kernel_clock_tick_ns();
     let cfg = shield_user::config::load(config, tick).expect("valid config");
     policy::compile(
         &cfg,

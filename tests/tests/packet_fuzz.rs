@@ -22,7 +22,7 @@ use shield_common::{
     reason::{Reason, Verdict},
 };
 use shield_tests::{fuzzing::*, harness::*, packet::*};
-use shield_user::dataplane::monotonic_ns;
+use shield_user::clock::monotonic_ns;
 
 /// Frames per policy: each round loads a fresh program with fresh maps.
 const ROUND: usize = 20_000;

@@ -7,7 +7,7 @@ use shield_common::{
     reason::{Reason, Verdict},
 };
 use shield_tests::{harness::*, packet::*};
-use shield_user::dataplane::{kernel_clock_tick_ns, monotonic_ns};
+use shield_user::clock::{kernel_clock_tick_ns, monotonic_ns};
 
 const V4: &str = "198.51.100.7";
 const V6: &str = "2001:db8:1:2::7";

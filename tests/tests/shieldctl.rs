@@ -511,7 +511,7 @@ fn a_host_ban_ending_leaves_its_64_banned() {
     let bans: HashMap<MapData, [u8; 16], Ban> = HashMap::try_from(Map::HashMap(data)).unwrap();
     let entry = bans.get(&key, 0).expect("the /64's kernel entry is gone");
     assert!(
-        entry.expires_ns > shield_user::dataplane::monotonic_ns() + 1_800_000_000_000,
+        entry.expires_ns > shield_user::clock::monotonic_ns() + 1_800_000_000_000,
         "the /64's kernel entry no longer lasts the hour: {entry:?}"
     );
     let banned = |home: &shield_tests::agent::AgentHome| {

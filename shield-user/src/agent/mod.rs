@@ -232,7 +232,7 @@ impl Agent {
     /// `cfg` is what [`load_config`] made of `opts` (the caller needs it
     /// first, to bind the control socket before touching the maps).
     pub fn start(opts: AgentOptions, cfg: Config) -> Result<Agent, AgentError> {
-        let tick_ns = dataplane::kernel_clock_tick_ns();
+        let tick_ns = clock::kernel_clock_tick_ns();
         for w in unsupported(&cfg) {
             tracing::warn!("{w}");
         }

@@ -13,9 +13,9 @@ use shield_user::{
         cli::{Cli, Command, LogFormat},
         control, lock, tick, writer,
     },
-    config,
+    clock, config,
     control::{ControlSocket, ErrorKind, Request, Response, ServerConfig, ServerError, handler_fn},
-    dataplane, systemd,
+    systemd,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -87,7 +87,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         object,
     };
     // The socket first: a second agent must fail before touching the maps.
-    let cfg = agent::load_config(&opts, dataplane::kernel_clock_tick_ns())?;
+    let cfg = agent::load_config(&opts, clock::kernel_clock_tick_ns())?;
     let server_config = ServerConfig::default();
     let requests = server_config.counters.clone();
     let socket = ControlSocket::bind(&cfg.control_socket, server_config).map_err(|e| {
@@ -132,7 +132,7 @@ fn raise_fd_limit() {
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), Failure> {
-    let tick = dataplane::kernel_clock_tick_ns();
+    let tick = clock::kernel_clock_tick_ns();
     match config::load(file, tick) {
         Ok(cfg) => {
             for w in agent::unsupported(&cfg) {
@@ -157,7 +157,7 @@ fn check_config(file: &std::path::Path) -> Result<(), Failure> {
 }
 
 fn detach(cli: &Cli) -> Result<(), Failure> {
-    let tick = dataplane::kernel_clock_tick_ns();
+    let tick = clock::kernel_clock_tick_ns();
     let pin_dir = match &cli.config {
         Some(p) => {
             config::load(p, tick)

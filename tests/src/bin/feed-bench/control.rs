@@ -31,7 +31,7 @@ pub fn track_sources(pin_dir: &Path, n: u32) -> Res<()> {
     let mut m: HashMap<MapData, BucketKey, Bucket> =
         HashMap::try_from(Map::LruHashMap(data)).ctx(|| "the bucket map")?;
     let mask = shield_common::addr::v6_mask(64);
-    let now = shield_user::dataplane::monotonic_ns();
+    let now = shield_user::clock::monotonic_ns();
     let b = Bucket {
         pkt_tat: now,
         syn_tat: now,

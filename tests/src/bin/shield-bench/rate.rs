@@ -11,7 +11,7 @@ use shield_common::{
     reason::{Reason, Verdict},
 };
 use shield_tests::benchout::{Results, pin_to_cpu};
-use shield_user::dataplane::{Dataplane, kernel_clock_tick_ns};
+use shield_user::{clock::kernel_clock_tick_ns, dataplane::Dataplane};
 
 use crate::load::{self, Feed};
 
@@ -86,7 +86,7 @@ fn drive(prog: &Xdp, frame: &[u8], rate: u64, until: u64) -> (u64, Vec<u64>) {
         })
         .expect("BPF_PROG_TEST_RUN");
         sent += chunk;
-        times.push(shield_user::dataplane::monotonic_ns());
+        times.push(shield_user::clock::monotonic_ns());
     }
     (sent, times)
 }
