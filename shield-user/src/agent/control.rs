@@ -48,8 +48,23 @@ fn internal(e: impl std::fmt::Display) -> (ErrorKind, String) {
     (ErrorKind::Internal, e.to_string())
 }
 
-/// Answers one request. Mutations are logged with who asked.
-pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
+/// What [`handle`] made of a request.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per request, returned and matched at once, never stored"
+)]
+pub enum Handled {
+    /// Answered under the lock.
+    Answer(Response),
+    /// A feed refresh: it fetches over the network, so it runs without the
+    /// lock (agent/serve.rs, through agent::feeds::refresh).
+    Refresh { name: Option<String>, force: bool },
+}
+
+/// Answers one request under the agent's lock, or says that it must run
+/// without it. Mutations are logged with who asked.
+pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Handled {
     if req.is_mutation() {
         tracing::info!(peer = %peer, request = ?req, "control request");
     }
@@ -84,12 +99,9 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
         Request::AllowDel { net } => allow_del(agent, net),
         Request::AllowList => Ok(Reply::Allow(allow_rows(agent))),
         Request::FeedsList => Ok(Reply::Feeds(feed_rows(agent))),
-        // Refreshing fetches over the network, so the event loop runs it
-        // without holding the agent (agent::feeds::refresh).
-        Request::FeedsRefresh { .. } => Err((
-            ErrorKind::Unsupported,
-            "feeds refresh is served by the agent's event loop".into(),
-        )),
+        Request::FeedsRefresh { name, force } => {
+            return Handled::Refresh { name, force };
+        }
         Request::Limits => Ok(Reply::Limits(limits(agent))),
         Request::LimitsSet {
             target,
@@ -138,10 +150,10 @@ pub fn handle(agent: &mut Agent, req: Request, peer: &Peer) -> Response {
         },
         Request::Check { addr, proto, port } => check(agent, addr, proto, port),
     };
-    match answer {
+    Handled::Answer(match answer {
         Ok(reply) => Response::Ok(reply),
         Err((kind, message)) => Response::error(kind, message),
-    }
+    })
 }
 
 fn status(agent: &Agent) -> StatusInfo {

@@ -17,6 +17,7 @@ mod offences;
 pub mod persist;
 mod pinwatch;
 pub mod runtime;
+pub mod serve;
 pub mod tick;
 pub mod writer;
 

@@ -11,10 +11,10 @@ use shield_user::{
     agent::{
         self, Agent, AgentOptions,
         cli::{Cli, Command, LogFormat},
-        control, lock, tick, writer,
+        lock, tick, writer,
     },
     clock, config,
-    control::{ControlSocket, ErrorKind, Request, Response, ServerConfig, ServerError, handler_fn},
+    control::{ControlSocket, ServerConfig, ServerError, handler_fn},
     systemd,
 };
 use tokio::{
@@ -202,29 +202,7 @@ async fn main_loop(
         let (agent, exit) = (agent.clone(), exit.clone());
         handler_fn(move |req, peer| {
             let (agent, exit) = (agent.clone(), exit.clone());
-            async move {
-                // Refreshes fetch over the network: they run without the lock.
-                if let Request::FeedsRefresh { name, force } = req {
-                    tracing::info!(peer = %peer, ?name, force, "control request: feeds refresh");
-                    return refresh_feeds(agent, name, force).await;
-                }
-                let mutation = req.is_mutation();
-                let (resp, wrote) = {
-                    let mut a = lock(&agent);
-                    let resp = control::handle(&mut a, req, &peer);
-                    if a.is_detached() {
-                        exit.notify_one();
-                    }
-                    (resp, mutation && a.has_pending_writes())
-                };
-                if !wrote {
-                    return resp;
-                }
-                // What this request changed is on disk before it answers,
-                // written outside the lock (agent/writer.rs).
-                writer::flush(&agent).await;
-                control::note_unsaved(&lock(&agent), resp)
-            }
+            async move { agent::serve::serve(&agent, &exit, req, &peer).await }
         })
     };
     // A watch, not a Notify: a server that has not polled its shutdown
@@ -281,40 +259,6 @@ async fn main_loop(
 }
 
 /// `shieldctl feeds refresh [NAME] [--force]`: one feed or all, in turn.
-async fn refresh_feeds(agent: Arc<Mutex<Agent>>, name: Option<String>, force: bool) -> Response {
-    let names: Vec<String> = match name {
-        Some(n) => vec![n],
-        None => lock(&agent)
-            .feeds()
-            .states
-            .iter()
-            .map(|s| s.cfg.name.clone())
-            .collect(),
-    };
-    if names.is_empty() {
-        return Response::done("no feeds are configured");
-    }
-    let mut lines = Vec::new();
-    let mut failed = false;
-    for n in names {
-        match agent::feeds::refresh(agent.clone(), n.clone(), force).await {
-            Ok(m) => lines.push(m),
-            Err(e @ agent::feeds::RefreshError::NotFound(_)) => {
-                return Response::error(ErrorKind::NotFound, e.to_string());
-            }
-            Err(e) => {
-                failed = true;
-                lines.push(format!("{n}: {e}"));
-            }
-        }
-    }
-    if failed {
-        Response::error(ErrorKind::Conflict, lines.join("\n"))
-    } else {
-        Response::done(lines.join("\n"))
-    }
-}
-
 /// Flood events read per wake of the ring buffer, then applied under one
 /// hold of the lock (about 0.1 ms per event in a debug build).
 const EVENTS_PER_WAKE: usize = 512;
