@@ -239,6 +239,10 @@ fn the_shrink_guard_holds_a_refresh_until_forced() {
     assert!(o.stderr.contains("held"), "{o:?}");
     let row = feed_row(&home, "list");
     assert!(row["held"].as_str().unwrap().contains("101"), "{row}");
+    assert!(
+        row["last_error"].is_null(),
+        "a hold is no failure of the source: {row}"
+    );
     assert_eq!(row["entries"], 101);
     let r = probe(&lab, &[x, y]);
     assert_eq!(r.received(x), 0, "{r:?}");

@@ -20,9 +20,10 @@ use super::{Agent, lock};
 use crate::{
     clock,
     config::{FeedConfig, FeedSource},
+    dataplane::DataplaneError,
     feeds::{
-        self, Coverage, FeedIndex, FeedSet, FetchOptions, Fetched, Hold, ParseOptions, ParsedFeed,
-        Validators, cache, retry,
+        self, Coverage, FeedIndex, FeedSet, FetchOptions, Fetched, Hold, IndexError, ParseOptions,
+        ParsedFeed, Validators, cache, retry,
     },
     statefile,
 };
@@ -65,14 +66,32 @@ pub struct FeedState {
 /// What a refresh answers: a line for the operator, or why it failed.
 pub type Answer = Result<String, RefreshError>;
 
+/// Why the feed maps could not be brought in line with the feed index.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedMapError {
+    #[error("no free feed id (at most {} feeds)", MAX_FEEDS - 1)]
+    NoFreeId,
+    #[error("writing the feed maps: {0}")]
+    Write(#[source] DataplaneError),
+    #[error("reading the feed maps: {0}")]
+    Read(#[source] DataplaneError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshError {
     #[error("no feed named `{0}` is configured")]
     NotFound(String),
-    /// The fetch, the parse, a guard or the apply said no; the feed keeps
-    /// its last good entries.
+    /// The fetch, the parse or the apply failed; the feed keeps its last
+    /// good entries.
     #[error("{0}")]
     Failed(String),
+    /// A guard held the new body back (a shrink, a widening, the address
+    /// cap); the feed keeps its last good entries, and this is no failure
+    /// of the source.
+    #[error("{0}")]
+    Held(String),
 }
 
 /// A refresh in flight and where its answer will appear.
@@ -133,7 +152,7 @@ fn assign_ids(
     state_dir: &Path,
     names: &[&str],
     writes: &StateWrites,
-) -> Result<BTreeMap<String, u32>, String> {
+) -> Result<BTreeMap<String, u32>, FeedMapError> {
     let path = state_dir.join(IDS_FILE);
     let mut ids = statefile::read::<Ids>(&path)
         .unwrap_or_else(|e| {
@@ -149,7 +168,7 @@ fn assign_ids(
         }
         let free = (1..MAX_FEEDS)
             .find(|i| !ids.values().any(|v| v == i))
-            .ok_or("no free feed id (at most 255 feeds)")?;
+            .ok_or(FeedMapError::NoFreeId)?;
         ids.insert((*n).to_string(), free);
     }
     writes.outcome(IDS_FILE, statefile::write(&path, &Ids { ids: ids.clone() }));
@@ -209,7 +228,7 @@ impl Agent {
     /// Brings the feed set in line with the config: ids, states, entries of
     /// feeds that went away removed, cached copies applied for new ones.
     /// Every feed is then due for a fetch.
-    pub(super) fn sync_feeds(&mut self) -> Result<(), String> {
+    pub(super) fn sync_feeds(&mut self) -> Result<(), FeedMapError> {
         let names: Vec<&str> = self.cfg.feeds.iter().map(|f| f.name.as_str()).collect();
         let ids = assign_ids(&self.cfg.state_dir, &names, &self.writes)?;
         // Feeds gone from the config (or whose source changed): out.
@@ -322,33 +341,35 @@ impl Agent {
 
     /// Writes a plan and commits it; on a failed write, rolls the maps back
     /// so they match the index again.
-    fn apply_feed_plan(&mut self, plan: feeds::Plan) -> Result<(), String> {
+    fn apply_feed_plan(&mut self, plan: feeds::Plan) -> Result<(), FeedMapError> {
         if plan.is_empty() {
-            return self.feeds.index.commit(plan).map_err(|e| e.to_string());
+            return Ok(self.feeds.index.commit(plan)?);
         }
         match feeds::apply_plan(&mut self.dp, &plan) {
             Ok(stats) => {
                 tracing::debug!(?stats, "feed plan applied");
-                self.feeds.index.commit(plan).map_err(|e| e.to_string())
+                Ok(self.feeds.index.commit(plan)?)
             }
             Err(e) => {
                 let _ = feeds::apply_plan(&mut self.dp, &plan.rollback());
-                Err(format!("writing the feed maps: {e}"))
+                Err(FeedMapError::Write(e))
             }
         }
     }
 
     /// Removes kernel feed entries no configured feed lists: what a feed
     /// dropped from the config while the agent was down left behind.
-    pub(super) fn reconcile_feed_maps(&mut self) -> Result<usize, String> {
-        let in_kernel = self.dp.feed_entries().map_err(|e| e.to_string())?;
+    pub(super) fn reconcile_feed_maps(&mut self) -> Result<usize, FeedMapError> {
+        let in_kernel = self.dp.feed_entries().map_err(FeedMapError::Read)?;
         let stale: Vec<_> = in_kernel
             .into_iter()
             .filter(|(net, _)| self.feeds.index.label(net).is_none())
             .map(|(net, _)| net)
             .collect();
         for net in &stale {
-            self.dp.remove_feed_entry(*net).map_err(|e| e.to_string())?;
+            self.dp
+                .remove_feed_entry(*net)
+                .map_err(FeedMapError::Write)?;
         }
         Ok(stale.len())
     }
@@ -375,7 +396,7 @@ impl Agent {
                 .any(|s| s.cfg.name == name && s.flight.is_none())
             && let Some(r) = self.apply_held(name)
         {
-            return Begin::Done(r.map_err(RefreshError::Failed));
+            return Begin::Done(r);
         }
         let Some(st) = self.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
             return Begin::Done(Err(RefreshError::NotFound(name.to_string())));
@@ -396,14 +417,17 @@ impl Agent {
 
     /// Applies a held refresh now (`feeds refresh NAME --force`); `None`
     /// when nothing is held for `name`.
-    fn apply_held(&mut self, name: &str) -> Option<Result<String, String>> {
+    fn apply_held(&mut self, name: &str) -> Option<Answer> {
         let i = self.feeds.states.iter().position(|s| s.cfg.name == name)?;
         let (set, bytes, validators) = self.feeds.states[i].held_set.take()?;
         let id = self.feeds.states[i].id;
         let new_len = set.len();
         let covered = set.coverage();
         let plan = self.feeds.index.plan_set(id, set);
-        Some(self.apply_feed_plan(plan).map(|()| {
+        let applied = self
+            .apply_feed_plan(plan)
+            .map_err(|e| RefreshError::Failed(e.to_string()));
+        Some(applied.map(|()| {
             let st = &mut self.feeds.states[i];
             st.held = None;
             st.covered = covered;
@@ -426,13 +450,14 @@ impl Agent {
     fn finish_refresh(
         &mut self,
         name: &str,
-        outcome: Result<Option<Download>, String>,
+        outcome: Result<Option<Download>, RefreshError>,
         force: bool,
-    ) -> (Result<String, String>, Option<CacheJob>) {
+    ) -> (Answer, Option<CacheJob>) {
         let mut job = None;
         let now_mono = clock::monotonic_ns();
         let Some(i) = self.feeds.states.iter().position(|s| s.cfg.name == name) else {
-            return (Err(format!("feed `{name}` was removed meanwhile")), None);
+            let gone = format!("feed `{name}` was removed meanwhile");
+            return (Err(RefreshError::Failed(gone)), None);
         };
         let refresh = self.feeds.states[i].cfg.refresh;
         let result = match outcome {
@@ -484,14 +509,14 @@ impl Agent {
                     st.held = Some(why.clone());
                     // Only what may be confirmed is kept for it.
                     st.held_set = h.confirmable().then_some((set, bytes, validators));
-                    Err(why)
+                    Err(RefreshError::Held(why))
                 } else {
                     st.held = None;
                     st.held_set = None;
                     let plan = self.feeds.index.plan_set(id, set);
                     let (add, rm) = (plan.add.len(), plan.remove.len());
                     match self.apply_feed_plan(plan) {
-                        Err(e) => Err(e),
+                        Err(e) => Err(RefreshError::Failed(e.to_string())),
                         Ok(()) => {
                             let st = &mut self.feeds.states[i];
                             st.covered = new_cov;
@@ -530,13 +555,13 @@ impl Agent {
                 st.last_error = None;
                 st.consecutive_failures = 0;
             }
-            Err(e) if st.held.as_deref() == Some(e.as_str()) => {
+            Err(RefreshError::Held(_)) => {
                 st.last_error = None;
             }
             Err(e) => {
                 st.errors_total += 1;
                 st.consecutive_failures += 1;
-                st.last_error = Some(e.clone());
+                st.last_error = Some(e.to_string());
                 tracing::warn!(
                     feed = name,
                     failures = st.consecutive_failures,
@@ -698,14 +723,14 @@ pub async fn run(agent: Arc<Mutex<Agent>>, ticket: Ticket) {
                 let (parsed, set) = parse(&cfg, &bytes);
                 Ok(Some((parsed, set, bytes, validators)))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(RefreshError::Failed(e.to_string())),
         }
     })
     .await
-    .unwrap_or_else(|e| Err(format!("refresh task failed: {e}")));
+    .unwrap_or_else(|e| Err(RefreshError::Failed(format!("refresh task failed: {e}"))));
     let (result, job) = lock(&agent).finish_refresh(&name, work, force);
     grounded.armed = false;
-    let _ = answer.send(Some(result.map_err(RefreshError::Failed)));
+    let _ = answer.send(Some(result));
     // Enforcement already has the new list; the copy can follow. Then hand
     // the refresh's buffers (body, parse) back to the kernel: glibc keeps
     // freed arena memory otherwise, and a million-line refresh leaves tens

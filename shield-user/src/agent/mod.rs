@@ -75,7 +75,7 @@ pub enum AgentError {
     #[error("{0}")]
     Bans(#[from] BanError),
     #[error("feeds: {0}")]
-    Feeds(String),
+    Feeds(#[from] feeds::FeedMapError),
 }
 
 impl AgentError {
@@ -339,7 +339,7 @@ impl Agent {
         }
         let history = offences::load(&agent.cfg.state_dir, &mut |w| tracing::error!("{w}"))?;
         agent.floods.restore_offences(history);
-        agent.sync_feeds().map_err(AgentError::Feeds)?;
+        agent.sync_feeds()?;
         match agent.reconcile_feed_maps() {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "stale feed entries removed from adopted maps"),
@@ -424,7 +424,7 @@ impl Agent {
         warnings.extend(file_warnings);
         self.policy = policy;
         self.cfg = cfg;
-        self.sync_feeds().map_err(AgentError::Feeds)?;
+        self.sync_feeds()?;
         let (attached, detached) = self.attach_all()?;
         Ok(ReloadReport {
             changes: diff.changes(),
