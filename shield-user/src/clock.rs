@@ -33,23 +33,23 @@ pub fn mono_to_wall(deadline_mono_ns: u64, now_mono_ns: u64, now_unix_ms: u64) -
 /// the same clock (`bpf_ktime_get_coarse_ns`), which lags it by at most one
 /// tick, so ban expiries and TATs written from here compare correctly there.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    timespec_ns(|ts| unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts) })
 }
 
 /// The resolution of the clock the XDP program reads (one scheduler tick).
 pub fn kernel_clock_tick_ns() -> u64 {
+    // SAFETY: a valid pointer to a timespec.
+    timespec_ns(|ts| unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, ts) })
+}
+
+/// The nanoseconds `f` writes into a timespec.
+fn timespec_ns(f: impl FnOnce(&mut libc::timespec) -> libc::c_int) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    f(&mut ts);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

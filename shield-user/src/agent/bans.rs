@@ -37,26 +37,10 @@ use super::persist::{PendingWrite, StateWrites};
 
 pub const JOURNAL_FILE: &str = "bans.json";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BanOrigin {
-    Manual,
-    Autoban,
-    Feed,
-    /// A decision from CrowdSec's LAPI.
-    Crowdsec,
-}
+pub use crate::control::protocol::BanOrigin;
 
+/// The kernel's byte for each origin (`shield_common::maps::Ban`).
 impl BanOrigin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BanOrigin::Manual => "manual",
-            BanOrigin::Autoban => "autoban",
-            BanOrigin::Feed => "feed",
-            BanOrigin::Crowdsec => "crowdsec",
-        }
-    }
-
     fn code(self) -> u8 {
         match self {
             BanOrigin::Manual => BAN_ORIGIN_MANUAL,

@@ -9,7 +9,7 @@ use shield_common::{
     reason::{Reason, Verdict as KVerdict},
 };
 
-use super::{Agent, bans::BanOrigin as Origin, runtime::ActiveOverride};
+use super::{Agent, runtime::ActiveOverride};
 use crate::{
     clock,
     config::{LimitSet, Rate},
@@ -338,12 +338,7 @@ fn top(agent: &Agent, n: usize) -> Vec<TopRow> {
 fn ban_row(b: &super::bans::BanRecord, now_ms: u64) -> BanRow {
     BanRow {
         net: b.net,
-        origin: match b.origin {
-            Origin::Manual => BanOrigin::Manual,
-            Origin::Autoban => BanOrigin::Autoban,
-            Origin::Feed => BanOrigin::Feed,
-            Origin::Crowdsec => BanOrigin::Crowdsec,
-        },
+        origin: b.origin,
         reason: b.reason.clone(),
         expires_in_secs: b
             .expires_unix_ms
@@ -389,13 +384,13 @@ fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<S
     let now_ms = clock::unix_ms();
     let rec = super::bans::BanRecord {
         net,
-        origin: Origin::Manual,
+        origin: BanOrigin::Manual,
         reason,
         created_unix_ms: now_ms,
         expires_unix_ms: ttl.map(|t| now_ms.saturating_add(t.as_millis() as u64)),
     };
     agent.bans.add(&mut agent.dp, rec).map_err(internal)?;
-    agent.tallies.ban_added(Origin::Manual);
+    agent.tallies.ban_added(BanOrigin::Manual);
     let mut msg = match ttl {
         Some(t) => format!("banned {net} for {}", crate::config::format_duration(t)),
         None => format!("banned {net} until deleted"),
@@ -721,12 +716,7 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         steps.push(format!(
             "ban: {} ({}{}) → drop",
             b.net,
-            match b.origin {
-                BanOrigin::Manual => "manual",
-                BanOrigin::Autoban => "autoban",
-                BanOrigin::Feed => "feed",
-                BanOrigin::Crowdsec => "crowdsec",
-            },
+            b.origin.as_str(),
             b.expires_in_secs
                 .map_or(", until deleted".to_string(), |s| format!(", {s}s left"))
         ));

@@ -355,13 +355,28 @@ pub struct BanRow {
     pub expires_in_secs: Option<u64>,
 }
 
+/// Who made a ban: the one type for the agent's ban book, its journal and
+/// the wire (the kernel's byte for it is `agent::bans`' business).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum BanOrigin {
     Manual,
     Autoban,
     Feed,
+    /// A decision from CrowdSec's LAPI.
     Crowdsec,
+}
+
+impl BanOrigin {
+    /// The name in the journal, on the wire, in logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BanOrigin::Manual => "manual",
+            BanOrigin::Autoban => "autoban",
+            BanOrigin::Feed => "feed",
+            BanOrigin::Crowdsec => "crowdsec",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
