@@ -18,11 +18,10 @@ use crate::{
         protocol::{
             AdaptiveInfo, AllowOrigin, AllowRow, BanOrigin, BanRow, BucketInfo, CheckInfo,
             CheckProto, FeedRow, FeedsSummary, Health, IfaceInfo, LimitRow, LimitsInfo, MAX_TOP_N,
-            OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict, XdpMode,
+            OverrideRow, StatRow, StatusInfo, TopRow, Totals, Verdict,
         },
         units::{MAX_TTL, RateSpec},
     },
-    dataplane::AttachMode,
     net::Cidr,
     policy::ResolvedLimit,
 };
@@ -190,10 +189,7 @@ fn status(agent: &Agent) -> StatusInfo {
             .iter()
             .map(|a| IfaceInfo {
                 name: a.iface.clone(),
-                mode: match a.mode {
-                    AttachMode::Native => XdpMode::Native,
-                    AttachMode::Skb => XdpMode::Skb,
-                },
+                mode: a.mode,
                 link_id: Some(a.link_id),
             })
             .collect(),

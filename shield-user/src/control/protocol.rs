@@ -288,12 +288,8 @@ pub struct IfaceInfo {
     pub link_id: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpMode {
-    Native,
-    Skb,
-}
+/// How the program runs on an interface: the data plane's own type.
+pub use crate::dataplane::AttachMode as XdpMode;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedsSummary {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{
     protocol::{
         AllowOrigin, BanOrigin, BanRow, CheckInfo, CrowdsecStatus, ErrorKind, ErrorReply, FeedRow,
-        LimitsInfo, OverrideRow, Reply, StatRow, StatusInfo, TopRow, Verdict, XdpMode,
+        LimitsInfo, OverrideRow, Reply, StatRow, StatusInfo, TopRow, Verdict,
     },
     units::{RateSpec, format_bytes, format_count, format_duration, format_rate},
 };
@@ -213,10 +213,7 @@ fn status(s: &StatusInfo, now_unix: u64) -> String {
         s.interfaces
             .iter()
             .map(|i| {
-                let mode = match i.mode {
-                    XdpMode::Native => "native",
-                    XdpMode::Skb => "skb",
-                };
+                let mode = i.mode.as_str();
                 match i.link_id {
                     Some(l) => format!("{} ({mode}, link {l})", i.name),
                     None => format!("{} ({mode})", i.name),
@@ -701,7 +698,7 @@ NET             ORIGIN   EXPIRES   REASON
             dry_run: false,
             interfaces: vec![IfaceInfo {
                 name: "eth0".into(),
-                mode: XdpMode::Skb,
+                mode: crate::control::protocol::XdpMode::Skb,
                 link_id: None,
             }],
             feeds: FeedsSummary {
