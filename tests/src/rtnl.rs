@@ -57,7 +57,7 @@ impl RtnlHold {
         // asks before it starts is answered at once, so ask again.
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let probe = Probe::start();
+            let mut probe = Probe::start();
             loop {
                 if probe.blocked_on_rtnetlink() {
                     return Some(probe);
@@ -82,8 +82,7 @@ impl Drop for RtnlHold {
 
 /// `ip link show dev lo`: a request that needs rtnl.
 pub struct Probe {
-    child: std::cell::RefCell<Child>,
-    pid: u32,
+    child: Child,
 }
 
 impl Probe {
@@ -94,34 +93,26 @@ impl Probe {
             .stderr(Stdio::null())
             .spawn()
             .expect("run ip");
-        Probe {
-            pid: child.id(),
-            child: std::cell::RefCell::new(child),
-        }
+        Probe { child }
     }
 
     /// Whether the probe is asleep inside the kernel's netlink handling
     /// (its kernel stack, which only a sleeping task shows).
     fn blocked_on_rtnetlink(&self) -> bool {
-        fs::read_to_string(format!("/proc/{}/stack", self.pid))
+        fs::read_to_string(format!("/proc/{}/stack", self.child.id()))
             .is_ok_and(|s| s.contains("netlink_rcv_skb"))
     }
 
     /// Whether the probe has its answer: rtnl was free for it.
-    pub fn done(&self) -> bool {
-        self.child
-            .borrow_mut()
-            .try_wait()
-            .expect("wait for ip")
-            .is_some()
+    pub fn done(&mut self) -> bool {
+        self.child.try_wait().expect("wait for ip").is_some()
     }
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        let mut c = self.child.borrow_mut();
-        let _ = c.kill();
-        let _ = c.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

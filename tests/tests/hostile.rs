@@ -1150,7 +1150,7 @@ fn the_agent_answers_while_other_work_holds_the_kernels_network_lock() {
     // is tried if the kernel got through a teardown quicker than that.
     for pairs in [150, 200, 250] {
         let hold = RtnlHold::prepare(pairs);
-        let Some(probe) = hold.release() else {
+        let Some(mut probe) = hold.release() else {
             tried.push(format!("{pairs} pairs: no probe caught waiting"));
             continue;
         };
