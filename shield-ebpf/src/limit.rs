@@ -19,6 +19,18 @@ use crate::{
 /// CPUs are admitting this source's packets right now, so dropping is safe.
 const CAS_TRIES: usize = 4;
 
+/// A new source's bucket, as global data rather than a value built on the
+/// stack: LLVM builds a 32-byte zero value with a call to `memset`, a
+/// function of its own, and Linux 6.1's verifier charges any function call
+/// 32 bytes of stack on top of the program's, past its 512-byte limit
+/// (docs/OPERATIONS.md, "Kernels tested").
+static NEW_BUCKET: Bucket = Bucket {
+    pkt_tat: 0,
+    syn_tat: 0,
+    last_event_ns: 0,
+    drops: 0,
+};
+
 /// Applies the packet and (for SYNs) connection limits. `None`: within limits.
 #[inline(always)]
 pub fn check(
@@ -43,7 +55,10 @@ pub fn check(
         None => {
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
             // Counted so the agent can tell evictions from live buckets.
-            if BUCKETS.insert(key, Bucket::default(), 1).is_ok()
+            // By reference: by value, the static is copied to the stack.
+            #[expect(clippy::needless_borrows_for_generic_args, reason = "see NEW_BUCKET")]
+            let inserted = BUCKETS.insert(key, &NEW_BUCKET, 1);
+            if inserted.is_ok()
                 && let Some(n) = BUCKETS_CREATED.get_ptr_mut(0)
             {
                 // SAFETY: per-CPU slot, so no other writer.

@@ -65,6 +65,23 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// A big-endian 16-bit length field, as a length the verifier can bound.
+///
+/// Linux 6.1's verifier (Debian 12's; docs/OPERATIONS.md, "Kernels tested")
+/// forgets every bound of a byte swap's result, and of an OR of two
+/// registers, and then refuses to add the length to a packet pointer
+/// ("math between pkt pointer and register with unbounded min value").
+/// A mask with a constant gives the bound back, but LLVM knows the value
+/// is below 2^16 and drops a plain mask as a no-op; read back through a
+/// volatile load, the value is opaque to LLVM and the mask stays.
+#[inline(always)]
+fn len16(b: [u8; 2]) -> usize {
+    let len = u64::from(be16(b));
+    // SAFETY: a read of a local that is initialised and aligned.
+    let opaque = unsafe { core::ptr::read_volatile(&len) };
+    (opaque & 0xffff) as usize
+}
+
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some(eth) = bytes_at::<ETH_HLEN>(ctx, 0) else {
@@ -99,7 +116,7 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Parsed {
         return Parsed::Malformed;
     }
     let hlen = ((ip[0] & 0x0f) as usize) * 4;
-    let total = be16([ip[2], ip[3]]) as usize;
+    let total = len16([ip[2], ip[3]]);
     if hlen < 20 || total < hlen {
         return Parsed::Malformed;
     }
@@ -135,7 +152,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Parsed {
     if ip[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
-    let payload = be16([ip[4], ip[5]]) as usize;
+    let payload = len16([ip[4], ip[5]]);
     let end = off + IPV6_HLEN + payload;
     if ctx.data() + end > ctx.data_end() {
         return Parsed::Malformed;

@@ -29,6 +29,8 @@ pub struct Lab {
     pub client_v6: IpAddr,
     pub server_v6: IpAddr,
     path: Path,
+    /// Whether dropping this value deletes the namespaces.
+    owned: bool,
 }
 
 /// The client-to-server direction of a lab's veth pair, as its counters
@@ -79,6 +81,16 @@ impl Path {
             n(&srv[0]["stats64"]["rx"]["packets"]) + n(&srv[0]["stats64"]["rx"]["dropped"]),
             n(&cli[0]["stats64"]["tx"]["dropped"]),
         )
+    }
+
+    /// Frames the server counted that never went through the client's
+    /// queue. Without XDP the veth delivers at once, counting each frame
+    /// on both ends as it goes: what the server counted before the queue
+    /// existed is the difference (the queue's own count starts at 0).
+    /// Exact only while nothing is in flight.
+    fn counted_before_queue(&self) -> u64 {
+        let (queued, handed, taken, dropped) = self.counts();
+        (taken + dropped).saturating_sub(queued + handed)
     }
 
     /// Frames from the client not yet taken by the server: waiting in the
@@ -181,22 +193,54 @@ impl Lab {
         // hosts) pids run past 100 000, and a shortened one could
         // name another test process's namespaces.
         let tag = format!("{}-{n}", std::process::id());
-        let lab = Lab {
-            client_ns: format!("shc-{tag}"),
-            server_ns: format!("shs-{tag}"),
+        let lab = Lab::named(&format!("shc-{tag}"), &format!("shs-{tag}"), n as u8, true);
+        ip(&["netns", "add", &lab.client_ns]);
+        ip(&["netns", "add", &lab.server_ns]);
+        lab.build()
+    }
+
+    /// A lab whose server is this machine itself: the server's end of the
+    /// veth stays in the host's own network namespace, which gets the name
+    /// `host_ns` (for `ip -n`). For a machine that is all the lab's, the
+    /// VM test's, where the agent runs under systemd and protects the
+    /// host's own interface. It outlives this value (`Lab::existing`
+    /// finds it again); deleting `client_ns` takes it down.
+    pub fn on_host(client_ns: &str, host_ns: &str, n: u8) -> Lab {
+        let lab = Lab::named(client_ns, host_ns, n, false);
+        ip(&["netns", "add", &lab.client_ns]);
+        ip(&["netns", "attach", &lab.server_ns, "1"]);
+        lab.build()
+    }
+
+    /// The lab `Lab::on_host` made, found again (by another process).
+    pub fn existing(client_ns: &str, host_ns: &str, n: u8) -> Lab {
+        let mut lab = Lab::named(client_ns, host_ns, n, false);
+        lab.path.before_queue = lab.path.counted_before_queue();
+        lab
+    }
+
+    fn named(client_ns: &str, server_ns: &str, n: u8, owned: bool) -> Lab {
+        Lab {
+            client_ns: client_ns.into(),
+            server_ns: server_ns.into(),
             server_if: "sh-srv".into(),
             client_v4: format!("10.200.{n}.1").parse().unwrap(),
             server_v4: format!("10.200.{n}.2").parse().unwrap(),
             client_v6: format!("fd00:200:{n}::1").parse().unwrap(),
             server_v6: format!("fd00:200:{n}::2").parse().unwrap(),
             path: Path {
-                client_ns: format!("shc-{tag}"),
-                server_ns: format!("shs-{tag}"),
+                client_ns: client_ns.into(),
+                server_ns: server_ns.into(),
                 before_queue: 0,
             },
-        };
-        ip(&["netns", "add", &lab.client_ns]);
-        ip(&["netns", "add", &lab.server_ns]);
+            owned,
+        }
+    }
+
+    /// The veth pair, its addresses and the client's queue, between the
+    /// two namespaces that exist by now.
+    fn build(self) -> Lab {
+        let lab = self;
         ip(&[
             "link",
             "add",
@@ -273,11 +317,7 @@ impl Lab {
             "tc qdisc on sh-cli: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Without XDP the veth delivers at once, counting each frame on
-        // both ends as it goes: what the server counted so far came before
-        // the queue did (the queue's own count starts at 0).
-        let (queued, handed, taken, dropped) = lab.path.counts();
-        lab.path.before_queue = (taken + dropped).saturating_sub(queued + handed);
+        lab.path.before_queue = lab.path.counted_before_queue();
         lab
     }
 
@@ -344,6 +384,17 @@ impl Lab {
     /// end it: on a loaded host the sender thread may take longer than
     /// that to start, and the server's NAPI to drain the veth.
     pub fn udp_through(&self, to: IpAddr, port: u16, count: u32) -> u32 {
+        let any = if to.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        self.udp_from(any, to, port, count)
+    }
+
+    /// As [`Lab::udp_through`], from the client's address `from` (one
+    /// [`Lab::add_client_v4`] added, say).
+    pub fn udp_from(&self, from: IpAddr, to: IpAddr, port: u16, count: u32) -> u32 {
         let server_ns = self.server_ns.clone();
         let client_ns = self.client_ns.clone();
         let path = self.path();
@@ -375,15 +426,8 @@ impl Lab {
         ready_rx.recv().unwrap();
         let sender = thread::spawn(move || {
             Lab::enter(&client_ns);
-            let sock = UdpSocket::bind(SocketAddr::new(
-                if to.is_ipv4() {
-                    IpAddr::from([0, 0, 0, 0])
-                } else {
-                    IpAddr::from([0u16; 8])
-                },
-                0,
-            ))
-            .unwrap();
+            let sock = UdpSocket::bind(SocketAddr::new(from, 0))
+                .unwrap_or_else(|e| panic!("bind the client to {from}: {e}"));
             for i in 0..count {
                 // Errors (ICMP unreachable feedback) do not stop the run.
                 let _ = sock.send_to(&i.to_be_bytes(), SocketAddr::new(to, port));
@@ -474,6 +518,9 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting a namespace deletes its end of the veth, and the pair with it.
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();

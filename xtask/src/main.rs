@@ -13,6 +13,7 @@ mod package;
 mod setup;
 mod stages;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Build a .deb (cargo-deb): binaries, systemd unit, default config, man pages, completions, dashboards.
     Package(package::PackageArgs),
+    /// Install the .deb on Debian 12 in a VM (QEMU, systemd as PID 1) and test it there: real packets, restarts, watchdog, reboot, removal, program tests.
+    VmTest(vm::VmTestArgs),
     /// Install from source with the .deb's layout (`--prefix`, `--destdir`).
     Install(install::InstallArgs),
     /// Generate man pages and bash/zsh/fish completions for shield-agent and shieldctl.
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Package(args) => package::run(&args),
         Command::Install(args) => install::run(&args),
+        Command::VmTest(args) => vm::run(&args),
         Command::Docs { out } => {
             setup::run()?;
             let out = cmd::root().join(out);

@@ -35,6 +35,16 @@ pub struct PackageArgs {
     profile: String,
 }
 
+impl PackageArgs {
+    /// For other commands that need a .deb: `profile`'s binaries into `out`.
+    pub fn new(out: &Path, profile: &str) -> PackageArgs {
+        PackageArgs {
+            out: out.to_path_buf(),
+            profile: profile.to_string(),
+        }
+    }
+}
+
 pub fn run(args: &PackageArgs) -> anyhow::Result<()> {
     setup::run()?;
     cargo_deb()?;

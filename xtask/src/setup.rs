@@ -44,6 +44,19 @@ const PACKAGES: &[(&str, &str)] = &[
         "libsqlite3-0",
         "the CrowdSec LAPI binaries the crowdsec tests run (they link it)",
     ),
+    (
+        "mmdebstrap",
+        "the VM test's Debian root file system, from the host's apt sources",
+    ),
+    ("qemu-system-x86", "the VM test's virtual machine"),
+    (
+        "qemu-utils",
+        "qemu-img, the VM test's throwaway disk over its cached image",
+    ),
+    (
+        "e2fsprogs",
+        "mkfs.ext4 -d, the VM test's disks made from directories",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
