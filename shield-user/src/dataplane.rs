@@ -25,6 +25,7 @@ use shield_common::{
 use crate::net::Cidr;
 
 mod attach;
+pub mod features;
 mod generation;
 pub mod pins;
 mod read;
@@ -74,9 +75,23 @@ pub enum DataplaneError {
     },
     #[error("mapping map `{0}` into memory: {1}")]
     Mmap(&'static str, std::io::Error),
+    #[error(
+        "this kernel lacks {} ({} and later), which shield's XDP program needs, so shield does not start; the oldest kernel it is tested on is 6.1 (docs/OPERATIONS.md, \"Kernels tested\")",
+        .0.name,
+        .0.since
+    )]
+    MissingFeature(&'static features::Feature),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// `e`, or the missing kernel feature that explains it.
+fn explain_refusal(e: impl Into<DataplaneError>) -> DataplaneError {
+    match features::first_missing() {
+        Some(f) => DataplaneError::MissingFeature(f),
+        None => e.into(),
+    }
+}
 
 /// How to load the program.
 #[derive(Clone, Debug, Default)]
@@ -126,12 +141,15 @@ impl Dataplane {
         for (name, cap) in &opts.capacities {
             loader.map_max_entries(name, *cap);
         }
-        let mut ebpf = loader.load(object)?;
+        // A kernel without a feature the program needs refuses the maps or
+        // the program with errno and a verifier log; say which feature
+        // instead (probed only then: a load that works needs no probe).
+        let mut ebpf = loader.load(object).map_err(explain_refusal)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()?;
-        prog.load()?;
+        prog.load().map_err(explain_refusal)?;
         let gen_map = ebpf
             .map(MAP_LISTS_GENERATION)
             .ok_or(DataplaneError::MissingMap(MAP_LISTS_GENERATION))?;
@@ -650,6 +668,32 @@ impl Dataplane {
         match map {
             Map::LpmTrie(d) => Ok(d.fd().as_fd().as_raw_fd()),
             _ => Err(DataplaneError::MissingMap(name)),
+        }
+    }
+
+    /// Whether this kernel has batch updates for LPM tries (without them,
+    /// every feed prefix costs a syscall of its own). Asked with a batch of
+    /// no elements, which changes nothing: a kernel with the operation
+    /// accepts it, one without refuses it before looking at the count.
+    pub fn lpm_batches_supported(&self) -> Result<bool> {
+        let fd = self.trie_fd::<[u8; 4], FeedEntry>(MAP_FEED_NET_V4)?;
+        let none: [Key<[u8; 4]>; 0] = [];
+        let value = FeedEntry::default();
+        // SAFETY: zero keys and values are read; `fd` is a map fd owned by
+        // `self`.
+        let (r, _) = unsafe {
+            map_batch(
+                BPF_MAP_UPDATE_BATCH,
+                fd,
+                none.as_ptr().cast(),
+                (&raw const value).cast(),
+                0,
+            )
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if batch_unsupported(&e) => Ok(false),
+            Err(e) => Err(batch_err(MAP_FEED_NET_V4, "BPF_MAP_UPDATE_BATCH", e)),
         }
     }
 

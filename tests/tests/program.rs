@@ -924,3 +924,13 @@ fn another_builds_bucket_pin_is_replaced_and_its_ban_pin_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The probes the agent runs when a load fails agree with the load: the
+/// program loads on this kernel (every test above), so none of the
+/// features it needs may be reported missing.
+#[test]
+fn the_feature_probes_find_everything_the_program_needs_here() {
+    let _h = Harness::new();
+    let missing = shield_user::dataplane::features::first_missing().map(|f| f.name);
+    assert_eq!(missing, None);
+}

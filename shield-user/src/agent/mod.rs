@@ -253,6 +253,12 @@ impl Agent {
             Some(obj) => Dataplane::load_object(obj, &load)?,
             None => Dataplane::load(&load)?,
         };
+        // Optional features: said once, with what the agent does instead.
+        if !dp.lpm_batches_supported().unwrap_or(true) {
+            tracing::warn!(
+                "this kernel has no batch updates for LPM tries: feed and ban prefixes are written one syscall each, so large feeds apply more slowly"
+            );
+        }
 
         let previous = ids::load(&cfg.state_dir);
         let runtime = runtime::RuntimeState::load(&cfg.state_dir, &mut |w| tracing::error!("{w}"))?;

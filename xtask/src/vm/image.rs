@@ -22,20 +22,32 @@ pub struct Kernel {
     pub package: &'static str,
 }
 
-pub const KERNELS: &[Kernel] = &[Kernel {
-    name: "debian12",
-    suite: "bookworm",
-    package: "linux-image-cloud-amd64",
-}];
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "debian12",
+        suite: "bookworm",
+        package: "linux-image-cloud-amd64",
+    },
+    // Debian 13's own userspace with its 6.12: the shield binaries, built
+    // against Debian 12's glibc, run on its newer one.
+    Kernel {
+        name: "debian13",
+        suite: "trixie",
+        package: "linux-image-cloud-amd64",
+    },
+];
 
 /// Bumped when what this file writes into the image changes, so that a
 /// cached image built by an older recipe is rebuilt.
 const RECIPE: u32 = 1;
 
 /// Packages beyond Debian's essential set: systemd as PID 1 (with dbus, as
-/// on every real host), the kernel and its initramfs, and what the guest
-/// driver runs (ip, tc, bpftool, nsenter, ps).
+/// on every real host), the kernel and its initramfs, what the guest
+/// driver runs (ip, tc, bpftool, nsenter, ps), and passwd, which the .deb
+/// depends on and every installed Debian has (Debian 13 no longer counts
+/// it as essential; the VM has no network to fetch it).
 const PACKAGES: &[&str] = &[
+    "passwd",
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -91,11 +103,39 @@ fn inputs(kernel: &Kernel) -> anyhow::Result<String> {
         kernel.package,
         PACKAGES.join(",")
     );
-    for source in apt_sources()? {
-        text.push_str(&format!("sources {}\n", source.display()));
-        text.push_str(&fs::read_to_string(&source)?);
+    for (name, source) in sources_for(kernel)? {
+        text.push_str(&format!("sources {name}\n{source}"));
     }
     Ok(text)
+}
+
+/// The host's apt sources that name its own Debian release, with that
+/// release's codename replaced by `kernel`'s suite: the same mirrors,
+/// another release (`bookworm-security` becomes `trixie-security`, say).
+/// (file name, contents).
+fn sources_for(kernel: &Kernel) -> anyhow::Result<Vec<(String, String)>> {
+    let release = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let host = release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .context("/etc/os-release names no VERSION_CODENAME: is this Debian?")?;
+    let mut found = Vec::new();
+    for path in apt_sources()? {
+        let text = fs::read_to_string(&path)?;
+        if !text.contains(&host) {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        found.push((name, text.replace(&host, kernel.suite)));
+    }
+    if found.is_empty() {
+        bail!("none of this host's apt sources names its release `{host}`");
+    }
+    Ok(found)
 }
 
 /// The host's active apt source files: mmdebstrap takes its packages
@@ -146,8 +186,13 @@ fn build(kernel: &Kernel, dir: &Path, image: &Image) -> anyhow::Result<()> {
         .arg("--aptopt=Acquire::Check-Valid-Until \"false\"")
         .arg(kernel.suite)
         .arg(&root);
-    for source in apt_sources()? {
-        mm.arg(source);
+    let sources = dir.join("sources");
+    let _ = fs::remove_dir_all(&sources);
+    fs::create_dir_all(&sources)?;
+    for (name, text) in sources_for(kernel)? {
+        let path = sources.join(name);
+        fs::write(&path, text)?;
+        mm.arg(path);
     }
     cmd::run(&mut mm).context("building the VM's root file system with mmdebstrap")?;
     customize(&root)?;

@@ -8,11 +8,14 @@
 //!   sends to the VM's second serial port, a file on the host: `PASS name`,
 //!   `FAIL name: why`, and `DONE n passed` when the last boot is over. It
 //!   then reboots the VM (between the two boots) or powers it off.
+//! - `vm-guest features`: which of the kernel features shield uses this
+//!   kernel has (any host; the VM run prints it too).
 //!
 //! Every scenario drives shield as an operator would: apt, systemctl,
 //! shieldctl, kill. What it checks, it checks with real packets from the
 //! client namespace.
 
+mod features;
 mod guest;
 mod scenarios;
 
@@ -25,9 +28,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("run") => scenarios::run_this_boot(),
+        Some("features") => {
+            for line in scenarios::feature_lines() {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
-                "usage: vm-guest lab|run (the VM test's guest driver; see cargo xtask vm-test)"
+                "usage: vm-guest lab|run|features (the VM test's guest driver; see cargo xtask vm-test)"
             );
             ExitCode::from(2)
         }
