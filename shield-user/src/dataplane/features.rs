@@ -54,8 +54,8 @@ pub const REQUIRED: &[Feature] = &[
     },
 ];
 
-/// What a planned part of shield needs (SYN cookies, issue 17 of the
-/// design): probed for the kernel table, not needed to load.
+/// What SYN cookies in XDP would need, which shield does not do yet:
+/// probed for the kernel table (docs/OPERATIONS.md), not needed to load.
 pub const RAW_SYNCOOKIES: Feature = Feature {
     name: "the raw syncookie helpers for XDP",
     since: "Linux 6.0",

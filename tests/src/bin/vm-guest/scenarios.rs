@@ -126,23 +126,21 @@ fn check(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(why()) }
 }
 
-/// Datagrams from `host` to `port` arrive: all `count` of them.
+/// Ten datagrams from `host` to `port`: all of them arrive.
 fn passes(lab: &Lab, host: u8, port: u16) -> Result<(), String> {
-    let got = udp(lab, host, port, 10);
-    check(got == 10, || {
-        format!(
-            "{} -> port {port}: {got} of 10 arrived, expected all",
-            client(host)
-        )
-    })
+    ten_datagrams(lab, host, port, 10)
 }
 
 /// None of them does.
 fn dropped(lab: &Lab, host: u8, port: u16) -> Result<(), String> {
+    ten_datagrams(lab, host, port, 0)
+}
+
+fn ten_datagrams(lab: &Lab, host: u8, port: u16, expected: u32) -> Result<(), String> {
     let got = udp(lab, host, port, 10);
-    check(got == 0, || {
+    check(got == expected, || {
         format!(
-            "{} -> port {port}: {got} of 10 arrived, expected none",
+            "{} -> port {port}: {got} of 10 arrived, expected {expected}",
             client(host)
         )
     })
