@@ -87,9 +87,25 @@ impl Path {
     /// queue. Without XDP the veth delivers at once, counting each frame
     /// on both ends as it goes: what the server counted before the queue
     /// existed is the difference (the queue's own count starts at 0).
-    /// Exact only while nothing is in flight.
+    /// Exact only while nothing is in flight, and only from counts read
+    /// together: `counts` reads the queue, then the server, then the client,
+    /// and a frame the client's kernel sends on its own (IPv6 neighbour
+    /// discovery, MLD) between the first two reads is taken but not yet
+    /// handed. One such frame made the difference one too many, and every
+    /// `wait_idle` on that lab then waited its whole 30 s for a frame that
+    /// was never in flight (seen as a crowdsec test whose wait for a ban
+    /// ran out of time). So the counts are read until two readings in a
+    /// row agree.
     fn counted_before_queue(&self) -> u64 {
-        let (queued, handed, taken, dropped) = self.counts();
+        let mut last = self.counts();
+        for _ in 0..100 {
+            let now = self.counts();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let (queued, handed, taken, dropped) = last;
         (taken + dropped).saturating_sub(queued + handed)
     }
 
