@@ -76,7 +76,7 @@ pub enum DataplaneError {
     #[error("mapping map `{0}` into memory: {1}")]
     Mmap(&'static str, std::io::Error),
     #[error(
-        "this kernel lacks {} ({} and later), which shield's XDP program needs, so shield does not start; the oldest kernel it is tested on is 6.1 (docs/OPERATIONS.md, \"Kernels tested\")",
+        "this kernel lacks {} ({} and later), which shield's XDP program needs, so shield does not start and filters nothing on this host; the oldest kernel it is tested on is 6.1 (docs/OPERATIONS.md, \"Kernels tested\")",
         .0.name,
         .0.since
     )]

@@ -13,27 +13,80 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// A kernel the VM can boot: the Debian suite whose root file system and
-/// kernel package the image is built from.
+/// A kernel the VM can boot: the Debian suite whose root file system the
+/// image is built from, and the suite and package of its kernel.
 pub struct Kernel {
     /// What `--kernel` calls it.
     pub name: &'static str,
+    /// The userspace's suite.
     pub suite: &'static str,
+    /// The kernel package's suite: the userspace's, or an older one.
+    pub kernel_suite: &'static str,
     pub package: &'static str,
+    pub expect: Expect,
+}
+
+impl Kernel {
+    /// The kernel package as mmdebstrap's `--include` names it. From
+    /// another suite, `package/suite`: apt takes the kernel from that
+    /// suite and its dependencies from the userspace's. From the
+    /// userspace's own, the bare name, so that a newer kernel from its
+    /// security or updates suite wins as on any host.
+    fn include(&self) -> String {
+        if self.kernel_suite == self.suite {
+            self.package.to_string()
+        } else {
+            format!("{}/{}", self.package, self.kernel_suite)
+        }
+    }
+}
+
+/// What shield should do on a kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Install, run and enforce: every scenario.
+    Runs,
+    /// Refuse to start, in one sentence that names the missing feature,
+    /// and leave the host's traffic alone.
+    Refuses,
+}
+
+impl Expect {
+    /// As the guest reads it from the payload's `expect` file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expect::Runs => "runs",
+            Expect::Refuses => "refuses",
+        }
+    }
 }
 
 pub const KERNELS: &[Kernel] = &[
     Kernel {
         name: "debian12",
         suite: "bookworm",
+        kernel_suite: "bookworm",
         package: "linux-image-cloud-amd64",
+        expect: Expect::Runs,
     },
     // Debian 13's own userspace with its 6.12: the shield binaries, built
     // against Debian 12's glibc, run on its newer one.
     Kernel {
         name: "debian13",
         suite: "trixie",
+        kernel_suite: "trixie",
         package: "linux-image-cloud-amd64",
+        expect: Expect::Runs,
+    },
+    // Debian 11's 5.10 under Debian 12's userspace (the binaries need its
+    // glibc): older than shield supports, it lacks the coarse clock helper
+    // (5.11). The test is the agent's refusal.
+    Kernel {
+        name: "debian11",
+        suite: "bookworm",
+        kernel_suite: "bullseye",
+        package: "linux-image-cloud-amd64",
+        expect: Expect::Refuses,
     },
 ];
 
@@ -100,7 +153,7 @@ fn inputs(kernel: &Kernel) -> anyhow::Result<String> {
     let mut text = format!(
         "recipe {RECIPE}\nsuite {}\nkernel {}\npackages {}\n",
         kernel.suite,
-        kernel.package,
+        kernel.include(),
         PACKAGES.join(",")
     );
     for (name, source) in sources_for(kernel)? {
@@ -112,8 +165,19 @@ fn inputs(kernel: &Kernel) -> anyhow::Result<String> {
 /// The host's apt sources that name its own Debian release, with that
 /// release's codename replaced by `kernel`'s suite: the same mirrors,
 /// another release (`bookworm-security` becomes `trixie-security`, say).
+/// The kernel's suite, when it is another, gets a copy of its own.
 /// (file name, contents).
 fn sources_for(kernel: &Kernel) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = sources_of_suite(kernel.suite)?;
+    if kernel.kernel_suite != kernel.suite {
+        for (name, text) in sources_of_suite(kernel.kernel_suite)? {
+            found.push((format!("kernel-{name}"), text));
+        }
+    }
+    Ok(found)
+}
+
+fn sources_of_suite(suite: &str) -> anyhow::Result<Vec<(String, String)>> {
     let release = fs::read_to_string("/etc/os-release").unwrap_or_default();
     let host = release
         .lines()
@@ -130,7 +194,7 @@ fn sources_for(kernel: &Kernel) -> anyhow::Result<Vec<(String, String)>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        found.push((name, text.replace(&host, kernel.suite)));
+        found.push((name, text.replace(&host, suite)));
     }
     if found.is_empty() {
         bail!("none of this host's apt sources names its release `{host}`");
@@ -172,10 +236,11 @@ fn build(kernel: &Kernel, dir: &Path, image: &Image) -> anyhow::Result<()> {
     if root.exists() {
         fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
     }
+    let kernel_package = kernel.include();
     let include = PACKAGES
         .iter()
         .copied()
-        .chain([kernel.package])
+        .chain([kernel_package.as_str()])
         .collect::<Vec<_>>()
         .join(",");
     let mut mm = Command::new("mmdebstrap");

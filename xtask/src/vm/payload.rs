@@ -1,6 +1,7 @@
 //! The VM's second disk: what the test brings into the guest. The .deb as
 //! `cargo xtask package` builds it, the guest driver, the program-test
-//! executable, and the sandbox score systemd gives the unit on this host.
+//! executable, the sandbox score systemd gives the unit on this host, and
+//! what shield should do on the VM's kernel (`expect`).
 //! An ext4 image made from a directory (`mkfs.ext4 -d`), so nothing is
 //! mounted on the host.
 
@@ -12,10 +13,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use super::image::Expect;
 use crate::{cmd, package};
 
 /// Builds everything the guest needs and returns the disk image.
-pub fn build(work: &Path) -> anyhow::Result<PathBuf> {
+pub fn build(work: &Path, expect: Expect) -> anyhow::Result<PathBuf> {
     let dir = work.join("payload");
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -38,6 +40,7 @@ pub fn build(work: &Path) -> anyhow::Result<PathBuf> {
     )?;
     fs::copy(program_tests()?, dir.join("program-tests"))?;
     fs::write(dir.join("host-security-score"), host_security_score()?)?;
+    fs::write(dir.join("expect"), expect.as_str())?;
 
     let size_mb = du_mb(&dir)? * 3 / 2 + 32;
     let img = work.join("payload.img");

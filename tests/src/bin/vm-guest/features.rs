@@ -31,8 +31,8 @@ pub fn probe() -> Vec<Row> {
     rows
 }
 
-/// Native XDP on veth, XDP link update and LPM batches, with shield's own
-/// program on a lab of its own.
+/// Whether shield's own program loads, then native XDP on veth, XDP link
+/// update and LPM batches with it, on a lab of its own.
 fn with_the_program() -> Vec<Row> {
     let lab = Lab::new();
     let pins = PathBuf::from(format!(
@@ -60,6 +60,11 @@ fn with_the_program() -> Vec<Row> {
                     return vec![("shield's program loads", false, format!("{e}"))];
                 }
             };
+            let loads = (
+                "shield's program loads",
+                true,
+                "Dataplane::load, as the agent starts".to_string(),
+            );
             let batches = first.lpm_batches_supported();
             let native = first.attach_pinned(&lab.server_if, &[AttachMode::Native], &pins);
             // A second load onto the pinned link: the agent's restart and
@@ -70,6 +75,7 @@ fn with_the_program() -> Vec<Row> {
                 })
             });
             vec![
+                loads,
                 (
                     "native XDP on veth",
                     native.is_ok(),

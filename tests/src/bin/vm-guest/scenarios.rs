@@ -13,6 +13,7 @@ use std::{
 };
 
 use shield_tests::lab::Lab;
+use shield_user::dataplane::{DataplaneError, features};
 
 use crate::guest::{
     BANNED_HOST, FEED_HOST, LIMITED_HOST, UNIT, client, ctl_json, diagnostics, lab, output, phase,
@@ -41,6 +42,18 @@ const SECOND_BOOT: &[Scenario] = &[
     ("remove-detaches", remove_detaches),
 ];
 
+/// On a kernel older than shield supports (xtask's `debian11`), one boot.
+const REFUSAL: &[Scenario] = &[
+    ("install", install),
+    ("kernel-features", kernel_features_recorded),
+    ("refuses-in-one-sentence", refuses_in_one_sentence),
+];
+
+/// What shield should do on this kernel, as the host's `Expect` wrote it.
+fn expected_to_refuse() -> bool {
+    fs::read_to_string("/payload/expect").is_ok_and(|s| s.trim() == "refuses")
+}
+
 /// An ordinary port on this host with no rule of its own.
 const OPEN_PORT: u16 = 9000;
 /// The port the config limits to a burst of `BURST`, then 1 a minute.
@@ -56,6 +69,10 @@ const SLOW: Duration = Duration::from_secs(60);
 
 pub fn run_this_boot() -> ExitCode {
     let (scenarios, next) = match phase().as_deref() {
+        None if expected_to_refuse() => {
+            set_phase("refusal started");
+            (REFUSAL, "done")
+        }
         None => {
             set_phase("first boot started");
             (FIRST_BOOT, "second boot")
@@ -91,7 +108,11 @@ pub fn run_this_boot() -> ExitCode {
         }
     }
     if next == "done" {
-        let total = FIRST_BOOT.len() + SECOND_BOOT.len();
+        let total = if expected_to_refuse() {
+            REFUSAL.len()
+        } else {
+            FIRST_BOOT.len() + SECOND_BOOT.len()
+        };
         say(&format!("DONE {total} passed"));
         return power_off();
     }
@@ -198,16 +219,73 @@ pub fn feature_lines() -> Vec<String> {
 /// Recorded for the docs' table. shield needs all but the syncookie
 /// helpers today (the program tests above would have failed without
 /// them), so only a kernel missing one of the others fails here.
-fn kernel_features(_: &Lab) -> Result<(), String> {
-    let lines = feature_lines();
-    for line in &lines {
-        say(&format!("  {line}"));
-    }
+fn kernel_features(lab: &Lab) -> Result<(), String> {
+    let lines = kernel_features_said(lab);
     let missing: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("| no |") && !l.contains("syncookie"))
         .collect();
     check(missing.is_empty(), || format!("missing: {missing:?}"))
+}
+
+/// Every feature line, said for the docs' table.
+fn kernel_features_said(_: &Lab) -> Vec<String> {
+    let lines = feature_lines();
+    for line in &lines {
+        say(&format!("  {line}"));
+    }
+    lines
+}
+
+/// On a kernel shield does not support: recorded, and one feature that
+/// shield needs must be missing, or this kernel tests nothing.
+fn kernel_features_recorded(lab: &Lab) -> Result<(), String> {
+    kernel_features_said(lab);
+    features::first_missing().map(|_| ()).ok_or_else(|| {
+        format!(
+            "{} has every feature shield needs: choose an older kernel for the refusal test",
+            uname()
+        )
+    })
+}
+
+/// The operator starts the agent on a kernel that lacks a feature: systemd
+/// says it failed, the journal says in shield's one sentence which feature
+/// is missing (not only a verifier log), systemd stops retrying, nothing is
+/// attached, and the host's traffic flows as it did before shield.
+fn refuses_in_one_sentence(lab: &Lab) -> Result<(), String> {
+    let missing = features::first_missing().ok_or("no feature is missing")?;
+    let sentence = DataplaneError::MissingFeature(missing).to_string();
+    fs::write(CONFIG, config(false)).map_err(|e| e.to_string())?;
+    let started = sh(&["systemctl", "enable", "--now", UNIT]);
+    check(started.is_err(), || {
+        "systemctl enable --now succeeded on a kernel shield cannot run on".into()
+    })?;
+    let journal = sh(&["journalctl", "-u", UNIT, "-o", "cat", "--no-pager"])?;
+    let said = journal.lines().find(|l| l.contains(&sentence));
+    check(said.is_some(), || {
+        format!("the journal lacks `{sentence}`:\n{journal}")
+    })?;
+    say(&format!("  the agent said: {}", said.unwrap_or_default()));
+    // Restart=on-failure tries again, StartLimitBurst= times a minute,
+    // then systemd gives up: a refusal does not loop for ever.
+    let failed = wait_for(SLOW * 2, || {
+        (unit_property("ActiveState") == "failed").then_some(())
+    });
+    check(failed.is_some(), || {
+        format!(
+            "the unit is {} after two minutes, not failed",
+            unit_property("ActiveState")
+        )
+    })?;
+    say(&format!(
+        "  systemd gave up after {} restarts",
+        unit_property("NRestarts")
+    ));
+    check(!xdp_attached(lab), || {
+        "an XDP program is attached to sh-srv".into()
+    })?;
+    passes(lab, 1, OPEN_PORT)
 }
 
 fn uname() -> String {
