@@ -9,6 +9,7 @@ pub mod cli;
 mod config_mode;
 pub mod control;
 pub mod crowdsec;
+pub mod daemon;
 pub mod feeds;
 mod ids;
 pub mod links;
@@ -76,6 +77,9 @@ pub enum AgentError {
     Bans(#[from] BanError),
     #[error("feeds: {0}")]
     Feeds(#[from] feeds::FeedMapError),
+    /// What the running daemon could not set up (agent/daemon.rs).
+    #[error("{0}: {1}")]
+    Runtime(&'static str, std::io::Error),
 }
 
 impl AgentError {

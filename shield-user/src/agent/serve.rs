@@ -2,7 +2,7 @@
 //! ([`control::handle`]), then, for a change, once it is on disk
 //! (agent/writer.rs); a feed refresh without the lock, as it fetches over
 //! the network (agent::feeds::refresh). The control server's handler in
-//! the binary is this function and nothing else.
+//! agent/daemon.rs is this function and nothing else.
 
 use std::sync::{Arc, Mutex};
 
