@@ -14,5 +14,6 @@ pub mod feeds;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod redact;
 pub mod statefile;
 pub mod systemd;

@@ -7,7 +7,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 use crate::{
     config::{Config, FeedSource},
     control::server::{CONTROL_GROUP, lookup_group},
-    feeds::url_has_secrets,
+    redact::url_has_secrets,
 };
 
 /// Who besides root could rewrite the policy through the config file.

@@ -156,7 +156,7 @@ impl Agent {
         let cs = &self.crowdsec;
         CrowdsecStatus {
             configured: true,
-            lapi_url: Some(crate::feeds::redact_url(&cfg.lapi_url)),
+            lapi_url: Some(crate::redact::redact_url(&cfg.lapi_url)),
             pushes: cfg.machine_id.is_some(),
             last_pull_unix: cs.last_poll_success_unix,
             last_push_unix: cs.last_push_success_unix,
@@ -227,7 +227,7 @@ impl Agent {
         cs.last_poll_success_unix = Some(clock::unix_secs());
         if cs.last_error.take().is_some() {
             tracing::info!(
-                url = crate::feeds::redact_url(&cfg.lapi_url),
+                url = crate::redact::redact_url(&cfg.lapi_url),
                 "CrowdSec LAPI reachable again"
             );
         }

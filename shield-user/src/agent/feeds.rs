@@ -748,6 +748,6 @@ pub async fn run(agent: Arc<Mutex<Agent>>, ticket: Ticket) {
 pub fn source_text(s: &FeedSource) -> String {
     match s {
         FeedSource::Path(p) => p.display().to_string(),
-        FeedSource::Url(u) => crate::feeds::redact_url(u),
+        FeedSource::Url(u) => crate::redact::redact_url(u),
     }
 }

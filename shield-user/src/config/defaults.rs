@@ -11,6 +11,13 @@ use super::model::{
     AdaptiveConfig, AutobanConfig, Config, LimitSet, MalformedAction, Rate, XdpModeSetting,
 };
 
+/// Address space one feed may cover by default, in IPv4 addresses:
+/// sixteen /8s. A feed's (or `[crowdsec]`'s) `max_addresses` raises or lowers it.
+pub const DEFAULT_MAX_ADDRESSES: u64 = 1 << 28;
+
+/// Highest `max_addresses`: all of IPv4.
+pub const MAX_MAX_ADDRESSES: u64 = 1 << 32;
+
 pub(super) const IPV6_PREFIX: u8 = 64;
 pub(super) const CONTROL_SOCKET: &str = "/run/shield/shield.sock";
 pub(super) const METRICS_LISTEN: SocketAddr =

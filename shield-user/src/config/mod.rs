@@ -6,13 +6,16 @@
 //! at a time. The document is parsed with its spans and walked by hand for
 //! that reason: serde's derive stops at the first error.
 
+mod crowdsec;
 mod defaults;
 mod error;
 mod feeds;
+mod fields;
 mod model;
 mod parse;
 mod reader;
 mod rules;
+mod secrets;
 mod suggest;
 mod units;
 mod validate;
@@ -24,8 +27,10 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
+pub use defaults::{DEFAULT_MAX_ADDRESSES, MAX_MAX_ADDRESSES};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use secrets::{check_secret_mode, secret_mode_ok};
 pub use units::{format_duration, format_rate, parse_duration, parse_rate};
 
 use error::Report;
@@ -50,8 +55,26 @@ pub fn default_policy(tick_ns: u64) -> Config {
 
 /// Parses and validates config text. `origin` names the file in errors;
 /// `tick_ns` is the kernel clock's tick, which sets the smallest useful
-/// burst for each rate.
+/// burst for each rate. Reads nothing but `text`: the modes of the files
+/// it names are [`load`]'s to check.
 pub fn parse(text: &str, origin: &Path, tick_ns: u64) -> Result<Config, ConfigErrors> {
+    parse_checked(text, origin, tick_ns, Files::Unchecked)
+}
+
+/// Whether the files a config names are looked at on disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Unchecked,
+    /// Credential files must be owner-only (config/secrets.rs).
+    Checked,
+}
+
+fn parse_checked(
+    text: &str,
+    origin: &Path,
+    tick_ns: u64,
+    files: Files,
+) -> Result<Config, ConfigErrors> {
     let mut report = Report::new(text, origin);
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
@@ -69,14 +92,18 @@ pub fn parse(text: &str, origin: &Path, tick_ns: u64) -> Result<Config, ConfigEr
     };
     let parsed = parse::document(&root, &mut report);
     validate::check(&parsed, tick_ns, &mut report);
+    if files == Files::Checked {
+        secrets::check(&parsed.sites.secrets, &mut report);
+    }
     report.finish()?;
     Ok(parsed.config)
 }
 
-/// Reads and parses a config file.
+/// Reads and parses a config file, and checks the files it names that
+/// hold credentials.
 pub fn load(path: &Path, tick_ns: u64) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, path, tick_ns),
+        Ok(text) => parse_checked(&text, path, tick_ns, Files::Checked),
         Err(e) => Err(ConfigErrors {
             errors: vec![ConfigError {
                 file: path.to_path_buf(),

@@ -5,8 +5,8 @@ use toml::de::DeValue;
 
 use super::{
     error::{Report, Span},
+    fields::{LIMIT_KEYS, LimitSites, choice, cidr_list, limit_set},
     model::{PortRuleConfig, Proto, Tier},
-    parse::{LIMIT_KEYS, LimitSites, choice, cidr_list, limit_set},
     reader::{Section, as_integer, clip, describe},
 };
 

@@ -11,8 +11,9 @@ use shield_common::{
 
 use super::{
     error::{Report, Span},
+    fields::LimitSites,
     model::{LimitSet, Proto, Rate},
-    parse::{LimitSites, Parsed},
+    parse::Parsed,
     rules::PortEntry,
     units::format_rate,
 };

@@ -12,7 +12,7 @@ use ureq::{
 };
 
 use super::{
-    decisions::{StreamBodyError, parse_stream_body},
+    decisions::{StreamBodyError, WireDecision, parse_stream_body},
     read_secret,
     spool::Alert,
 };
@@ -63,25 +63,6 @@ impl LapiError {
     }
 }
 
-/// A decision as the LAPI writes it. Fields shield does not use are
-/// ignored, so newer LAPIs keep working.
-#[derive(Clone, Debug, Deserialize)]
-pub struct WireDecision {
-    pub id: i64,
-    #[serde(default)]
-    pub origin: String,
-    #[serde(default)]
-    pub scope: String,
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub value: String,
-    #[serde(default)]
-    pub duration: String,
-    #[serde(default)]
-    pub scenario: Option<String>,
-}
-
 /// One answer of the decision stream.
 #[derive(Debug)]
 pub struct StreamPage {
@@ -97,7 +78,7 @@ pub struct Lapi {
     http: Agent,
     base: String,
     /// `base` as errors and logs show it: a password or token in the
-    /// URL becomes `***` (the feeds' redaction, `feeds::redact_url`).
+    /// URL becomes `***` (`redact::redact_url`).
     shown: String,
     api_key: Option<String>,
     max_decisions: usize,
@@ -136,7 +117,7 @@ impl Lapi {
         if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
             let cert_pem = std::fs::read(cert)
                 .map_err(|e| LapiError::Tls(format!("cert_file {}: {e}", cert.display())))?;
-            if let Err(e) = super::check_secret_mode(key) {
+            if let Err(e) = crate::config::check_secret_mode(key) {
                 return Err(LapiError::Credential(format!("key_file: {e}")));
             }
             let key_pem = std::fs::read(key)
@@ -172,7 +153,7 @@ impl Lapi {
         let base = cfg.lapi_url.trim_end_matches('/').to_string();
         Ok(Lapi {
             http,
-            shown: crate::feeds::redact_url(&base),
+            shown: crate::redact::redact_url(&base),
             base,
             api_key,
             max_decisions: cfg.max_decisions,

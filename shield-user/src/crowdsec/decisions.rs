@@ -8,8 +8,29 @@ use std::{
     time::Duration,
 };
 
-use super::{client::WireDecision, duration::parse_go_duration};
+use serde::Deserialize;
+
+use super::duration::parse_go_duration;
 use crate::{config::DecisionScope, net::Cidr};
+
+/// A decision as the LAPI writes it. Fields shield does not use are
+/// ignored, so newer LAPIs keep working.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WireDecision {
+    pub id: i64,
+    #[serde(default)]
+    pub origin: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub duration: String,
+    #[serde(default)]
+    pub scenario: Option<String>,
+}
 
 /// Ranges broader than these are refused, as for feeds and `ban add`: one
 /// bad decision must not black-hole a large part of the Internet.

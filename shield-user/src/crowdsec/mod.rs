@@ -13,7 +13,7 @@ mod spool;
 pub use client::{Lapi, LapiError, StreamPage};
 pub use decisions::{Decision, DecisionBook, Desired, Filter, PageOutcome, Rejected};
 pub use duration::parse_go_duration;
-pub use secret::{check_secret_mode, read_secret};
+pub use secret::read_secret;
 pub use spool::{Alert, Batch, MAX_SPOOLED, SPOOL_FILE, Snapshot as SpoolSnapshot, Spool};
 
 /// The scenario shield's alerts carry, so that the fleet can tell them

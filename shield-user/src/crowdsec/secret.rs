@@ -1,27 +1,10 @@
-//! Credentials on disk: a key or password file that other users can read is
-//! a leaked credential, so it is refused rather than used.
+//! Credentials on disk, read when they are used: a key or password file
+//! that other users can read is a leaked credential, so it is refused
+//! rather than used (the rule itself: config/secrets.rs).
 
 use std::{fs, io, os::unix::fs::PermissionsExt, path::Path};
 
-/// `Ok` when `path` is missing (it may be provisioned later) or readable
-/// by its owner only; the error says what to do.
-pub fn check_secret_mode(path: &Path) -> Result<(), String> {
-    match fs::metadata(path) {
-        Ok(md) => mode_ok(path, md.permissions().mode()),
-        Err(_) => Ok(()),
-    }
-}
-
-fn mode_ok(path: &Path, mode: u32) -> Result<(), String> {
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by group or others (mode {:04o}); it holds a credential: chmod 600 it",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
-}
+use crate::config::secret_mode_ok;
 
 /// The credential in `path`, trimmed: the file must exist, be owner-only
 /// and hold one non-empty line of visible characters.
@@ -33,7 +16,7 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
     let md = f
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    mode_ok(path, md.permissions().mode())?;
+    secret_mode_ok(path, md.permissions().mode())?;
     let mut text = String::new();
     io::Read::take(f, 4096)
         .read_to_string_lossy(&mut text)

@@ -1,7 +1,7 @@
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
-use super::{client::WireDecision, spool::rfc3339_for_test, *};
-use crate::config::DecisionScope;
+use super::{decisions::WireDecision, spool::rfc3339_for_test, *};
+use crate::config::{DecisionScope, check_secret_mode};
 
 fn w(id: i64, scope: &str, value: &str, kind: &str, origin: &str, duration: &str) -> WireDecision {
     WireDecision {
@@ -20,7 +20,7 @@ fn all() -> Filter {
         scopes: vec![DecisionScope::Ip, DecisionScope::Range],
         types: vec!["ban".into()],
         origins: vec![],
-        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
+        max_addresses: crate::config::DEFAULT_MAX_ADDRESSES,
     }
 }
 
@@ -121,7 +121,7 @@ fn filters_and_hostile_values() {
         scopes: vec![DecisionScope::Ip],
         types: vec!["ban".into(), "captcha".into()],
         origins: vec!["cscli".into()],
-        max_addresses: crate::feeds::DEFAULT_MAX_ADDRESSES,
+        max_addresses: crate::config::DEFAULT_MAX_ADDRESSES,
     };
     let out = b.apply_page(
         vec![

@@ -125,7 +125,7 @@ fn source_label(source: &FeedSource) -> String {
 fn source_text(source: &FeedSource) -> String {
     match source {
         FeedSource::Path(_) => source_label(source),
-        FeedSource::Url(u) => super::redact_url(u),
+        FeedSource::Url(u) => crate::redact::redact_url(u),
     }
 }
 
@@ -303,7 +303,7 @@ pub fn load(state_dir: &Path, name: &str) -> Result<Option<Cached>, CacheError> 
             // replaces the file anyway.
             let digest = digest_hex(copy.source.as_bytes());
             let mut fixed = copy.clone();
-            fixed.source = super::redact_url(&copy.source);
+            fixed.source = crate::redact::redact_url(&copy.source);
             fixed.source_sha256 = Some(digest.clone());
             let _turn = STORES
                 .lock()

@@ -25,9 +25,7 @@ mod tests;
 
 pub use crate::config::FeedFormat;
 pub use apply::{ApplyStats, apply_plan};
-pub use fetch::{
-    FetchError, FetchOptions, Fetched, Validators, fetch, redact_url, url_has_secrets,
-};
+pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch};
 pub use index::{Coverage, FeedIndex, FeedSet, IndexError, Plan, shrink_held};
 pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};
 pub use sniff::sniff;
@@ -43,13 +41,6 @@ pub const MAX_LINE: usize = 4096;
 pub const MIN_V4_PREFIX: u8 = 8;
 /// Broadest IPv6 prefix accepted without `allow_broad`: /16.
 pub const MIN_V6_PREFIX: u8 = 16;
-
-/// Address space one feed may cover by default, in IPv4 addresses:
-/// sixteen /8s. A feed's `max_addresses` raises or lowers it.
-pub const DEFAULT_MAX_ADDRESSES: u64 = 1 << 28;
-
-/// Highest `max_addresses`: all of IPv4.
-pub const MAX_MAX_ADDRESSES: u64 = 1 << 32;
 
 /// The IPv6 cap is the IPv4 one scaled by the ratio of the broadest entry
 /// each family accepts: a /8 holds 2^24 addresses, a /16 holds 2^48 /64s,

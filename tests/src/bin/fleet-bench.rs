@@ -171,7 +171,7 @@ fn bench_apply(n: usize, rounds: u32) -> Apply {
         key_file: None,
         machine_id: None,
         password_file: None,
-        max_addresses: shield_user::feeds::DEFAULT_MAX_ADDRESSES,
+        max_addresses: shield_user::config::DEFAULT_MAX_ADDRESSES,
         max_decisions: 200_000,
     };
     let mut lapi_answer_s = Vec::new();

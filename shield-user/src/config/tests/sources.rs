@@ -216,9 +216,26 @@ fn crowdsec_refuses_a_key_file_others_can_read() {
     std::fs::write(&key, "k").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = format!("[crowdsec]\napi_key_file = \"{}\"\n", key.display());
-    only_at(&text, 2, 16, "readable by group or others (mode 0644)");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("shield.toml");
+    std::fs::write(&file, &text).unwrap();
+    let errors = crate::config::load(&file, TICK).unwrap_err().errors;
+    let [e] = errors.as_slice() else {
+        panic!("one error expected: {errors:?}")
+    };
+    assert_eq!(
+        (e.file.as_path(), e.line, e.column),
+        (file.as_path(), 2, 16)
+    );
+    assert!(
+        e.message
+            .contains("readable by group or others (mode 0644)"),
+        "{e}"
+    );
+    // `parse` reads nothing but its text (the fuzz target runs it): the
+    // same config passes there, and its mode is `load`'s to check.
     ok(&text);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    crate::config::load(&file, TICK).unwrap();
 }
 
 #[test]
