@@ -92,6 +92,19 @@ impl Cidr {
         self.len
     }
 
+    /// The broadest prefix shield blocks without being told that it means
+    /// it (a feed's `allow_broad`): a /8 of IPv4, a /16 of IPv6. Broader
+    /// would black-hole whole regions of the Internet; `shieldctl ban`
+    /// refuses it outright.
+    pub fn broadest_blocked(&self) -> u8 {
+        if self.is_v4() { 8 } else { 16 }
+    }
+
+    /// Broader than [`Cidr::broadest_blocked`].
+    pub fn is_broad(&self) -> bool {
+        self.len < self.broadest_blocked()
+    }
+
     pub fn is_v4(&self) -> bool {
         self.addr.is_ipv4()
     }

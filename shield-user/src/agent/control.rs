@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 use shield_common::{
     decide,
     maps::{PORT_DRY_RUN, PROTO_TCP, PROTO_UDP, acl_refuses, port_slot},
-    reason::{Reason, Verdict as KVerdict},
+    reason::Reason,
 };
 
 use super::{Agent, runtime::ActiveOverride};
@@ -25,11 +25,6 @@ use crate::{
     net::Cidr,
     policy::ResolvedLimit,
 };
-
-/// Broader bans than these would black-hole whole regions of the Internet;
-/// they are refused here as they are in feeds.
-const MIN_BAN_V4: u8 = 8;
-const MIN_BAN_V6: u8 = 16;
 
 type Answer = Result<Reply, (ErrorKind, String)>;
 
@@ -165,9 +160,9 @@ fn status(agent: &Agent) -> StatusInfo {
             };
             for (v, _, ctr) in c.iter() {
                 match v {
-                    KVerdict::Pass => t.passed_packets += ctr.packets,
-                    KVerdict::Drop => t.dropped_packets += ctr.packets,
-                    KVerdict::WouldDrop => t.would_drop_packets += ctr.packets,
+                    Verdict::Pass => t.passed_packets += ctr.packets,
+                    Verdict::Drop => t.dropped_packets += ctr.packets,
+                    Verdict::WouldDrop => t.would_drop_packets += ctr.packets,
                 }
             }
             t
@@ -259,20 +254,12 @@ fn feed_name(agent: &Agent, id: u32) -> String {
         .map_or_else(|| format!("#{id}"), |s| s.cfg.name.clone())
 }
 
-fn verdict(v: KVerdict) -> Verdict {
-    match v {
-        KVerdict::Pass => Verdict::Pass,
-        KVerdict::Drop => Verdict::Drop,
-        KVerdict::WouldDrop => Verdict::WouldDrop,
-    }
-}
-
 fn stats(agent: &Agent) -> Answer {
     let c = agent.dp.counters().map_err(internal)?;
     Ok(Reply::Stats(
         c.iter()
             .map(|(v, r, ctr)| StatRow {
-                verdict: verdict(v),
+                verdict: v,
                 reason: r.name().to_string(),
                 packets: ctr.packets,
                 bytes: ctr.bytes,
@@ -353,8 +340,9 @@ fn ban_rows(agent: &Agent) -> Vec<BanRow> {
 }
 
 fn ban_add(agent: &mut Agent, net: Cidr, ttl_secs: Option<u64>, reason: Option<String>) -> Answer {
-    let min = if net.is_v4() { MIN_BAN_V4 } else { MIN_BAN_V6 };
-    if net.prefix_len() < min {
+    // Refused outright, as a feed's entry is without `allow_broad`.
+    if net.is_broad() {
+        let min = net.broadest_blocked();
         return Err(bad(format!(
             "refusing to ban {net}: broader than /{min} would cut off a large part of the Internet; ban narrower prefixes"
         )));
@@ -770,12 +758,12 @@ fn check(agent: &Agent, addr: IpAddr, proto: Option<CheckProto>, port: Option<u1
         }
     };
     let v = decide::verdict(reason, flags, rule_dry);
-    if v == KVerdict::WouldDrop {
+    if v == Verdict::WouldDrop {
         steps.push("dry run: the drop is only counted (would_drop)".into());
     }
     Ok(Reply::Check(Box::new(CheckInfo {
         addr,
-        verdict: verdict(v),
+        verdict: v,
         reason: reason.name().to_string(),
         steps,
         allowed_by,

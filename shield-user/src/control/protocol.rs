@@ -308,14 +308,8 @@ pub struct Totals {
     pub would_drop_packets: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Drop,
-    /// Dry run: the packet passed but would have been dropped.
-    WouldDrop,
-}
+/// The kernel's own verdicts, serialized as `pass`, `drop`, `would_drop`.
+pub use shield_common::reason::Verdict;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatRow {

@@ -37,11 +37,6 @@ use crate::net::Cidr;
 /// without bound. Longer lines are skipped whole and rejected once.
 pub const MAX_LINE: usize = 4096;
 
-/// Broadest IPv4 prefix accepted without `allow_broad`: /8.
-pub const MIN_V4_PREFIX: u8 = 8;
-/// Broadest IPv6 prefix accepted without `allow_broad`: /16.
-pub const MIN_V6_PREFIX: u8 = 16;
-
 /// The IPv6 cap is the IPv4 one scaled by the ratio of the broadest entry
 /// each family accepts: a /8 holds 2^24 addresses, a /16 holds 2^48 /64s,
 /// so the IPv6 cap in /64s is `max_addresses << 24` (sixteen /16s by
@@ -205,12 +200,8 @@ pub struct ParsedFeed {
     pub below_min_score: u64,
 }
 
-/// True when `c` is broader than shield accepts without `allow_broad`.
+/// True when `c` is broader than shield accepts without `allow_broad`
+/// ([`Cidr::is_broad`]).
 pub fn is_broad(c: &Cidr) -> bool {
-    let min = if c.is_v4() {
-        MIN_V4_PREFIX
-    } else {
-        MIN_V6_PREFIX
-    };
-    c.prefix_len() < min
+    c.is_broad()
 }

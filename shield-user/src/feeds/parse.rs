@@ -8,8 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use super::{
-    FeedFormat, MAX_LINE, MAX_REPORTED, MIN_V4_PREFIX, MIN_V6_PREFIX, ParseOptions, ParsedFeed,
-    Rejected, escape,
+    FeedFormat, MAX_LINE, MAX_REPORTED, ParseOptions, ParsedFeed, Rejected, escape,
     index::FeedSet,
     is_broad,
     lines::{Line, LineReader, SliceLines, split_at_lines},
@@ -241,7 +240,7 @@ enum Reason {
     NoCidr,
     #[error(
         "{0} is broader than /{min}; set allow_broad = true to accept it",
-        min = if .0.is_v4() { MIN_V4_PREFIX } else { MIN_V6_PREFIX }
+        min = .0.broadest_blocked()
     )]
     Broad(Cidr),
 }
