@@ -67,11 +67,14 @@ pub fn check(
             BUCKETS.get_ptr_mut(key)?
         }
     };
-    let (over, kind) = if !limits.packets.is_unlimited()
-        && !admit(unsafe { &raw mut (*bucket).pkt_tat }, now, &limits.packets)
-    {
+    // SAFETY: `bucket` points at a live map value the lookup just returned;
+    // `&raw mut` takes a field's address without making a reference.
+    let pkt_tat = unsafe { &raw mut (*bucket).pkt_tat };
+    // SAFETY: as above.
+    let syn_tat = unsafe { &raw mut (*bucket).syn_tat };
+    let (over, kind) = if !limits.packets.is_unlimited() && !admit(pkt_tat, now, &limits.packets) {
         (Reason::Ratelimit, FLOOD_PACKETS)
-    } else if check_syn && !admit(unsafe { &raw mut (*bucket).syn_tat }, now, &limits.syns) {
+    } else if check_syn && !admit(syn_tat, now, &limits.syns) {
         (Reason::Synlimit, FLOOD_SYNS)
     } else {
         return None;
@@ -118,6 +121,8 @@ fn admit(tat: *mut u64, now: u64, limit: &Gcra) -> bool {
             // pull it back so the new limit applies within one interval.
             // One attempt: losing the race means another CPU wrote a TAT.
             if let Some(rebased) = rebase(old, now, limit) {
+                // SAFETY: `tat` points at an aligned u64 inside a map value;
+                // the compare-and-swap is the kernel's atomic.
                 unsafe {
                     let _ = atomic_cxchg::<
                         u64,
@@ -128,6 +133,7 @@ fn admit(tat: *mut u64, now: u64, limit: &Gcra) -> bool {
             }
             return false;
         };
+        // SAFETY: as above.
         let (_, swapped) = unsafe {
             atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
                 tat, old, new,

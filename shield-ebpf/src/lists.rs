@@ -36,6 +36,8 @@ pub fn source_class(p: &Packet) -> SourceClass {
 pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> Option<u64> {
     if p.v6 {
         let key = apply_mask(p.src6, v6_mask);
+        // SAFETY: the value is only read, at once; a racing update can at
+        // worst give the ban's old or new expiry.
         if let Some(b) = unsafe { BAN_V6.get(key) }
             && b.active(now)
         {
@@ -43,6 +45,7 @@ pub fn banned(p: &Packet, v6_mask: &[u8; 16], now: u64) -> Option<u64> {
         }
         cidr_banned(&BAN_NET_V6, p.src6, now)
     } else {
+        // SAFETY: as for BAN_V6.
         if let Some(b) = unsafe { BAN_V4.get(p.src4) }
             && b.active(now)
         {
@@ -77,11 +80,14 @@ fn cidr_banned<const N: usize>(
 #[inline(always)]
 pub fn feed_listed(p: &Packet) -> Option<u32> {
     let hit = if p.v6 {
+        // SAFETY: the value is copied out at once; a racing update can at
+        // worst give the old or the new feed id.
         match unsafe { FEED_V6.get(p.src6) } {
             Some(f) => Some(*f),
             None => FEED_NET_V6.get(Key::new(128, p.src6)).copied(),
         }
     } else {
+        // SAFETY: as for FEED_V6.
         match unsafe { FEED_V4.get(p.src4) } {
             Some(f) => Some(*f),
             None => FEED_NET_V4.get(Key::new(32, p.src4)).copied(),

@@ -55,6 +55,7 @@ fn judge(p: &Packet, cfg: &GlobalConfig) -> (Reason, bool) {
     // few ns where bpf_ktime_get_ns costs ~30 on these machines; see
     // docs/BENCHMARKS.md and `shield_common::gcra` for what the tick means
     // for limits.
+    // SAFETY: a helper with no arguments and no side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // A source seen since the lists last changed skips the list lookups,
     // most of the cost of a packet (see `memo`).

@@ -159,6 +159,7 @@ pub fn loadavg() -> String {
 pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
     // SAFETY: an all-zero cpu_set_t is empty; CPU_SET writes inside it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid set; libc indexes it with a bounds check.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };

@@ -374,6 +374,8 @@ fn flood_events_once_per_second_per_bucket() {
     let mut got = Vec::new();
     while let Some(item) = events.next() {
         assert_eq!(item.len(), size_of::<FloodEvent>());
+        // SAFETY: FloodEvent is plain old data, and the record holds one
+        // (checked just above).
         got.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FloodEvent>()) });
     }
     assert_eq!(
@@ -391,9 +393,11 @@ fn flood_events_once_per_second_per_bucket() {
     h.syn_limit(0, 0, 1, 1);
     h.run(&Pkt::syn(V6, 443).build());
     h.run(&Pkt::syn(V6, 443).build());
-    let e = events
-        .next()
-        .map(|i| unsafe { std::ptr::read_unaligned(i.as_ptr().cast::<FloodEvent>()) });
+    let e = events.next().map(|i| {
+        assert_eq!(i.len(), size_of::<FloodEvent>());
+        // SAFETY: FloodEvent is plain old data, and the record holds one.
+        unsafe { std::ptr::read_unaligned(i.as_ptr().cast::<FloodEvent>()) }
+    });
     let e = e.expect("syn flood event");
     assert_eq!((e.family, e.kind), (6, FLOOD_SYNS));
 }

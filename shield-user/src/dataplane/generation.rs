@@ -26,6 +26,7 @@ pub struct Generation {
 
 // SAFETY: the mapping is shared memory accessed only through the atomic.
 unsafe impl Send for Generation {}
+// SAFETY: as for Send.
 unsafe impl Sync for Generation {}
 
 impl Generation {

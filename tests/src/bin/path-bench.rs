@@ -225,6 +225,7 @@ impl Lab {
             {
                 // SAFETY: an all-zero cpu_set_t is empty; CPU_SET writes in it.
                 let mut s: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: `s` is a valid set; libc indexes it with a bounds check.
                 unsafe { libc::CPU_SET(cpu, &mut s) };
                 // SAFETY: valid set; a kthread that went away only fails.
                 if unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&s), &s) } == 0 {
