@@ -42,9 +42,43 @@ pub struct FuzzArgs {
     seed: Option<u64>,
 }
 
-/// Seconds per target in `cargo xtask test`: six targets stay around a
-/// minute and a half, plus the build.
-const SMOKE_SECONDS: u64 = 15;
+/// How much fuzzing each target gets.
+#[derive(Clone, Copy)]
+enum Budget {
+    /// `cargo xtask fuzz`: wall-clock seconds from a new random seed each
+    /// time, to explore.
+    Seconds(u64),
+    /// `cargo xtask test`: a fixed seed and a fixed number of inputs per
+    /// target ([`smoke_runs`]). One commit's fresh clone then fuzzes the
+    /// same inputs every time, so a red smoke replays and a green one
+    /// cannot turn red by luck on the next landing (a 15-second run from a
+    /// random seed once failed a landing on a bug older than the change).
+    /// Exploring for new bugs is `cargo xtask fuzz`'s job.
+    Smoke,
+}
+
+/// The smoke's seed: any fixed value does; this one is not special.
+const SMOKE_SEED: u32 = 1;
+
+/// A backstop for a very slow machine: a smoke that reaches it stops early
+/// and passes with fewer inputs, it never fails for it.
+const SMOKE_MAX_SECONDS: u64 = 300;
+
+/// Inputs per target in the smoke: about 10 seconds each on a quiet 2-core
+/// machine (executions per second from the smoke's own table: cidr_parse
+/// about 370k, control_request 49k, config_parse 4.9k, feed_parse 3.3k,
+/// policy_compile 320), two to four times that beside two busy loops.
+fn smoke_runs(target: &str) -> u64 {
+    match target {
+        "cidr_parse" => 3_000_000,
+        "control_request" => 400_000,
+        "config_parse" => 40_000,
+        "feed_parse" => 30_000,
+        "policy_compile" => 3_000,
+        // A new target gets a modest count until it is measured.
+        _ => 20_000,
+    }
+}
 
 /// How the targets are built.
 #[derive(Clone, Copy)]
@@ -96,7 +130,8 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     };
     if !chosen.is_empty() {
         cargo_fuzz()?;
-        fuzz_targets(&chosen, args.seconds, Sanitizer::Address)?;
+        build_targets(&chosen, Sanitizer::Address)?;
+        run_targets(&chosen, Budget::Seconds(args.seconds), Sanitizer::Address)?;
     }
     let packets = matches!(args.target.as_deref(), None | Some("packets"));
     if packets && args.packets > 0 {
@@ -137,11 +172,12 @@ pub fn smoke_build() -> anyhow::Result<()> {
     build_targets(&targets(&cmd::root().join("fuzz"))?, Sanitizer::None)
 }
 
-/// Fuzzes every target for [`SMOKE_SECONDS`]; [`smoke_build`] comes first.
+/// Fuzzes every target with the smoke's fixed budget ([`Budget::Smoke`]);
+/// [`smoke_build`] comes first.
 pub fn smoke_run() -> anyhow::Result<()> {
     run_targets(
         &targets(&cmd::root().join("fuzz"))?,
-        SMOKE_SECONDS,
+        Budget::Smoke,
         Sanitizer::None,
     )
 }
@@ -173,12 +209,6 @@ fn packet_fuzzer(frames: u64, seed: u64) -> anyhow::Result<()> {
     })
 }
 
-/// Builds `chosen` and fuzzes each for `seconds`.
-fn fuzz_targets(chosen: &[String], seconds: u64, sanitizer: Sanitizer) -> anyhow::Result<()> {
-    build_targets(chosen, sanitizer)?;
-    run_targets(chosen, seconds, sanitizer)
-}
-
 /// One build for all of them: a compile error shows before any time is
 /// spent fuzzing.
 fn build_targets(chosen: &[String], sanitizer: Sanitizer) -> anyhow::Result<()> {
@@ -198,17 +228,20 @@ fn build_targets(chosen: &[String], sanitizer: Sanitizer) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn run_targets(chosen: &[String], seconds: u64, sanitizer: Sanitizer) -> anyhow::Result<()> {
+fn run_targets(chosen: &[String], budget: Budget, sanitizer: Sanitizer) -> anyhow::Result<()> {
     let root = cmd::root();
     let fuzz_dir = root.join("fuzz");
     let mut results = Vec::new();
     for target in chosen {
         let corpus = fuzz_dir.join("corpus").join(target);
         seed(&root, target, &corpus)?;
-        results.push(fuzz_one(&root, &fuzz_dir, target, seconds, sanitizer)?);
+        results.push(fuzz_one(&root, &fuzz_dir, target, budget, sanitizer)?);
     }
 
-    eprintln!("\nxtask fuzz: {seconds} s per target");
+    match budget {
+        Budget::Seconds(seconds) => eprintln!("\nxtask fuzz: {seconds} s per target"),
+        Budget::Smoke => eprintln!("\nxtask fuzz: fixed inputs per target, seed {SMOKE_SEED}"),
+    }
     eprintln!(
         "{:<18} {:>12} {:>10} {:>8}  result",
         "target", "executions", "exec/s", "corpus"
@@ -413,16 +446,22 @@ fn fuzz_one(
     root: &Path,
     fuzz_dir: &Path,
     target: &str,
-    seconds: u64,
+    budget: Budget,
     sanitizer: Sanitizer,
 ) -> anyhow::Result<Outcome> {
     let artifacts = fuzz_dir.join("artifacts").join(target);
     let before = listing(&artifacts);
     let mut c = nightly_fuzz(root);
     // The build's own sanitizer, or cargo-fuzz would build again.
-    c.args(["run", "--sanitizer", sanitizer.flag(), target, "--"])
-        .arg(format!("-max_total_time={seconds}"))
-        .arg("-print_final_stats=1")
+    c.args(["run", "--sanitizer", sanitizer.flag(), target, "--"]);
+    match budget {
+        Budget::Seconds(seconds) => c.arg(format!("-max_total_time={seconds}")),
+        Budget::Smoke => c
+            .arg(format!("-seed={SMOKE_SEED}"))
+            .arg(format!("-runs={}", smoke_runs(target)))
+            .arg(format!("-max_total_time={SMOKE_MAX_SECONDS}")),
+    };
+    c.arg("-print_final_stats=1")
         .args(extra_flags(target))
         .stderr(Stdio::piped());
     eprintln!("xtask: {}", shown(&c));
@@ -477,7 +516,8 @@ fn fuzz_one(
             .collect::<Vec<_>>()
             .join(", ");
         Some(format!(
-            "{target}: {shown} (reproduce: cargo +nightly fuzz run {target} {})",
+            "{target}: {shown} (reproduce: cargo +nightly fuzz run --sanitizer {} {target} {})",
+            sanitizer.flag(),
             crashes[0]
                 .strip_prefix(root)
                 .unwrap_or(&crashes[0])

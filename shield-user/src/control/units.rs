@@ -102,10 +102,15 @@ impl From<crate::config::Rate> for RateSpec {
             }
         }
         let hourly = u128::from(r.count) * 3_600 * 1_000_000_000 / per_ns;
-        RateSpec::Limited {
-            count: u64::try_from(hourly).unwrap_or(u64::MAX).max(1),
-            per: RatePer::Hour,
-        }
+        let hourly = u64::try_from(hourly).unwrap_or(u64::MAX).max(1);
+        // The rounded rate is written the way it would be parsed back
+        // (`76/910s` rounds to `300/h`, which reads back as `5/min`), so
+        // the wire form of a rate is a fixed point: what shieldctl sends
+        // is what the agent reads and shows.
+        RateSpec::from(crate::config::Rate {
+            count: hourly,
+            per: Duration::from_secs(RatePer::Hour.secs()),
+        })
     }
 }
 
@@ -280,6 +285,22 @@ mod tests {
         }
         assert_eq!("100/10s".parse::<RateSpec>().unwrap().to_string(), "10/s");
         assert!("99999999999999999999999/s".parse::<RateSpec>().is_err());
+    }
+
+    /// Found by the `control_request` fuzz target: a rate that was rounded
+    /// to per-hour must render as the rate it parses back to.
+    #[test]
+    fn every_rate_renders_as_a_fixed_point() {
+        let r: RateSpec = "76/910s".parse().unwrap();
+        assert_eq!(r.to_string(), "5/min");
+        for count in 1..=120u64 {
+            for per in 1..=400u64 {
+                let text = format!("{count}/{per}s");
+                let once: RateSpec = text.parse().unwrap();
+                let twice: RateSpec = once.to_string().parse().unwrap();
+                assert_eq!(twice, once, "{text} renders as {once}");
+            }
+        }
     }
 
     #[test]
