@@ -14,4 +14,5 @@ pub mod memcg;
 pub mod packet;
 pub mod raw;
 pub mod rtnl;
+pub mod statusprobe;
 pub mod synth;

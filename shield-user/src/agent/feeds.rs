@@ -3,7 +3,8 @@
 //! refresh as a diff that never leaves a kept entry unenforced.
 //!
 //! Fetching and parsing run on blocking threads without the agent's lock;
-//! only planning and writing the maps hold it.
+//! planning holds it once, and writing the maps once per step of
+//! [`STEP_ENTRIES`] entries.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use shield_common::maps::MAX_FEEDS;
+use shield_common::maps::{FeedEntry, MAX_FEEDS};
 use tokio::sync::watch;
 
 use super::{Agent, lock};
@@ -136,6 +137,8 @@ impl FeedState {
 pub struct Feeds {
     pub states: Vec<FeedState>,
     pub index: FeedIndex,
+    /// Held by the refresh whose plan is being written (see [`run`]).
+    lane: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -443,23 +446,20 @@ impl Agent {
         }))
     }
 
-    /// Handles a finished fetch+parse (under the lock): guard, plan, apply.
-    /// Returns the answer and, after a successful apply, the job that keeps
-    /// the body as the last good copy: an fsync'd write of megabytes that
-    /// the caller runs after releasing the lock.
-    fn finish_refresh(
+    /// Handles a finished fetch+parse (under the lock): the guards, then
+    /// either the answer (not modified, held, failed) or the plan to write
+    /// step by step ([`write_steps`]) and finish with
+    /// [`Agent::complete_refresh`].
+    fn prepare_refresh(
         &mut self,
         name: &str,
         outcome: Result<Option<Download>, RefreshError>,
         force: bool,
-    ) -> (Answer, Option<CacheJob>) {
-        let mut job = None;
-        let now_mono = clock::monotonic_ns();
+    ) -> Finish {
         let Some(i) = self.feeds.states.iter().position(|s| s.cfg.name == name) else {
             let gone = format!("feed `{name}` was removed meanwhile");
-            return (Err(RefreshError::Failed(gone)), None);
+            return Finish::Done(Err(RefreshError::Failed(gone)));
         };
-        let refresh = self.feeds.states[i].cfg.refresh;
         let result = match outcome {
             Err(e) => Err(e),
             Ok(None) => {
@@ -514,40 +514,128 @@ impl Agent {
                     st.held = None;
                     st.held_set = None;
                     let plan = self.feeds.index.plan_set(id, set);
-                    let (add, rm) = (plan.add.len(), plan.remove.len());
-                    match self.apply_feed_plan(plan) {
-                        Err(e) => Err(RefreshError::Failed(e.to_string())),
-                        Ok(()) => {
-                            let st = &mut self.feeds.states[i];
-                            st.covered = new_cov;
-                            job = Some(CacheJob {
-                                writes: self.writes.clone(),
-                                state_dir: self.cfg.state_dir.clone(),
-                                name: name.to_string(),
-                                source: st.cfg.source.clone(),
-                                bytes,
-                                validators: validators.clone(),
-                            });
-                            st.validators = validators;
-                            st.origin = "network".into();
-                            tracing::info!(
-                                feed = name,
-                                entries = new_len,
-                                added = add,
-                                removed = rm,
-                                rejected = parsed.rejected,
-                                "feed applied"
-                            );
-                            Ok(format!(
-                                "{name}: {new_len} entries (+{add} -{rm}), {} lines rejected",
-                                parsed.rejected
-                            ))
-                        }
-                    }
+                    return Finish::Apply(Box::new(Pending {
+                        name: name.to_string(),
+                        plan,
+                        covered: new_cov,
+                        new_len,
+                        rejected: parsed.rejected,
+                        bytes,
+                        validators,
+                    }));
                 }
             }
         };
-        let st = &mut self.feeds.states[i];
+        Finish::Done(self.settle(name, result))
+    }
+
+    /// Finishes a refresh whose plan [`write_steps`] has written (`written`
+    /// says whether every step went through): the plan committed, or the
+    /// maps put back to what the index says. The index may have moved on
+    /// while the steps were written (a reload, a held refresh applied by
+    /// force): the entries the plan touched are then rewritten from the
+    /// index and the feed's new list planned again, in one hold.
+    fn complete_refresh(
+        &mut self,
+        p: Pending,
+        written: Result<(), DataplaneError>,
+    ) -> (Answer, Option<CacheJob>) {
+        let Pending {
+            name,
+            plan,
+            covered,
+            new_len,
+            rejected,
+            bytes,
+            validators,
+        } = p;
+        let (add, rm) = (plan.add.len(), plan.remove.len());
+        let current = self.feeds.index.is_current(&plan);
+        let applied = match written {
+            Err(e) => {
+                if current {
+                    let _ = feeds::apply_plan(&mut self.dp, &plan.rollback());
+                } else {
+                    self.rewrite_from_index(&plan);
+                }
+                Err(FeedMapError::Write(e))
+            }
+            Ok(()) if current => self.feeds.index.commit(plan).map_err(FeedMapError::from),
+            Ok(()) => {
+                self.rewrite_from_index(&plan);
+                match self.feeds.states.iter().find(|s| s.cfg.name == name) {
+                    Some(st) => {
+                        let again = self.feeds.index.plan_set(st.id, plan.into_next());
+                        self.apply_feed_plan(again)
+                    }
+                    // settle() says the feed was removed meanwhile.
+                    None => Ok(()),
+                }
+            }
+        };
+        let Some(st) = self.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
+            let gone = format!("feed `{name}` was removed meanwhile");
+            return (Err(RefreshError::Failed(gone)), None);
+        };
+        let mut job = None;
+        let result = match applied {
+            Err(e) => Err(RefreshError::Failed(e.to_string())),
+            Ok(()) => {
+                st.covered = covered;
+                job = Some(CacheJob {
+                    writes: self.writes.clone(),
+                    state_dir: self.cfg.state_dir.clone(),
+                    name: name.clone(),
+                    source: st.cfg.source.clone(),
+                    bytes,
+                    validators: validators.clone(),
+                });
+                st.validators = validators;
+                st.origin = "network".into();
+                tracing::info!(
+                    feed = name,
+                    entries = new_len,
+                    added = add,
+                    removed = rm,
+                    rejected,
+                    "feed applied"
+                );
+                Ok(format!(
+                    "{name}: {new_len} entries (+{add} -{rm}), {rejected} lines rejected"
+                ))
+            }
+        };
+        (self.settle(&name, result), job)
+    }
+
+    /// Every entry `plan` touched written as the index has it now (its
+    /// feed's label, or deleted when no feed lists it): one syscall per
+    /// entry, for the rare plan the index moved on under.
+    fn rewrite_from_index(&mut self, plan: &feeds::Plan) {
+        let mut failed = 0u64;
+        for net in plan.touched() {
+            let r = match self.feeds.index.label(&net) {
+                Some(feed_id) => self.dp.set_feed_entry(net, &FeedEntry { feed_id }),
+                None => self.dp.remove_feed_entry(net),
+            };
+            failed += u64::from(r.is_err());
+        }
+        if failed > 0 {
+            tracing::error!(
+                failed,
+                "feed entries could not be rewritten after a concurrent change; the next refresh plans them again"
+            );
+        }
+    }
+
+    /// The end of every refresh: the flight cleared, success or failure
+    /// recorded, the next refresh scheduled. `result` is returned.
+    fn settle(&mut self, name: &str, result: Answer) -> Answer {
+        let now_mono = clock::monotonic_ns();
+        let Some(st) = self.feeds.states.iter_mut().find(|s| s.cfg.name == name) else {
+            return result;
+        };
+        let refresh = st.cfg.refresh;
         st.flight = None;
         match &result {
             Ok(_) => {
@@ -576,13 +664,50 @@ impl Agent {
         };
         let delay = retry::next_delay(failures, refresh, jitter());
         st.next_refresh_mono_ns = now_mono.saturating_add(delay.as_nanos() as u64);
-        (result, job)
+        result
     }
 }
 
 /// A parsed download: the report (without entries), the entries as the
 /// compact set, the body and its validators.
 type Download = (ParsedFeed, FeedSet, Vec<u8>, Validators);
+
+/// What a finished fetch and parse comes to, decided under the lock.
+enum Finish {
+    /// Settled: not modified, held or failed.
+    Done(Answer),
+    /// A plan to write step by step, then complete.
+    Apply(Box<Pending>),
+}
+
+/// A refresh whose plan is being written, and what completing it needs.
+struct Pending {
+    name: String,
+    plan: feeds::Plan,
+    covered: Coverage,
+    new_len: usize,
+    rejected: u64,
+    bytes: Vec<u8>,
+    validators: Validators,
+}
+
+/// Feed entries written per hold of the agent's lock: batched writes of
+/// about a microsecond each, so a hold lasts a few milliseconds and a
+/// million-entry refresh yields to requests, signals and the watchdog
+/// some 250 times (docs/ARCHITECTURE.md, "Tasks and threading").
+const STEP_ENTRIES: usize = 4096;
+
+/// Writes `plan` one step at a time, the lock taken for each step and
+/// the runtime's other tasks run between steps. Between any two steps the
+/// maps hold every entry the feed keeps (additions come first), as
+/// [`feeds::apply_plan`] promises for a plan written at once.
+async fn write_steps(agent: &Mutex<Agent>, plan: &feeds::Plan) -> Result<(), DataplaneError> {
+    for step in plan.steps(STEP_ENTRIES) {
+        feeds::apply_step(&mut lock(agent).dp, plan.feed_id, &step)?;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
 
 /// Keeping a body as the feed's last good copy.
 pub struct CacheJob {
@@ -728,7 +853,19 @@ pub async fn run(agent: Arc<Mutex<Agent>>, ticket: Ticket) {
     })
     .await
     .unwrap_or_else(|e| Err(RefreshError::Failed(format!("refresh task failed: {e}"))));
-    let (result, job) = lock(&agent).finish_refresh(&name, work, force);
+    // One feed's plan is written at a time: a plan is made against the
+    // index as it is, and another feed's steps in between would make it
+    // stale.
+    let lane = lock(&agent).feeds.lane.clone();
+    let _lane = lane.lock().await;
+    let finish = lock(&agent).prepare_refresh(&name, work, force);
+    let (result, job) = match finish {
+        Finish::Done(answer) => (answer, None),
+        Finish::Apply(p) => {
+            let written = write_steps(&agent, &p.plan).await;
+            lock(&agent).complete_refresh(*p, written)
+        }
+    };
     grounded.armed = false;
     let _ = answer.send(Some(result));
     // Enforcement already has the new list; the copy can follow. Then hand

@@ -378,6 +378,20 @@ impl Plan {
         self.next.len()
     }
 
+    /// What the feed lists once the plan is committed, to plan again from
+    /// when the index moved on under this plan.
+    pub fn into_next(self) -> FeedSet {
+        self.next
+    }
+
+    /// Every entry the plan writes or deletes.
+    pub fn touched(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.add
+            .iter()
+            .chain(self.relabel.iter().map(|(c, _)| *c))
+            .chain(self.remove.iter())
+    }
+
     /// The writes that put the kernel back to the state the plan was made
     /// against, from any point of a partial application of it: re-add what
     /// it removed, label back what it relabelled, delete what it added.
@@ -477,6 +491,12 @@ impl FeedIndex {
     /// relabelled where another feed lists them). Commit it like any plan.
     pub fn remove_feed(&self, feed_id: u32) -> Plan {
         self.plan_set(feed_id, FeedSet::default())
+    }
+
+    /// Whether `plan` was made against the index as it is now, so that
+    /// [`FeedIndex::commit`] would take it.
+    pub fn is_current(&self, plan: &Plan) -> bool {
+        plan.generation == Some(self.generation)
     }
 
     /// Records that `plan` has been applied to the kernel.

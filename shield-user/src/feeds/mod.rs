@@ -24,7 +24,7 @@ mod fetch_tests;
 mod tests;
 
 pub use crate::config::FeedFormat;
-pub use apply::{ApplyStats, apply_plan};
+pub use apply::{ApplyStats, Step, apply_plan, apply_step};
 pub use fetch::{FetchError, FetchOptions, Fetched, Validators, fetch};
 pub use index::{Coverage, FeedIndex, FeedSet, IndexError, Plan, shrink_held};
 pub use parse::{parse_feed, parse_feed_set, parse_feed_unordered};

@@ -50,6 +50,7 @@ use shield_tests::{
     lapi::{self, BOUNCER_KEY, Lapi},
     memcg::{MemCgroup, Usage, systemd_size, unit_setting},
     raw::send_frames,
+    statusprobe::{Latencies, StatusProbe},
     synth,
 };
 use shield_user::{
@@ -69,6 +70,9 @@ const METRICS: u16 = 9964;
 const FLOOD_PREFIX: [u8; 2] = [172, 16];
 /// The decisions' addresses count up from 100.64.0.1: apart from the flood.
 const DECISIONS_FROM: u32 = 0x6440_0000;
+/// `status` answers collected at rest, after the loads: enough for a p99
+/// (the fifth-slowest), a few seconds at the probe's pace.
+const IDLE_ANSWERS: usize = 500;
 
 struct Args {
     feed_entries: u64,
@@ -140,6 +144,9 @@ struct Measured {
     hwm_mib: f64,
     cgroup: Usage,
     maps: Option<(usize, f64)>,
+    /// `status` round trips during the loads, and at rest after them.
+    status_load: Latencies,
+    status_idle: Latencies,
     version: &'static str,
 }
 
@@ -296,6 +303,8 @@ fn run(a: &Args) -> Result<(), String> {
     );
     let agent = home.start_wrapped(&lab, &cgroup.wrapper(), &[]);
     let ready = Instant::now();
+    // `status` asked throughout the loads below, then on the idle agent.
+    let probe = StatusProbe::start(home.socket.clone());
 
     let feed_applied_s = {
         wait(180, "the feed loaded", &agent, || feed_holds(&home, want1))?;
@@ -338,11 +347,18 @@ fn run(a: &Args) -> Result<(), String> {
     wait(120, "the refreshed feed", &agent, || {
         feed_holds(&home, want2)
     })?;
+    let loaded = probe.finish();
 
     // Everything held at once, confirmed on one scrape.
     let bans_active = wait(120, "every ban in force", &agent, || {
         Ok(scraped(&lab, "shield_bans_active").filter(|n| *n >= decisions + want))
     })?;
+    // Answers from the agent at rest, for comparison.
+    let idle = StatusProbe::start(home.socket.clone());
+    wait(120, "idle status answers", &agent, || {
+        Ok((idle.answered() >= IDLE_ANSWERS).then_some(()))
+    })?;
+    let idle = idle.finish();
     let m = Measured {
         feed_entries: want2,
         feed_lines: a.feed_entries,
@@ -358,6 +374,8 @@ fn run(a: &Args) -> Result<(), String> {
         hwm_mib: agent.status_kib("VmHWM") as f64 / 1024.0,
         cgroup: cgroup.usage()?,
         maps: maps_memlock(&home.pin_dir),
+        status_load: loaded,
+        status_idle: idle,
         version: if cgroup.v2 { "v2" } else { "v1" },
     };
     let status = agent.stop();
@@ -374,6 +392,12 @@ fn run(a: &Args) -> Result<(), String> {
         r.push("agent.cgroup_peak_mib", m.cgroup.peak, "MiB");
         if let Some(mm) = memory_max {
             r.push("unit.memory_max_mib", mm, "MiB");
+        }
+        if let Some(p99) = m.status_load.quantile_ms(0.99) {
+            r.push("control.status_p99_ms@load", p99, "ms");
+        }
+        if let Some(p99) = m.status_idle.quantile_ms(0.99) {
+            r.push("control.status_p99_ms@idle", p99, "ms");
         }
         r.write_json(path)?;
     }
@@ -411,6 +435,33 @@ fn report(a: &Args, m: &Measured, memory_max: Option<f64>, load_before: &str) ->
         "- {:.0} autobans, from a flood of {} sources in {:.0} s ({} rounds); {:.0} bans in force in all.\n",
         m.autobans, a.autobans, m.flood_s, m.flood_rounds, m.bans_active
     );
+    let q = |l: &Latencies, q: f64| l.quantile_ms(q).map_or("-".into(), |v| format!("{v:.1}"));
+    let _ = writeln!(
+        o,
+        "`shieldctl status` meanwhile (a fresh connection per request, one every 10 ms from another thread; the process start of shieldctl left out), from READY until the refreshed feed was in force, and then as many at rest:\n"
+    );
+    let _ = writeln!(
+        o,
+        "| when | answers | no answer | median ms | p99 ms | slowest ms |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (when, l) in [
+        (
+            "`control.status_p99_ms@load`: during the loads",
+            &m.status_load,
+        ),
+        ("`control.status_p99_ms@idle`: at rest", &m.status_idle),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {when} | {} | {} | {} | {} | {} |",
+            l.answered.len(),
+            l.failed,
+            q(l, 0.5),
+            q(l, 0.99),
+            q(l, 1.0)
+        );
+    }
+    let _ = writeln!(o);
     let _ = writeln!(o, "| measurement | MiB |\n|---|---:|");
     let _ = writeln!(
         o,
