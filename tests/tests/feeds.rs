@@ -11,7 +11,7 @@ use shield_common::{
 use shield_tests::{harness::*, packet::*};
 use shield_user::{
     dataplane::{Dataplane, LoadOptions},
-    feeds::{FeedIndex, FeedSet, Plan, apply_plan},
+    feeds::{FeedIndex, FeedSet, Plan, Step, apply_plan, apply_step},
     net::Cidr,
 };
 
@@ -170,6 +170,53 @@ fn a_refresh_adds_and_removes_and_the_kernel_matches_the_index() {
         dp.feed_match(ip("10.0.0.1")).unwrap(),
         Some(FeedEntry { feed_id: 7 })
     );
+}
+
+/// The agent writes a plan in steps, one hold of its lock each
+/// (agent/feeds.rs `write_steps`): after every step, every entry either
+/// version lists with this feed or another is in the kernel with a label
+/// one of the versions gives it, and after the last the kernel is the
+/// index.
+#[test]
+fn a_plan_written_in_steps_never_drops_an_entry_a_feed_keeps() {
+    let mut dp = Dataplane::load(&LoadOptions::default()).unwrap();
+    let mut ix = FeedIndex::new();
+    // Feed 1 first: the entries both list carry its label, and dropping
+    // one of them relabels it to feed 2.
+    refresh(&mut dp, &mut ix, 1, &cs(A));
+    refresh(&mut dp, &mut ix, 2, &cs(B));
+    let before = expected(&ix);
+    let next = cs(&[
+        "198.51.100.8",
+        "198.51.100.9",
+        "203.0.113.0/24",
+        "2001:db8:1::8",
+        "2001:db8:bb00::/40",
+        "10.9.0.0/16",
+    ]);
+    let plan = ix.plan(1, &next);
+    let mut after_plan = ix.clone();
+    after_plan.commit(plan.clone()).unwrap();
+    let after = expected(&after_plan);
+    let steps = plan.steps(1);
+    assert!(
+        steps.iter().any(|s| matches!(s, Step::Relabel(_))) && steps.len() == 7,
+        "{steps:?}"
+    );
+    for (i, step) in steps.iter().enumerate() {
+        apply_step(&mut dp, plan.feed_id, step).unwrap();
+        let k = kernel(&dp);
+        for (net, label) in after.iter().filter(|(n, _)| before.contains_key(n)) {
+            let got = k.get(net);
+            assert!(
+                got == Some(label) || got == before.get(net),
+                "after step {i} ({step:?}): {net} kept by both versions is {got:?}"
+            );
+        }
+    }
+    ix.commit(plan).unwrap();
+    assert_eq!(kernel(&dp), expected(&ix));
+    assert_eq!(kernel(&dp), after);
 }
 
 #[test]
