@@ -1,9 +1,13 @@
 //! Writing a [`Plan`] into the kernel's feed maps.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
 
 use shield_common::maps::FeedEntry;
 
+use super::FeedSet;
 use super::index::Plan;
 use crate::{
     dataplane::{Dataplane, DataplaneError},
@@ -52,11 +56,48 @@ pub fn apply_plan(dp: &mut Dataplane, plan: &Plan) -> Result<ApplyStats, Datapla
 pub enum Step<'a> {
     AddV4(&'a [[u8; 4]]),
     AddV6(&'a [[u8; 16]]),
-    AddNets(Vec<Cidr>),
+    AddNets(Nets<'a>),
     Relabel(&'a [(Cidr, u32)]),
     RemoveV4(&'a [[u8; 4]]),
     RemoveV6(&'a [[u8; 16]]),
-    RemoveNets(Vec<Cidr>),
+    RemoveNets(Nets<'a>),
+}
+
+/// Prefixes of one family, borrowed from the plan: a step makes its
+/// [`Cidr`]s only when it is written, so cutting a million-entry plan into
+/// steps copies nothing.
+#[derive(Clone, Copy, Debug)]
+pub enum Nets<'a> {
+    V4(&'a [([u8; 4], u8)]),
+    V6(&'a [([u8; 16], u8)]),
+}
+
+impl Nets<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Nets::V4(n) => n.len(),
+            Nets::V6(n) => n.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The prefixes. Keys only ever come from valid networks, so
+    /// truncating changes nothing.
+    pub fn cidrs(&self) -> Vec<Cidr> {
+        match self {
+            Nets::V4(n) => n
+                .iter()
+                .map(|(a, l)| Cidr::truncating(Ipv4Addr::from(*a).into(), *l))
+                .collect(),
+            Nets::V6(n) => n
+                .iter()
+                .map(|(a, l)| Cidr::truncating(Ipv6Addr::from(*a).into(), *l))
+                .collect(),
+        }
+    }
 }
 
 impl Step<'_> {
@@ -80,18 +121,18 @@ impl Plan {
     /// in [`apply_plan`]'s order: additions, relabels, removals.
     pub fn steps(&self, chunk: usize) -> Vec<Step<'_>> {
         let chunk = chunk.max(1);
-        let nets = |set: &super::FeedSet| -> Vec<Vec<Cidr>> {
-            let all: Vec<Cidr> = set.nets().collect();
-            all.chunks(chunk).map(<[Cidr]>::to_vec).collect()
-        };
+        fn nets(set: &FeedSet, chunk: usize) -> impl Iterator<Item = Nets<'_>> {
+            let v4 = set.v4_net_keys().chunks(chunk).map(Nets::V4);
+            v4.chain(set.v6_net_keys().chunks(chunk).map(Nets::V6))
+        }
         let mut out = Vec::new();
         out.extend(self.add.v4_hosts().chunks(chunk).map(Step::AddV4));
         out.extend(self.add.v6_hosts().chunks(chunk).map(Step::AddV6));
-        out.extend(nets(&self.add).into_iter().map(Step::AddNets));
+        out.extend(nets(&self.add, chunk).map(Step::AddNets));
         out.extend(self.relabel.chunks(chunk).map(Step::Relabel));
         out.extend(self.remove.v4_hosts().chunks(chunk).map(Step::RemoveV4));
         out.extend(self.remove.v6_hosts().chunks(chunk).map(Step::RemoveV6));
-        out.extend(nets(&self.remove).into_iter().map(Step::RemoveNets));
+        out.extend(nets(&self.remove, chunk).map(Step::RemoveNets));
         out
     }
 }
@@ -102,13 +143,13 @@ pub fn apply_step(dp: &mut Dataplane, feed_id: u32, step: &Step<'_>) -> Result<(
     match step {
         Step::AddV4(k) => dp.set_feed_hosts(k, &entry),
         Step::AddV6(k) => dp.set_feed_hosts(k, &entry),
-        Step::AddNets(n) => dp.set_feed_nets(n, &entry),
+        Step::AddNets(n) => dp.set_feed_nets(&n.cidrs(), &entry),
         Step::Relabel(r) => r
             .iter()
             .try_for_each(|(net, id)| dp.set_feed_entry(*net, &FeedEntry { feed_id: *id })),
         Step::RemoveV4(k) => dp.remove_feed_hosts(k),
         Step::RemoveV6(k) => dp.remove_feed_hosts(k),
-        Step::RemoveNets(n) => dp.remove_feed_nets(n),
+        Step::RemoveNets(n) => dp.remove_feed_nets(&n.cidrs()),
     }
 }
 
@@ -166,11 +207,11 @@ mod tests {
                 match s {
                     Step::AddV4(k) => added.extend(k.iter().map(|a| Cidr::host((*a).into()))),
                     Step::AddV6(k) => added.extend(k.iter().map(|a| Cidr::host((*a).into()))),
-                    Step::AddNets(n) => added.extend(n.iter().copied()),
+                    Step::AddNets(n) => added.extend(n.cidrs()),
                     Step::Relabel(r) => relabelled.extend(r.iter().copied()),
                     Step::RemoveV4(k) => removed.extend(k.iter().map(|a| Cidr::host((*a).into()))),
                     Step::RemoveV6(k) => removed.extend(k.iter().map(|a| Cidr::host((*a).into()))),
-                    Step::RemoveNets(n) => removed.extend(n.iter().copied()),
+                    Step::RemoveNets(n) => removed.extend(n.cidrs()),
                 }
             }
             let sorted = |mut v: Vec<Cidr>| {

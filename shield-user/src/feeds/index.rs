@@ -157,6 +157,17 @@ impl FeedSet {
         &self.v6_hosts
     }
 
+    /// The IPv4 prefixes shorter than a host, as (address, length), in
+    /// address order.
+    pub fn v4_net_keys(&self) -> &[([u8; 4], u8)] {
+        &self.v4_nets
+    }
+
+    /// The IPv6 prefixes shorter than a host, as (address, length).
+    pub fn v6_net_keys(&self) -> &[([u8; 16], u8)] {
+        &self.v6_nets
+    }
+
     /// The entries that go to the tries (everything shorter than a host).
     pub fn nets(&self) -> impl Iterator<Item = Cidr> + '_ {
         self.v4_nets
