@@ -318,3 +318,66 @@ fn the_book_never_claims_a_ban_a_full_map_refused() {
     );
     assert_eq!(book_keys(&f), f.kernel().keys().copied().collect());
 }
+
+/// Issue 20: the agent writes a CrowdSec resync in steps, one hold of its
+/// lock each (agent/crowdsec.rs, `write_holds`). Written one prefix per
+/// step, a diff never unbans, at any step, a prefix both the old and the
+/// new decisions hold, nor one another origin holds, even one banned
+/// between two steps; at the end the kernel holds exactly the book.
+#[test]
+fn a_crowdsec_diff_written_in_steps_never_unbans_a_prefix_it_keeps() {
+    let mut f = Fixture::new();
+    let old: BTreeMap<Cidr, Option<Desired>> = (0..20)
+        .map(|i| (cidr(&v4_host(i)), Some(desired(HOUR_MS))))
+        .collect();
+    f.book.crowdsec_changes(&mut f.h.dp, &old).unwrap();
+    f.add(&v4_host(5), BanOrigin::Manual, None);
+    f.add(&v4_host(25), BanOrigin::Manual, None);
+    // The new decisions keep 10..20 (a later expiry for 10..15, so those
+    // are rewritten), drop 0..10 and add 20..30.
+    let new: BTreeMap<Cidr, Desired> = (10..30)
+        .map(|i| {
+            let ttl = if i < 15 { 2 * HOUR_MS } else { HOUR_MS };
+            (cidr(&v4_host(i)), desired(ttl))
+        })
+        .collect();
+    let diff = f.book.crowdsec_diff(new);
+    assert_eq!(diff.len(), 30, "10 released, 5 rewritten, 5 kept, 10 added");
+    let kept_throughout: Vec<u32> = (10..20).chain([5, 25]).collect();
+    let mut total = shield_user::agent::bans::CrowdsecSync::default();
+    for (step, (net, want)) in diff.iter().enumerate() {
+        if step == 1 {
+            // Between two steps, another origin bans a prefix CrowdSec
+            // lets go of in the next one (the diff is in address order).
+            f.add(&v4_host(2), BanOrigin::Manual, None);
+        }
+        total.absorb(
+            f.book
+                .crowdsec_changes(&mut f.h.dp, [(net, want)])
+                .unwrap(),
+        );
+        for i in &kept_throughout {
+            assert_eq!(
+                f.verdict(&v4_host(*i)),
+                Reason::Banned,
+                "{} passed after step {step} ({net})",
+                v4_host(*i)
+            );
+        }
+    }
+    assert_eq!(
+        (total.added, total.updated, total.removed, total.still_held),
+        (10, 5, 10, 2),
+        "{total:?}"
+    );
+    for i in 0..30 {
+        let banned = (10..30).contains(&i) || [2, 5, 25].contains(&i);
+        assert_eq!(
+            f.verdict(&v4_host(i)) == Reason::Banned,
+            banned,
+            "{}",
+            v4_host(i)
+        );
+    }
+    assert_eq!(book_keys(&f), f.kernel().keys().copied().collect());
+}

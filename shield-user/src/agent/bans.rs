@@ -135,7 +135,7 @@ pub struct Restored {
     pub adopted_from_maps: usize,
 }
 
-/// What [`BanBook::sync_crowdsec`] changed.
+/// What [`BanBook::crowdsec_changes`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CrowdsecSync {
     /// Prefixes CrowdSec holds now and did not before.
@@ -154,6 +154,15 @@ pub struct CrowdsecSync {
 impl CrowdsecSync {
     pub fn changed(&self) -> bool {
         self.added + self.updated + self.removed > 0
+    }
+
+    /// Adds what a later step of the same diff changed.
+    pub fn absorb(&mut self, step: CrowdsecSync) {
+        self.added += step.added;
+        self.updated += step.updated;
+        self.removed += step.removed;
+        self.still_held += step.still_held;
+        self.refused += step.refused;
     }
 }
 
@@ -529,15 +538,16 @@ impl BanBook {
             .is_some_and(|h| h.iter().any(|b| b.origin == BanOrigin::Crowdsec))
     }
 
-    /// Makes CrowdSec's holds exactly `desired` (one diff, one journal
-    /// write): new prefixes are banned, moved expiries rewritten, prefixes
-    /// CrowdSec no longer lists released. A released prefix that another
-    /// origin holds stays banned.
-    pub fn sync_crowdsec(
-        &mut self,
-        dp: &mut Dataplane,
-        desired: &BTreeMap<Cidr, crate::crowdsec::Desired>,
-    ) -> Result<CrowdsecSync, BanError> {
+    /// What makes CrowdSec's holds exactly `desired`: every prefix it
+    /// wants, with its expiry, and every prefix it holds and no longer
+    /// wants (`None`), for [`crowdsec_changes`](Self::crowdsec_changes) to
+    /// write in one call or in steps. A released prefix that another origin
+    /// holds stays banned; a prefix whose expiry did not move is skipped
+    /// there, so a resync rewrites only what changed.
+    pub fn crowdsec_diff(
+        &self,
+        desired: BTreeMap<Cidr, crate::crowdsec::Desired>,
+    ) -> Vec<(Cidr, Option<crate::crowdsec::Desired>)> {
         let mut changes: BTreeMap<Cidr, Option<crate::crowdsec::Desired>> = self
             .bans
             .iter()
@@ -546,18 +556,18 @@ impl BanBook {
             })
             .map(|(n, _)| (*n, None))
             .collect();
-        changes.extend(desired.iter().map(|(n, d)| (*n, Some(d.clone()))));
-        self.crowdsec_changes(dp, &changes)
+        changes.extend(desired.into_iter().map(|(n, d)| (n, Some(d))));
+        changes.into_iter().collect()
     }
 
     /// Sets CrowdSec's hold on each listed prefix (`None`: released) and
     /// leaves every other prefix alone: what a delta needs. Prefixes whose
     /// new entry a full map refuses keep their previous state in the book
     /// (counted in [`CrowdsecSync::refused`]).
-    pub fn crowdsec_changes(
+    pub fn crowdsec_changes<'c>(
         &mut self,
         dp: &mut Dataplane,
-        changes: &BTreeMap<Cidr, Option<crate::crowdsec::Desired>>,
+        changes: impl IntoIterator<Item = (&'c Cidr, &'c Option<crate::crowdsec::Desired>)>,
     ) -> Result<CrowdsecSync, BanError> {
         #[derive(Clone, Copy)]
         enum Change {

@@ -2,8 +2,9 @@
 //! the LAPI's decisions into the ban maps, and a push loop that sends the
 //! agent's autobans up as alerts.
 //!
-//! Network calls run on blocking threads without the agent's lock; only
-//! applying a page (a diff against the ban book) holds it.
+//! Network calls run on blocking threads without the agent's lock; a
+//! page is taken into the decision book under it, and its diff against
+//! the ban maps is written in steps, one hold each ([`write_holds`]).
 
 use std::{
     sync::{
@@ -15,16 +16,21 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::{Agent, bans::BanOrigin, lock};
+use super::{
+    Agent,
+    bans::{BanError, BanOrigin, CrowdsecSync},
+    lock,
+};
 use crate::{
     clock,
     config::CrowdsecConfig,
     control::protocol::CrowdsecStatus,
     crowdsec::{
-        Alert, Batch, DecisionBook, Filter, Lapi, LapiError, SPOOL_FILE, Spool, SpoolSnapshot,
-        StreamPage,
+        Alert, Batch, DecisionBook, Desired, Filter, Lapi, LapiError, SPOOL_FILE, Spool,
+        SpoolSnapshot, StreamPage,
     },
     metrics::CrowdsecMetrics,
+    net::Cidr,
     statefile::StateFileError,
 };
 
@@ -41,6 +47,10 @@ const SPOOL_WRITE_EVERY: Duration = Duration::from_secs(1);
 /// [`MAX_PUSH_BACKOFF`]: an alert is worth most while its ban is fresh.
 const PUSH_RETRY: Duration = Duration::from_secs(1);
 const MAX_PUSH_BACKOFF: Duration = Duration::from_secs(10);
+/// CrowdSec's holds are written this many prefixes per hold of the lock
+/// ([`write_holds`]); about 4 ms of map writes in a release build, the
+/// size of a feed's step (agent/feeds.rs).
+const STEP_PREFIXES: usize = 4096;
 
 /// What the agent knows about its LAPI link.
 #[derive(Debug)]
@@ -202,11 +212,18 @@ impl Agent {
         self.crowdsec.flush.notify_one();
     }
 
-    /// Applies one stream page as a diff against CrowdSec's holds.
-    fn crowdsec_apply(&mut self, page: StreamPage, startup: bool, cfg: &CrowdsecConfig) {
+    /// Takes one stream page into the decision book and returns the diff
+    /// it makes against CrowdSec's holds in the ban maps, to be written by
+    /// [`write_holds`]; `None` when the page changes nothing.
+    fn crowdsec_take_page(
+        &mut self,
+        page: StreamPage,
+        startup: bool,
+        cfg: &CrowdsecConfig,
+    ) -> Option<PageApply> {
         let now_ms = clock::unix_ms();
-        let t = std::time::Instant::now();
-        let (n_new, n_deleted) = (page.new.len(), page.deleted.len());
+        let started = std::time::Instant::now();
+        let (received, deleted) = (page.new.len(), page.deleted.len());
         let out =
             self.crowdsec
                 .book
@@ -236,21 +253,35 @@ impl Agent {
         }
         let retry = std::mem::take(&mut self.crowdsec.unenforced);
         if !startup && !retry && out.added == 0 && out.deleted == 0 {
-            return;
+            return None;
         }
         // A startup page is diffed against everything CrowdSec holds, and
         // so is any page after decisions did not fit; a delta only against
         // the prefixes it touched.
-        let synced = if startup || retry {
-            let desired = self.crowdsec.book.desired(now_ms);
-            let book_ms = t.elapsed().as_millis() as u64;
-            (self.bans.sync_crowdsec(&mut self.dp, &desired), book_ms)
+        let changes = if startup || retry {
+            self.bans
+                .crowdsec_diff(self.crowdsec.book.desired(now_ms))
         } else {
-            let changes = self.crowdsec.book.desired_for(&out.touched, now_ms);
-            let book_ms = t.elapsed().as_millis() as u64;
-            (self.bans.crowdsec_changes(&mut self.dp, &changes), book_ms)
+            self.crowdsec
+                .book
+                .desired_for(&out.touched, now_ms)
+                .into_iter()
+                .collect()
         };
-        let (synced, book_ms) = synced;
+        Some(PageApply {
+            changes,
+            startup,
+            received,
+            deleted,
+            ignored: out.ignored,
+            refused: out.rejected.len(),
+            book_ms: started.elapsed().as_millis() as u64,
+            started,
+        })
+    }
+
+    /// Accounts for a page once [`write_holds`] wrote its diff.
+    fn crowdsec_applied(&mut self, p: &PageApply, synced: Result<CrowdsecSync, BanError>) {
         match synced {
             Ok(s) => {
                 self.tallies.bans.crowdsec += s.added as u64;
@@ -262,20 +293,20 @@ impl Agent {
                         "CrowdSec decisions not enforced: a ban map is full (see shield_map_entries); retried at every poll"
                     );
                 }
-                if s.changed() || startup {
+                if s.changed() || p.startup {
                     tracing::info!(
-                        startup,
-                        received = n_new,
-                        deleted = n_deleted,
+                        startup = p.startup,
+                        received = p.received,
+                        deleted = p.deleted,
                         decisions = self.crowdsec.book.len(),
                         banned = s.added,
                         updated = s.updated,
                         lifted = s.removed - s.still_held,
                         kept_by_other_origin = s.still_held,
-                        ignored = out.ignored,
-                        refused = out.rejected.len(),
-                        book_ms,
-                        apply_ms = t.elapsed().as_millis() as u64,
+                        ignored = p.ignored,
+                        refused = p.refused,
+                        book_ms = p.book_ms,
+                        apply_ms = p.started.elapsed().as_millis() as u64,
                         "CrowdSec decisions applied"
                     );
                 }
@@ -310,26 +341,60 @@ impl Agent {
         }
     }
 
-    /// `[crowdsec]` went away on reload: release everything it held.
-    fn crowdsec_release_all(&mut self) {
+    /// `[crowdsec]` went away on reload: the book is emptied, and the
+    /// diff that releases every hold CrowdSec had is returned for
+    /// [`write_holds`]; `None` when it held nothing.
+    fn crowdsec_release_all(&mut self) -> Option<Vec<(Cidr, Option<Desired>)>> {
         if self.crowdsec.book.is_empty()
             && !self.bans.list().any(|b| b.origin == BanOrigin::Crowdsec)
         {
-            return;
+            return None;
         }
         self.crowdsec.book = DecisionBook::default();
         self.crowdsec.need_startup = true;
-        match self
-            .bans
-            .sync_crowdsec(&mut self.dp, &std::collections::BTreeMap::new())
-        {
-            Ok(s) => tracing::info!(
-                lifted = s.removed,
-                "[crowdsec] removed; its bans are lifted"
-            ),
-            Err(e) => tracing::error!(error = %e, "lifting CrowdSec bans failed"),
-        }
+        Some(self.bans.crowdsec_diff(std::collections::BTreeMap::new()))
     }
+}
+
+/// A page taken into the book: its diff against the ban maps, and what
+/// the log line reports once it is written.
+struct PageApply {
+    changes: Vec<(Cidr, Option<Desired>)>,
+    startup: bool,
+    received: usize,
+    deleted: usize,
+    ignored: usize,
+    refused: usize,
+    book_ms: u64,
+    started: std::time::Instant,
+}
+
+/// Writes a diff of CrowdSec's holds [`STEP_PREFIXES`] prefixes per hold
+/// of the agent's lock, with a yield between, so a 100k-decision startup
+/// page never keeps a control request, a scrape or the event loop waiting
+/// for more than one step (docs/ARCHITECTURE.md, "Threading"). Each step
+/// is a diff of its own against the bans as they are then: a prefix both
+/// the old and the new decisions hold is never touched, so it is never
+/// unbanned in between; another origin's ban made between steps is kept.
+/// Only the poll loop writes CrowdSec's holds, so no two diffs interleave.
+async fn write_holds(
+    agent: &Mutex<Agent>,
+    changes: &[(Cidr, Option<Desired>)],
+) -> Result<CrowdsecSync, BanError> {
+    let mut total = CrowdsecSync::default();
+    for (i, step) in changes.chunks(STEP_PREFIXES).enumerate() {
+        if i > 0 {
+            tokio::task::yield_now().await;
+        }
+        let synced = {
+            let mut a = lock(agent);
+            let a = &mut *a;
+            a.bans
+                .crowdsec_changes(&mut a.dp, step.iter().map(|(n, d)| (n, d)))
+        };
+        total.absorb(synced?);
+    }
+    Ok(total)
 }
 
 /// `first × 2^(failures-1)`, at most `cap` (or `first`, if longer).
@@ -351,16 +416,28 @@ pub async fn poll_loop(agent: Arc<Mutex<Agent>>) {
     let mut current: Option<(CrowdsecConfig, Arc<Lapi>)> = None;
     let mut failures = 0u32;
     loop {
-        let (cfg, resync_due) = {
+        let (cfg, resync_due, release) = {
             let mut a = lock(&agent);
             let cfg = a.cfg.crowdsec.clone();
-            if cfg.is_none() {
-                a.crowdsec_release_all();
-            }
+            let release = if cfg.is_none() {
+                a.crowdsec_release_all()
+            } else {
+                None
+            };
             let due = clock::monotonic_ns().saturating_sub(a.crowdsec.last_startup_mono_ns)
                 >= RESYNC_EVERY.as_nanos() as u64;
-            (cfg, due)
+            (cfg, due, release)
         };
+        if let Some(changes) = release {
+            match write_holds(&agent, &changes).await {
+                Ok(s) => tracing::info!(
+                    lifted = s.removed - s.still_held,
+                    kept_by_other_origin = s.still_held,
+                    "[crowdsec] removed; its bans are lifted"
+                ),
+                Err(e) => tracing::error!(error = %e, "lifting CrowdSec bans failed"),
+            }
+        }
         let Some(cfg) = cfg else {
             current = None;
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -410,7 +487,11 @@ pub async fn poll_loop(agent: Arc<Mutex<Agent>>) {
         match page {
             Ok(page) => {
                 failures = 0;
-                lock(&agent).crowdsec_apply(page, startup, &cfg);
+                let taken = lock(&agent).crowdsec_take_page(page, startup, &cfg);
+                if let Some(p) = taken {
+                    let synced = write_holds(&agent, &p.changes).await;
+                    lock(&agent).crowdsec_applied(&p, synced);
+                }
                 tokio::time::sleep(cfg.poll).await;
             }
             Err(e) => {
