@@ -351,11 +351,7 @@ fn a_crowdsec_diff_written_in_steps_never_unbans_a_prefix_it_keeps() {
             // lets go of in the next one (the diff is in address order).
             f.add(&v4_host(2), BanOrigin::Manual, None);
         }
-        total.absorb(
-            f.book
-                .crowdsec_changes(&mut f.h.dp, [(net, want)])
-                .unwrap(),
-        );
+        total.absorb(f.book.crowdsec_changes(&mut f.h.dp, [(net, want)]).unwrap());
         for i in &kept_throughout {
             assert_eq!(
                 f.verdict(&v4_host(*i)),

@@ -259,8 +259,7 @@ impl Agent {
         // so is any page after decisions did not fit; a delta only against
         // the prefixes it touched.
         let changes = if startup || retry {
-            self.bans
-                .crowdsec_diff(self.crowdsec.book.desired(now_ms))
+            self.bans.crowdsec_diff(self.crowdsec.book.desired(now_ms))
         } else {
             self.crowdsec
                 .book

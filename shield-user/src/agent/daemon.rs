@@ -179,7 +179,12 @@ fn reload(agent: &Mutex<Agent>) {
         }
         Err(e) => tracing::error!("reload refused, the running policy is unchanged:\n{e}"),
     }
-    let status = lock(agent).status_line();
+    let status = {
+        let a = lock(agent);
+        // policy-ids.json follows the reloaded policy, written off the lock.
+        a.write_lane().wake();
+        a.status_line()
+    };
     systemd::notify(&format!("READY=1\nSTATUS={status}"));
 }
 

@@ -40,12 +40,16 @@ pub(super) fn load(state_dir: &Path) -> Option<Policy> {
     })
 }
 
-pub(super) fn save(state_dir: &Path, p: &Policy) -> Result<(), StateFileError> {
-    statefile::write(
-        &state_dir.join(FILE),
-        &Ids {
-            tiers: p.tiers.clone(),
-            classes: p.classes.clone(),
-        },
-    )
+/// The names of `p`'s ids as of now, and the blocking write of them for
+/// the writer to run without the agent's lock (agent/writer.rs).
+pub(super) fn save_later(
+    state_dir: &Path,
+    p: &Policy,
+) -> impl FnOnce() -> Result<(), StateFileError> + Send + 'static {
+    let path = state_dir.join(FILE);
+    let ids = Ids {
+        tiers: p.tiers.clone(),
+        classes: p.classes.clone(),
+    };
+    move || statefile::write(&path, &ids)
 }

@@ -211,19 +211,16 @@ pub struct Agent {
     started_unix: u64,
     log_budget: LogBudget,
     adaptive: Adaptive,
-    /// adaptive.json is behind the level in force.
-    adaptive_dirty: bool,
     /// When adaptive.json was last written (monotonic ns).
     adaptive_saved_ns: u64,
     /// Whether each XDP link still holds its interface (links.rs).
     links: links::LinkWatch,
     /// Failed writes to `state_dir`, shared with jobs that run unlocked.
     writes: Arc<persist::StateWrites>,
-    /// policy-ids.json is behind the policy in force.
-    ids_dirty: bool,
-    /// offences.json is behind the offence history (a change not yet taken
-    /// by the writer, or a write that failed).
-    offences_dirty: bool,
+    /// policy-ids.json, offences.json and adaptive.json when they are
+    /// behind what they keep (a change not yet taken by the writer, or a
+    /// write that failed).
+    pending: persist::PendingWrites,
     /// The one writer of bans.json and offences.json at a time.
     write_lane: Arc<writer::Lane>,
     pins: pinwatch::PinWatch,
@@ -297,7 +294,6 @@ impl Agent {
             port_slots = policy.ports.len(),
             "policy applied"
         );
-        let ids_dirty = !writes.outcome(ids::FILE, ids::save(&cfg.state_dir, &policy));
         let restored = bans.restore(&mut dp)?;
         tracing::info!(
             journal = restored.from_journal,
@@ -323,12 +319,10 @@ impl Agent {
             started_unix: clock::unix_secs(),
             log_budget: LogBudget::default(),
             adaptive,
-            adaptive_dirty: false,
             adaptive_saved_ns: clock::monotonic_ns(),
             links: links::LinkWatch::default(),
             writes,
-            ids_dirty,
-            offences_dirty: false,
+            pending: persist::PendingWrites::default(),
             write_lane: Arc::default(),
             pins: pinwatch::PinWatch::default(),
             crowdsec: crowdsec::CrowdsecState::default(),
@@ -357,6 +351,7 @@ impl Agent {
         }
         agent.attach_all()?;
         // Before the first request: what start-up changed is on disk.
+        agent.pending.mark(persist::StateFile::PolicyIds);
         agent.write_now();
         Ok(agent)
     }
@@ -429,10 +424,10 @@ impl Agent {
             .map(|p| config_file_warnings(p, &cfg))
             .unwrap_or_default();
         apply::apply_with_bans(&mut self.dp, &diff, prefix_changed, &mut self.bans)?;
-        self.save_ids(&policy);
         let mut warnings = policy.warnings.clone();
         warnings.extend(file_warnings);
         self.policy = policy;
+        self.save_ids();
         self.cfg = cfg;
         self.sync_feeds()?;
         let (attached, detached) = self.attach_all()?;
@@ -444,11 +439,10 @@ impl Agent {
         })
     }
 
-    /// Keeps the ids of the policy now in the maps. A failed write must not
-    /// undo a policy already applied: it is reported and retried.
-    fn save_ids(&mut self, policy: &Policy) {
-        let r = ids::save(&self.cfg.state_dir, policy);
-        self.ids_dirty = !self.writes.outcome(ids::FILE, r);
+    /// Keeps the ids of the policy now in the maps: marked for the writer,
+    /// which retries a failed write rather than undo a policy applied.
+    fn save_ids(&mut self) {
+        self.pending.mark(persist::StateFile::PolicyIds);
     }
 
     /// Failed writes to `state_dir` so far.
@@ -480,8 +474,8 @@ impl Agent {
         let policy = self.compile(&self.cfg.clone())?;
         let diff = PolicyDiff::between(Some(&self.policy), &policy);
         apply::apply_with_bans(&mut self.dp, &diff, false, &mut self.bans)?;
-        self.save_ids(&policy);
         self.policy = policy;
+        self.save_ids();
         Ok(diff.changes())
     }
 
@@ -520,10 +514,6 @@ impl Agent {
     /// The tick's first job ([`tick`]): state files to retry, pins and
     /// links to check, expired bans and overrides to lift.
     fn tick_housekeeping(&mut self) {
-        if self.ids_dirty {
-            let r = ids::save(&self.cfg.state_dir, &self.policy);
-            self.ids_dirty = !self.writes.outcome(ids::FILE, r);
-        }
         self.retry_feed_ids();
         self.check_pins();
         match self.bans.sweep(&mut self.dp) {
@@ -587,7 +577,7 @@ impl Agent {
     /// The offence history follows the bans; the writer takes it
     /// ([`Agent::take_writes`]) and a failed write is taken again.
     fn save_offences(&mut self) {
-        self.offences_dirty = true;
+        self.pending.mark(persist::StateFile::Offences);
     }
 
     /// Starts this tick's autobans ([`tick::AutobanRound`]): the offence
@@ -680,22 +670,39 @@ impl Agent {
         if let Some(w) = self.bans.take_journal() {
             out.push(w);
         }
-        if self.offences_dirty {
-            self.offences_dirty = false;
-            let mut offences: Vec<(Cidr, crate::events::Offence)> =
-                self.floods.offences().map(|(n, o)| (*n, *o)).collect();
-            offences.sort_by_key(|(n, _)| *n);
-            let dir = self.cfg.state_dir.clone();
-            out.push(persist::PendingWrite::new(offences::FILE, move || {
-                offences::save(&dir, offences.iter().map(|(n, o)| (n, o)))
-            }));
+        let dir = self.cfg.state_dir.clone();
+        for f in self.pending.take() {
+            out.push(match f {
+                persist::StateFile::PolicyIds => {
+                    persist::PendingWrite::new(ids::FILE, ids::save_later(&dir, &self.policy))
+                }
+                persist::StateFile::Offences => {
+                    let mut offences: Vec<(Cidr, crate::events::Offence)> =
+                        self.floods.offences().map(|(n, o)| (*n, *o)).collect();
+                    offences.sort_by_key(|(n, _)| *n);
+                    let dir = dir.clone();
+                    persist::PendingWrite::new(offences::FILE, move || {
+                        offences::save(&dir, offences.iter().map(|(n, o)| (n, o)))
+                    })
+                }
+                persist::StateFile::Adaptive => {
+                    let saved = adaptive_state::Saved {
+                        level: self.adaptive.level(),
+                        held_unix_ms: clock::unix_ms(),
+                    };
+                    let dir = dir.clone();
+                    persist::PendingWrite::new(adaptive_state::FILE, move || {
+                        adaptive_state::save(&dir, saved)
+                    })
+                }
+            });
         }
         out
     }
 
     /// Whether a change waits for the writer.
     pub fn has_pending_writes(&self) -> bool {
-        self.offences_dirty || self.bans.journal_behind()
+        !self.pending.is_empty() || self.bans.journal_behind()
     }
 
     /// The outcome of a write [`Agent::take_writes`] handed out: a failure
@@ -704,8 +711,15 @@ impl Agent {
         let ok = self.writes.outcome(file, r);
         if file == bans::JOURNAL_FILE {
             self.bans.journal_written(ok);
-        } else if file == offences::FILE && !ok {
-            self.offences_dirty = true;
+        } else if !ok {
+            let which = [
+                (ids::FILE, persist::StateFile::PolicyIds),
+                (offences::FILE, persist::StateFile::Offences),
+                (adaptive_state::FILE, persist::StateFile::Adaptive),
+            ];
+            if let Some((_, f)) = which.iter().find(|(name, _)| *name == file) {
+                self.pending.mark(*f);
+            }
         }
     }
 
@@ -786,15 +800,11 @@ impl Agent {
         let due = self.adaptive.level() > 0
             && self.adaptive.pressed()
             && now.saturating_sub(self.adaptive_saved_ns) >= refresh;
-        if !(changed || due || self.adaptive_dirty) {
+        if !(changed || due) {
             return;
         }
-        let saved = adaptive_state::Saved {
-            level: self.adaptive.level(),
-            held_unix_ms: clock::unix_ms(),
-        };
-        let r = adaptive_state::save(&self.cfg.state_dir, saved);
-        self.adaptive_dirty = !self.writes.outcome(adaptive_state::FILE, r);
+        // The level as of the writer's flush, at the end of this tick.
+        self.pending.mark(persist::StateFile::Adaptive);
         self.adaptive_saved_ns = now;
     }
 

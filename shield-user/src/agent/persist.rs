@@ -7,7 +7,7 @@
 //! file again on its next tick until it succeeds.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -38,6 +38,41 @@ impl PendingWrite {
     /// Does the write (blocking: serialisation, write, fsync, rename).
     pub fn run(self) -> Result<(), StateFileError> {
         (self.write)()
+    }
+}
+
+/// The state files the writer takes from the agent's own state (the ban
+/// journal keeps its own mark in the ban book).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateFile {
+    /// `policy-ids.json`, after a reload or a recompute.
+    PolicyIds,
+    /// `offences.json`, after the offence history changed.
+    Offences,
+    /// `adaptive.json`, after the adaptive level moved or is re-earned.
+    Adaptive,
+}
+
+/// The state files behind the agent's state: marked by the change that
+/// dirtied them, taken by the writer (one flush, agent/writer.rs), and
+/// marked again when their write fails, so the next flush retries them.
+#[derive(Debug, Default)]
+pub struct PendingWrites {
+    files: BTreeSet<StateFile>,
+}
+
+impl PendingWrites {
+    pub fn mark(&mut self, f: StateFile) {
+        self.files.insert(f);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Everything marked, in a fixed order; none is marked afterwards.
+    pub fn take(&mut self) -> BTreeSet<StateFile> {
+        std::mem::take(&mut self.files)
     }
 }
 
@@ -125,6 +160,20 @@ impl StateWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marked_file_is_taken_once() {
+        let mut p = PendingWrites::default();
+        p.mark(StateFile::Adaptive);
+        p.mark(StateFile::PolicyIds);
+        p.mark(StateFile::Adaptive);
+        assert!(!p.is_empty());
+        assert_eq!(
+            p.take().into_iter().collect::<Vec<_>>(),
+            vec![StateFile::PolicyIds, StateFile::Adaptive]
+        );
+        assert!(p.is_empty() && p.take().is_empty());
+    }
 
     #[test]
     fn failures_are_counted_until_a_write_succeeds() {

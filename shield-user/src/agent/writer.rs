@@ -1,6 +1,7 @@
-//! The writer of `bans.json` and `offences.json`: their contents are taken
-//! under the agent's lock (a copy), and serialised, written and fsync'd on a
-//! blocking thread without it, so a control request, a scrape, the
+//! The writer of `bans.json`, `offences.json`, `policy-ids.json` and
+//! `adaptive.json` (what [`Agent::take_writes`] hands out): their contents
+//! are taken under the agent's lock (a copy), and serialised, written and
+//! fsync'd on a blocking thread without it, so a control request, a scrape, the
 //! watchdog or SIGTERM never waits for the disk behind a flood's autobans
 //! (docs/ARCHITECTURE.md, "State files").
 //!
