@@ -1,6 +1,6 @@
 //! Batched map writes: `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH`
 //! over any map fd, [`BATCH`] elements per syscall, generic over the key
-//! and value types (aya 0.13 has no batch calls). Each function answers
+//! and value types (aya 0.14 has no batch calls). Each function answers
 //! where the kernel stopped when it has no batch operation for the map,
 //! so the caller writes the rest one element at a time with aya's typed
 //! maps (dataplane/typed.rs); the raw `bpf(2)` call lives here and
