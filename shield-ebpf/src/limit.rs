@@ -13,6 +13,7 @@ use shield_common::{
 use crate::{
     maps::{BUCKETS, BUCKETS_CREATED, EVENTS, EVENTS_LOST},
     parse::Packet,
+    rare::rare,
 };
 
 /// CAS attempts before giving up; losing four races in a row means other
@@ -64,7 +65,15 @@ pub fn check(
                 // SAFETY: per-CPU slot, so no other writer.
                 unsafe { *n += 1 };
             }
-            BUCKETS.get_ptr_mut(key)?
+            match BUCKETS.get_ptr_mut(key) {
+                Some(b) => b,
+                None => {
+                    rare!(
+                        "no bucket after an insert (evicted at once); the packet passes unlimited"
+                    );
+                    return None;
+                }
+            }
         }
     };
     // SAFETY: `bucket` points at a live map value the lookup just returned;
@@ -99,10 +108,13 @@ pub fn check(
                     _pad: [0; 2],
                 });
                 e.submit(0);
-            } else if let Some(n) = EVENTS_LOST.get_ptr_mut(0) {
+            } else {
                 // The ring buffer is full: count the loss so it shows.
-                // Per-CPU slot, so no other writer.
-                *n += 1;
+                rare!("the flood event ring buffer is full; an event is lost");
+                if let Some(n) = EVENTS_LOST.get_ptr_mut(0) {
+                    // Per-CPU slot, so no other writer.
+                    *n += 1;
+                }
             }
         }
     }
@@ -143,5 +155,9 @@ fn admit(tat: *mut u64, now: u64, limit: &Gcra) -> bool {
             return true;
         }
     }
+    rare!(
+        "a bucket's compare-and-swap lost {} races in a row; the packet counts as over its limit",
+        CAS_TRIES as u32
+    );
     false
 }

@@ -13,6 +13,7 @@ use crate::{
         FEED_V6, SRC_V4, SRC_V6,
     },
     parse::Packet,
+    rare::rare,
 };
 
 /// Allowlist membership, tier and ACL bits in one longest-prefix lookup. A
@@ -72,6 +73,10 @@ fn cidr_banned<const N: usize>(
             _ => return None,
         }
     }
+    rare!(
+        "the ban trie walk met {} expired prefixes and gave up; the address is not banned by a shorter one",
+        BAN_TRIE_LOOKUPS as u32
+    );
     None
 }
 

@@ -10,6 +10,7 @@ mod lists;
 mod maps;
 mod memo;
 mod parse;
+mod rare;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,

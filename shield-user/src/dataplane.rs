@@ -27,6 +27,7 @@ mod read;
 mod typed;
 
 pub use attach::{AttachMode, Attached, detach_others, link_live, pinned_link_ids};
+pub use aya_log::Level as KernelLogLevel;
 pub use batch::BATCH;
 pub use counters::Counters;
 pub use placement::{Placement, ban_placement, ban_slot_of, bucket_key, feed_placement};
@@ -83,6 +84,11 @@ pub enum DataplaneError {
     MissingFeature(&'static features::Feature),
 }
 
+/// The program's log could not be read (aya-log's own error).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the XDP program's log: {0}")]
+pub struct KernelLogError(#[source] aya_log::Error);
+
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
 /// `e`, or the missing kernel feature that explains it.
@@ -101,6 +107,11 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Override the capacity of resizable maps (`BUCKETS`, `FEED_V4`, ...).
     pub capacities: Vec<(&'static str, u32)>,
+    /// The most verbose level the program logs its rare paths at
+    /// (shield-ebpf/src/rare.rs, all at debug); `None` logs nothing. Set
+    /// before the program is verified, so a level that leaves them out
+    /// leaves them out of the program itself.
+    pub kernel_log: Option<KernelLogLevel>,
 }
 
 /// The loaded program and its maps.
@@ -112,6 +123,8 @@ pub struct Dataplane {
     links: std::collections::BTreeMap<String, (AttachMode, aya::programs::links::FdLink)>,
     /// Bumped after every list change; see [`generation`].
     generation: generation::Generation,
+    /// The level the program was loaded to log at ([`LoadOptions`]).
+    kernel_log: Option<aya_log::Level>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -141,6 +154,9 @@ impl Dataplane {
         for (name, cap) in &opts.capacities {
             loader.map_max_entries(name, *cap);
         }
+        // aya-log's own default, when not overridden, is every level.
+        let log_level: u8 = opts.kernel_log.map_or(0, |l| l as u8);
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         // A kernel without a feature the program needs refuses the maps or
         // the program with errno and a verifier log; say which feature
         // instead (probed only then: a load that works needs no probe).
@@ -159,6 +175,7 @@ impl Dataplane {
             ebpf,
             links: Default::default(),
             generation,
+            kernel_log: opts.kernel_log,
         };
         // A fresh CONFIG array reads as all zeroes; make it a valid config.
         if dp.config()?.ipv6_prefix == 0 {
@@ -551,6 +568,21 @@ impl Dataplane {
     fn lists_changed<T>(&self, r: Result<T>) -> Result<T> {
         self.generation.bump();
         r
+    }
+
+    /// The reader of the program's log records (shield-ebpf/src/rare.rs),
+    /// handing each to `logger`; `None` when the program was loaded with
+    /// its log off. Taken once.
+    pub fn take_kernel_log<L: log::Log>(
+        &mut self,
+        logger: L,
+    ) -> Result<Option<aya_log::EbpfLogger<L>>, KernelLogError> {
+        if self.kernel_log.is_none() {
+            return Ok(None);
+        }
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+            .map(Some)
+            .map_err(KernelLogError)
     }
 
     /// The lists' current generation (see [`generation`]).

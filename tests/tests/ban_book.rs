@@ -63,8 +63,8 @@ impl Fixture {
 
     fn with_capacities(capacities: Vec<(&'static str, u32)>) -> Fixture {
         let h = Harness::with_options(&LoadOptions {
-            pin_dir: None,
             capacities,
+            ..LoadOptions::default()
         });
         let dir = state_dir();
         let book = open(&dir);

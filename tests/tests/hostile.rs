@@ -41,7 +41,7 @@ const METRICS: u16 = 19973;
 fn kernel(pin_dir: &Path) -> Dataplane {
     Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_path_buf()),
-        capacities: Vec::new(),
+        ..LoadOptions::default()
     })
     .expect("open the pinned maps")
 }

@@ -863,7 +863,7 @@ fn only_a_generation_bump_reaches_a_remembered_source() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut h = Harness::with_options(&LoadOptions {
         pin_dir: Some(dir.clone()),
-        capacities: Vec::new(),
+        ..LoadOptions::default()
     });
     h.packet_limit(0, 0, 1_000_000, 1_000_000);
     let f = Pkt::udp(V4, 9999).build();
@@ -900,7 +900,7 @@ fn another_builds_bucket_pin_is_replaced_and_its_ban_pin_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let opts = LoadOptions {
         pin_dir: Some(dir.clone()),
-        capacities: Vec::new(),
+        ..LoadOptions::default()
     };
     let key = size_of::<BucketKey>() as u32;
     pin_hash_map(&dir.join(MAP_BUCKETS), key, 24, 16).unwrap();

@@ -51,7 +51,10 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
 
-    /// Log filter, e.g. `info`, `debug`, `shield_user=debug` (RUST_LOG also works).
+    /// Log filter, e.g. `info`, `debug`, `shield_user=debug` (RUST_LOG also
+    /// works). `info,shield::kernel=debug` also shows the XDP program's log
+    /// of its rare paths (off by default; read once, at start; see
+    /// docs/OPERATIONS.md, "Kernel log").
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
 

@@ -14,7 +14,7 @@ use tokio::{
     sync::Notify,
 };
 
-use super::{Agent, AgentError, crowdsec, links, lock, serve, tick, writer};
+use super::{Agent, AgentError, crowdsec, kernel_log, links, lock, serve, tick, writer};
 use crate::{
     control::{ControlSocket, RequestCounters, handler_fn},
     metrics::{self, ControlDropped, ControlRequests, SnapshotFn},
@@ -36,6 +36,16 @@ pub async fn run(
     requests: Arc<RequestCounters>,
 ) -> Result<(), AgentError> {
     let ring = agent.take_events()?;
+    // The program's rare paths, when the log filter asked for them at
+    // load (agent/kernel_log.rs).
+    match agent.dp.take_kernel_log(kernel_log::ToTracing) {
+        Ok(Some(reader)) => {
+            tracing::info!("the XDP program's log is forwarded as shield::kernel");
+            tokio::spawn(kernel_log::forward(reader));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}; shield::kernel stays silent"),
+    }
     let agent = Arc::new(Mutex::new(agent));
     let exit = Arc::new(Notify::new());
     let handler = {

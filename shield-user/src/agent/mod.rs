@@ -12,6 +12,7 @@ pub mod crowdsec;
 pub mod daemon;
 pub mod feeds;
 mod ids;
+pub mod kernel_log;
 pub mod links;
 pub mod metrics;
 mod offences;
@@ -249,6 +250,7 @@ impl Agent {
         let load = LoadOptions {
             pin_dir: Some(cfg.pin_dir.clone()),
             capacities: Vec::new(),
+            kernel_log: kernel_log::wanted_level(),
         };
         let mut dp = match &opts.object {
             Some(obj) => Dataplane::load_object(obj, &load)?,
