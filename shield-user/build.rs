@@ -4,6 +4,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
+// A build dependency only so that cargo reruns this script when the eBPF
+// crate's library changes (Cargo.toml); nothing of it is used here.
+use shield_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     record_git_commit();

@@ -1,6 +1,7 @@
 //! `shield-docgen OUT_DIR`: writes `man/*.1` (one page per command and
 //! subcommand) and `completions/` for bash, zsh and fish. Run through
 //! `cargo xtask docs`.
+#![warn(unused_crate_dependencies)]
 
 use std::{fs, path::Path};
 

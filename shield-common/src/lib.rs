@@ -6,6 +6,7 @@
 //! assert so that a layout change on one side cannot silently diverge from the
 //! other.
 #![no_std]
+#![warn(unused_crate_dependencies)]
 
 #[cfg(any(feature = "model", test))]
 extern crate alloc;

@@ -4,6 +4,11 @@
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+#![warn(unused_crate_dependencies)]
+
+// The package's library is empty; it exists for shield-user's build
+// (shield-ebpf/src/lib.rs).
+use shield_ebpf as _;
 
 mod limit;
 mod lists;

@@ -1,5 +1,14 @@
 //! Helpers shared by the root-only tests: a packet builder and a harness
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
+#![warn(unused_crate_dependencies)]
+
+// The benchmarks' plots (src/bin) need plotters; cargo has no
+// binary-only dependencies.
+use plotters as _;
+// A dev-dependency of the suites (kernel_log.rs), seen by this library's
+// own unit tests too.
+#[cfg(test)]
+use log as _;
 
 pub mod agent;
 pub mod benchout;

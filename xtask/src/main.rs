@@ -2,6 +2,7 @@
 //!
 //! Every command that needs tools installs or checks them first, so a fresh
 //! clone on a fresh machine needs nothing but rustup and root.
+#![warn(unused_crate_dependencies)]
 
 mod bench;
 mod cmd;

@@ -1,4 +1,4 @@
-//! Typed access to the maps by name, for the writes in dataplane.rs:
+//! Typed access to the maps by name, for the writes in dataplane/mod.rs:
 //! single inserts and removals through aya's `HashMap` and `LpmTrie`, and
 //! many at once through the batch layer (dataplane/batch.rs), falling back
 //! to one syscall per element where the kernel has no batch operation.
