@@ -2,8 +2,9 @@
 //! that runs the real XDP program through BPF_PROG_TEST_RUN.
 #![warn(unused_crate_dependencies)]
 
-// The benchmarks' plots (src/bin) need plotters; cargo has no
-// binary-only dependencies.
+// The benchmarks' plots (src/bin) need plotters and font8x8; cargo has
+// no binary-only dependencies.
+use font8x8 as _;
 use plotters as _;
 // A dev-dependency of the suites (kernel_log.rs), seen by this library's
 // own unit tests too.

@@ -1,7 +1,8 @@
 //! PNG line plots with plotters' bitmap backend. plotters is built without
-//! its font features (they pull in fontconfig and system fonts), so the
-//! tick labels are drawn here from a 3×5 pixel font; the captions in
-//! BENCHMARKS.md name the axes and the colours.
+//! its font features (they pull in fontconfig and system fonts), so text is
+//! drawn here from the public-domain 8×8 bitmap font of the font8x8 crate:
+//! each plot carries its title, both axis names and a legend naming every
+//! colour.
 
 use std::path::Path;
 
@@ -12,57 +13,65 @@ pub const BLUE: RGBColor = RGBColor(31, 119, 180);
 pub const RED: RGBColor = RGBColor(214, 39, 40);
 pub const GREEN: RGBColor = RGBColor(44, 160, 44);
 
-const W: i32 = 720;
-const H: i32 = 420;
-const LEFT: i32 = 60;
-const RIGHT: i32 = 30;
-const TOP: i32 = 20;
-const BOTTOM: i32 = 40;
+const W: i32 = 980;
+const H: i32 = 460;
+const LEFT: i32 = 70;
+/// The legend's column, right of the plot area.
+const LEGEND: i32 = 290;
+const RIGHT: i32 = LEGEND + 30;
+const TOP: i32 = 60;
+const BOTTOM: i32 = 56;
 
-/// Rows of a 3-pixel-wide glyph, top to bottom, most significant bit left.
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        'k' => [4, 5, 6, 5, 5],
-        'M' => [5, 7, 7, 5, 5],
-        '.' => [0, 0, 0, 0, 2],
-        _ => return None,
-    })
+/// One line of a plot.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
 }
 
-/// Draws `text` with its top-left corner at (x, y), 2 pixels per dot.
+/// What a plot says about itself.
+pub struct Plot<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: &'a [Series<'a>],
+}
+
+/// Draws `text` with its top-left corner at (x, y), `scale` pixels per
+/// dot of the 8×8 font (ASCII; anything else is a blank).
 fn label<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     text: &str,
     x: i32,
     y: i32,
+    scale: i32,
 ) {
     let mut cx = x;
     for c in text.chars() {
-        if let Some(rows) = glyph(c) {
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        let (px, py) = (cx + col * 2, y + r as i32 * 2);
-                        let _ = area.draw(&Rectangle::new(
-                            [(px, py), (px + 1, py + 1)],
-                            BLACK.filled(),
-                        ));
+        let rows = font8x8::legacy::BASIC_LEGACY
+            .get(c as usize)
+            .copied()
+            .unwrap_or([0; 8]);
+        for (r, bits) in rows.iter().enumerate() {
+            for col in 0..8 {
+                // Bit 0 is the leftmost dot.
+                if bits & (1 << col) != 0 {
+                    let (px, py) = (cx + col * scale, y + r as i32 * scale);
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let _ = area.draw_pixel((px + dx, py + dy), &BLACK);
+                        }
                     }
                 }
             }
         }
-        cx += 8;
+        cx += 8 * scale;
     }
+}
+
+/// The width of `text` in pixels at `scale`.
+fn width(text: &str, scale: i32) -> i32 {
+    text.chars().count() as i32 * 8 * scale
 }
 
 fn short(n: f64) -> String {
@@ -70,15 +79,17 @@ fn short(n: f64) -> String {
 }
 
 /// One plot: x on a log scale through the points' x values (each one a
-/// tick), y linear from 0 with ticks at a round step.
-pub fn draw(path: &Path, series: &[(RGBColor, Vec<(f64, f64)>)]) -> Result<(), String> {
+/// tick), y linear from 0 with ticks at a round step; the title above, the
+/// axis names at their axes, the legend on the right.
+pub fn draw(path: &Path, plot: &Plot<'_>) -> Result<(), String> {
+    let series = plot.series;
     let xs: Vec<f64> = series
         .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .flat_map(|s| s.points.iter().map(|p| p.0))
         .collect();
     let ymax = series
         .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .flat_map(|s| s.points.iter().map(|p| p.1))
         .filter(|y| y.is_finite())
         .fold(0.0, f64::max);
     if xs.is_empty() || ymax <= 0.0 {
@@ -118,7 +129,7 @@ pub fn draw(path: &Path, series: &[(RGBColor, Vec<(f64, f64)>)]) -> Result<(), S
         } else {
             format!("{y:.0}")
         };
-        label(&root, &text, LEFT - 10 - 8 * text.len() as i32, yy - 5);
+        label(&root, &text, LEFT - 10 - width(&text, 1), yy - 4, 1);
         y += step;
     }
     let mut ticks: Vec<f64> = xs.clone();
@@ -131,10 +142,31 @@ pub fn draw(path: &Path, series: &[(RGBColor, Vec<(f64, f64)>)]) -> Result<(), S
             axis,
         )))?;
         let text = short(x);
-        label(&root, &text, xx - 4 * text.len() as i32, H - BOTTOM + 10);
+        label(&root, &text, xx - width(&text, 1) / 2, H - BOTTOM + 10, 1);
     }
-    for (color, s) in series {
+    label(&root, plot.title, (W - width(plot.title, 2)) / 2, 12, 2);
+    label(&root, plot.y_label, LEFT - 40, TOP - 18, 1);
+    let plot_mid = LEFT + (W - RIGHT - LEFT) / 2;
+    label(
+        &root,
+        plot.x_label,
+        plot_mid - width(plot.x_label, 1) / 2,
+        H - BOTTOM + 32,
+        1,
+    );
+    for (i, s) in series.iter().enumerate() {
+        let (lx, ly) = (W - LEGEND, TOP + 10 + 22 * i as i32);
+        e(root.draw(&PathElement::new(
+            vec![(lx, ly + 4), (lx + 24, ly + 4)],
+            s.color.stroke_width(2),
+        )))?;
+        e(root.draw(&Circle::new((lx + 12, ly + 4), 3, s.color.filled())))?;
+        label(&root, s.name, lx + 32, ly, 1);
+    }
+    for s in series {
+        let color = s.color;
         let pts: Vec<(i32, i32)> = s
+            .points
             .iter()
             .filter(|p| p.1.is_finite())
             .map(|&(x, y)| (px(x), py(y)))

@@ -125,14 +125,36 @@ pub fn run(p: &Params, plots: &Path, out: &mut Results) -> String {
             .map(|(n, m)| (f64::from(*n), m[i]))
             .collect()
     };
+    let lines = [
+        plot::Series {
+            name: "empty program",
+            color: plot::GREY,
+            points: series(0),
+        },
+        plot::Series {
+            name: "pass (both lookups miss)",
+            color: plot::BLUE,
+            points: series(1),
+        },
+        plot::Series {
+            name: "drop, prefix hit",
+            color: plot::RED,
+            points: series(2),
+        },
+        plot::Series {
+            name: "drop, host hit",
+            color: plot::GREEN,
+            points: series(3),
+        },
+    ];
     match plot::draw(
         &feed_png,
-        &[
-            (plot::GREY, series(0)),
-            (plot::BLUE, series(1)),
-            (plot::RED, series(2)),
-            (plot::GREEN, series(3)),
-        ],
+        &plot::Plot {
+            title: "Per-packet cost against feed size",
+            x_label: "feed entries (log scale)",
+            y_label: "ns per packet",
+            series: &lines,
+        },
     ) {
         Ok(()) => {
             let _ = writeln!(
@@ -223,14 +245,36 @@ pub fn run(p: &Params, plots: &Path, out: &mut Results) -> String {
     let src_png = plots.join("bench-sources.png");
     let series =
         |i: usize| -> Vec<(f64, f64)> { rows.iter().map(|(n, m)| (f64::from(*n), m[i])).collect() };
+    let lines = [
+        plot::Series {
+            name: "empty program",
+            color: plot::GREY,
+            points: series(0),
+        },
+        plot::Series {
+            name: "pass, tracked source",
+            color: plot::BLUE,
+            points: series(1),
+        },
+        plot::Series {
+            name: "single runs: tracked source",
+            color: plot::GREEN,
+            points: series(3),
+        },
+        plot::Series {
+            name: "single runs: new source",
+            color: plot::RED,
+            points: series(4),
+        },
+    ];
     match plot::draw(
         &src_png,
-        &[
-            (plot::GREY, series(0)),
-            (plot::BLUE, series(1)),
-            (plot::GREEN, series(3)),
-            (plot::RED, series(4)),
-        ],
+        &plot::Plot {
+            title: "Per-packet cost against tracked sources",
+            x_label: "sources inserted (log scale)",
+            y_label: "ns per packet",
+            series: &lines,
+        },
     ) {
         Ok(()) => {
             let _ = writeln!(
