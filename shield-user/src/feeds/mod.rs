@@ -19,8 +19,6 @@ pub mod retry;
 mod sniff;
 
 #[cfg(test)]
-mod fetch_tests;
-#[cfg(test)]
 mod tests;
 
 pub use crate::config::FeedFormat;

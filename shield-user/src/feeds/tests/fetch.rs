@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::fetch::*;
 use crate::config::FeedSource;
+use crate::feeds::fetch::*;
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
@@ -629,9 +629,9 @@ fn feeds_fetch_file_source_with_not_modified() {
 
 // ---- HTTPS, through rustls on both sides ----
 
-const CA: &[u8] = include_bytes!("testdata/tls/ca.pem");
-const CERT: &[u8] = include_bytes!("testdata/tls/server.pem");
-const KEY: &[u8] = include_bytes!("testdata/tls/server.key");
+const CA: &[u8] = include_bytes!("../testdata/tls/ca.pem");
+const CERT: &[u8] = include_bytes!("../testdata/tls/server.pem");
+const KEY: &[u8] = include_bytes!("../testdata/tls/server.key");
 
 fn tls_server_config() -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -9,12 +9,15 @@ use proptest::prelude::*;
 
 use super::*;
 
-const PLAIN: &[u8] = include_bytes!("testdata/plain.txt");
-const NETSET: &[u8] = include_bytes!("testdata/firehol_level1.netset");
-const DROP: &[u8] = include_bytes!("testdata/spamhaus_drop.txt");
-const DROP_V6: &[u8] = include_bytes!("testdata/spamhaus_dropv6.txt");
-const DROP_JSON: &[u8] = include_bytes!("testdata/spamhaus_drop_v4.json");
-const IPSUM: &[u8] = include_bytes!("testdata/ipsum.txt");
+/// The HTTP(S) fetcher against local servers.
+mod fetch;
+
+const PLAIN: &[u8] = include_bytes!("../testdata/plain.txt");
+const NETSET: &[u8] = include_bytes!("../testdata/firehol_level1.netset");
+const DROP: &[u8] = include_bytes!("../testdata/spamhaus_drop.txt");
+const DROP_V6: &[u8] = include_bytes!("../testdata/spamhaus_dropv6.txt");
+const DROP_JSON: &[u8] = include_bytes!("../testdata/spamhaus_drop_v4.json");
+const IPSUM: &[u8] = include_bytes!("../testdata/ipsum.txt");
 
 fn opts(format: FeedFormat) -> ParseOptions {
     ParseOptions {
