@@ -131,7 +131,7 @@ fn the_agent_forwards_the_programs_log_only_when_its_filter_asks() {
         let lab = Lab::new();
         let home = AgentHome::new();
         home.write_config(&home.base_config(&lab));
-        let agent = home.start(&lab, &["--log-level", filter]);
+        let agent = home.start(&lab, &["--log-level", filter, "--log-format", "json"]);
         let mut pinned = Dataplane::load(&LoadOptions {
             pin_dir: Some(home.pin_dir.clone()),
             ..LoadOptions::default()
@@ -159,7 +159,10 @@ fn the_agent_forwards_the_programs_log_only_when_its_filter_asks() {
         }
         let logs = agent.logs();
         let line = logs.lines().find(|l| l.contains(wanted)).unwrap();
-        assert!(line.contains("shield::kernel"), "{line}");
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["target"], "shield::kernel", "{line}");
+        assert_eq!(record["level"], "DEBUG", "{line}");
+        assert_eq!(record["module"], "shield::lists", "{line}");
         assert!(
             logs.contains("the XDP program's log is forwarded as shield::kernel"),
             "{logs}"

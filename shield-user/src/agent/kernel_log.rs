@@ -8,20 +8,16 @@
 
 use aya_log::EbpfLogger;
 
-/// The most verbose level the agent's tracing filter shows for
-/// `shield::kernel`; `None` when it shows nothing.
+/// The level to load the program with: the most verbose one the agent's
+/// tracing filter shows for `shield::kernel`, or `None` (no log, no
+/// reader) unless that reaches debug, the level every rare path logs at
+/// (shield-ebpf/src/rare.rs). The default filter, `info`, leaves it off.
 pub fn wanted_level() -> Option<aya_log::Level> {
     use tracing::Level as T;
     if tracing::enabled!(target: "shield::kernel", T::TRACE) {
         Some(aya_log::Level::Trace)
     } else if tracing::enabled!(target: "shield::kernel", T::DEBUG) {
         Some(aya_log::Level::Debug)
-    } else if tracing::enabled!(target: "shield::kernel", T::INFO) {
-        Some(aya_log::Level::Info)
-    } else if tracing::enabled!(target: "shield::kernel", T::WARN) {
-        Some(aya_log::Level::Warn)
-    } else if tracing::enabled!(target: "shield::kernel", T::ERROR) {
-        Some(aya_log::Level::Error)
     } else {
         None
     }
