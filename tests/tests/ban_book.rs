@@ -90,6 +90,21 @@ impl Fixture {
             std::thread::sleep(Duration::from_millis(50));
             self.book.sweep(&mut self.h.dp).unwrap();
         }
+        self.assert_counts();
+    }
+
+    /// The book's per-origin counts (what `status` shows) agree with its
+    /// holds.
+    fn assert_counts(&self) {
+        for o in [
+            BanOrigin::Manual,
+            BanOrigin::Autoban,
+            BanOrigin::Feed,
+            BanOrigin::Crowdsec,
+        ] {
+            let walked = self.book.list().filter(|b| b.origin == o).count();
+            assert_eq!(self.book.held_by(o), walked, "{o:?}");
+        }
     }
 
     /// The kernel's ban entries, by the network each stands for.
@@ -317,6 +332,7 @@ fn the_book_never_claims_a_ban_a_full_map_refused() {
             .is_err()
     );
     assert_eq!(book_keys(&f), f.kernel().keys().copied().collect());
+    f.assert_counts();
 }
 
 /// Issue 20: the agent writes a CrowdSec resync in steps, one hold of its
@@ -376,4 +392,5 @@ fn a_crowdsec_diff_written_in_steps_never_unbans_a_prefix_it_keeps() {
         );
     }
     assert_eq!(book_keys(&f), f.kernel().keys().copied().collect());
+    f.assert_counts();
 }

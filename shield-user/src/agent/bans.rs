@@ -257,6 +257,14 @@ pub struct BanBook {
     failed: bool,
     writes: Arc<StateWrites>,
     occupied: Occupancy,
+    /// Holds per origin, kept with `bans` by `put`, `release` and
+    /// `drop_expired`: `status` and the sweep count without walking a
+    /// book of 100k bans (docs/BENCHMARKS.md, `control.status_p99_ms`).
+    held: HashMap<BanOrigin, usize>,
+    /// No hold expires before this (Unix ms; a lower bound, lowered by
+    /// `put`, made exact by each sweep): a sweep before it has nothing to
+    /// do and skips the walk.
+    next_expiry_ms: u64,
 }
 
 impl BanBook {
@@ -287,6 +295,8 @@ impl BanBook {
                 GlobalConfig::default().ipv6_prefix as u8,
                 std::iter::empty(),
             ),
+            held: HashMap::new(),
+            next_expiry_ms: u64::MAX,
         };
         for b in journal.map(|j| j.bans).unwrap_or_default() {
             book.put(b);
@@ -307,6 +317,9 @@ impl BanBook {
     /// Sets `rec` as its origin's hold on its prefix.
     fn put(&mut self, rec: BanRecord) -> Option<BanRecord> {
         let net = rec.net;
+        if let Some(e) = rec.expires_unix_ms {
+            self.next_expiry_ms = self.next_expiry_ms.min(e);
+        }
         let holders = match self.bans.entry(net) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 self.occupied.add(net);
@@ -317,6 +330,7 @@ impl BanBook {
         match holders.iter_mut().find(|h| h.origin == rec.origin) {
             Some(h) => Some(std::mem::replace(h, rec)),
             None => {
+                *self.held.entry(rec.origin).or_default() += 1;
                 holders.push(rec);
                 None
             }
@@ -328,6 +342,9 @@ impl BanBook {
         let holders = self.bans.get_mut(&net)?;
         let i = holders.iter().position(|h| h.origin == origin)?;
         let old = holders.remove(i);
+        if let Some(n) = self.held.get_mut(&origin) {
+            *n = n.saturating_sub(1);
+        }
         if holders.is_empty() {
             self.bans.remove(&net);
             self.occupied.remove(net);
@@ -666,9 +683,12 @@ impl BanBook {
     /// Returns the holds that went (a prefix held twice may show twice).
     pub fn sweep(&mut self, dp: &mut Dataplane) -> Result<Vec<BanRecord>, BanError> {
         self.follow_prefix(dp)?;
-        let before = self.list().count();
-        let gone = self.drop_expired(dp, clock::unix_ms())?;
-        if !gone.is_empty() || self.list().count() != before {
+        let now_ms = clock::unix_ms();
+        if now_ms < self.next_expiry_ms {
+            return Ok(Vec::new());
+        }
+        let gone = self.drop_expired(dp, now_ms)?;
+        if !gone.is_empty() {
             self.note_change();
         }
         Ok(gone)
@@ -696,19 +716,34 @@ impl BanBook {
     ) -> Result<Vec<BanRecord>, BanError> {
         let mut expired = Vec::new();
         let mut empty = Vec::new();
+        let mut next = u64::MAX;
         for (net, holders) in &mut self.bans {
             if !holders.iter().any(|b| b.expired(now_ms)) {
+                let soonest = holders.iter().filter_map(|b| b.expires_unix_ms).min();
+                next = next.min(soonest.unwrap_or(u64::MAX));
                 continue;
             }
             let (gone, kept): (Vec<BanRecord>, Vec<BanRecord>) = std::mem::take(holders)
                 .into_iter()
                 .partition(|b| b.expired(now_ms));
+            next = next.min(
+                kept.iter()
+                    .filter_map(|b| b.expires_unix_ms)
+                    .min()
+                    .unwrap_or(u64::MAX),
+            );
             *holders = kept;
+            for b in &gone {
+                if let Some(n) = self.held.get_mut(&b.origin) {
+                    *n = n.saturating_sub(1);
+                }
+            }
             expired.extend(gone);
             if holders.is_empty() {
                 empty.push(*net);
             }
         }
+        self.next_expiry_ms = next;
         let mut keys = BTreeSet::new();
         for net in empty {
             self.bans.remove(&net);
@@ -780,6 +815,11 @@ impl BanBook {
     /// Prefixes banned.
     pub fn len(&self) -> usize {
         self.bans.len()
+    }
+
+    /// Holds `origin` has in the book, expired ones not yet swept included.
+    pub fn held_by(&self, origin: BanOrigin) -> usize {
+        self.held.get(&origin).copied().unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

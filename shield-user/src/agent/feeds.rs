@@ -692,10 +692,11 @@ struct Pending {
 }
 
 /// Feed entries written per hold of the agent's lock: batched writes of
-/// about a microsecond each, so a hold lasts a few milliseconds and a
-/// million-entry refresh yields to requests, signals and the watchdog
-/// some 250 times (docs/ARCHITECTURE.md, "Tasks and threading").
-const STEP_ENTRIES: usize = 4096;
+/// one to a few microseconds each (more on a busy host), so a hold lasts
+/// a few milliseconds and a million-entry load yields to requests,
+/// signals and the watchdog some 500 times (docs/ARCHITECTURE.md, "Tasks
+/// and threading"; `control.status_p99_ms@load` in docs/BENCHMARKS.md).
+const STEP_ENTRIES: usize = 2048;
 
 /// Writes `plan` one step at a time, the lock taken for each step and
 /// the runtime's other tasks run between steps. Between any two steps the

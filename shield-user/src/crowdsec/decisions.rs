@@ -104,6 +104,9 @@ pub struct DecisionBook {
     /// IPv6 /64s), summed: overlapping ranges count twice, which only
     /// errs towards refusing.
     ranges: (u128, u128),
+    /// Decisions per origin, kept by `insert` and `remove`: a scrape reads
+    /// them without walking 100k decisions (docs/metrics.md).
+    origins: BTreeMap<String, u64>,
 }
 
 /// What a prefix counts against the cap: nothing for a host (an Ip
@@ -134,6 +137,7 @@ impl DecisionBook {
             self.by_id.clear();
             self.by_net.clear();
             self.ranges = (0, 0);
+            self.origins.clear();
         } else {
             for d in &deleted {
                 if let Some(gone) = self.remove(d.id) {
@@ -188,7 +192,14 @@ impl DecisionBook {
 
     fn insert(&mut self, d: Decision) {
         let (id, net) = (d.id, d.net);
+        match self.origins.get_mut(&d.origin) {
+            Some(n) => *n += 1,
+            None => {
+                self.origins.insert(d.origin.clone(), 1);
+            }
+        }
         if let Some(old) = self.by_id.insert(id, d) {
+            self.uncount(&old.origin);
             self.unlink(old.net, id);
         }
         let ids = self.by_net.entry(net).or_default();
@@ -201,8 +212,18 @@ impl DecisionBook {
 
     fn remove(&mut self, id: i64) -> Option<Decision> {
         let d = self.by_id.remove(&id)?;
+        self.uncount(&d.origin);
         self.unlink(d.net, id);
         Some(d)
+    }
+
+    fn uncount(&mut self, origin: &str) {
+        if let Some(n) = self.origins.get_mut(origin) {
+            *n -= 1;
+            if *n == 0 {
+                self.origins.remove(origin);
+            }
+        }
     }
 
     fn unlink(&mut self, net: Cidr, id: i64) {
@@ -271,11 +292,7 @@ impl DecisionBook {
 
     /// Decisions held, per origin.
     pub fn by_origin(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for d in self.by_id.values() {
-            *out.entry(d.origin.clone()).or_insert(0) += 1;
-        }
-        out
+        self.origins.clone()
     }
 
     pub fn len(&self) -> usize {

@@ -112,6 +112,38 @@ fn startup_replaces_and_deltas_add_and_delete() {
     assert_eq!(b.by_origin().get("cscli"), Some(&1));
     assert_eq!(b.expire(3_000 + 600_001), 1);
     assert!(b.is_empty());
+    assert!(b.by_origin().is_empty());
+}
+
+/// The per-origin counts a scrape reads are kept as decisions come, are
+/// replaced (same id, another origin), go and expire.
+#[test]
+fn per_origin_counts_follow_every_change() {
+    let mut b = DecisionBook::default();
+    b.apply_page(
+        vec![
+            w(1, "Ip", "192.0.2.1", "ban", "cscli", "1h"),
+            w(2, "Ip", "192.0.2.2", "ban", "CAPI", "1m"),
+            w(3, "Ip", "192.0.2.3", "ban", "CAPI", "1h"),
+        ],
+        vec![],
+        true,
+        &all(),
+        1_000,
+    );
+    let counts = |b: &DecisionBook| -> Vec<(String, u64)> { b.by_origin().into_iter().collect() };
+    assert_eq!(counts(&b), [("CAPI".into(), 2), ("cscli".into(), 1)]);
+    // Id 3 again, now from crowdsec; id 1 deleted.
+    b.apply_page(
+        vec![w(3, "Ip", "192.0.2.3", "ban", "crowdsec", "1h")],
+        vec![w(1, "Ip", "192.0.2.1", "ban", "cscli", "-1s")],
+        false,
+        &all(),
+        2_000,
+    );
+    assert_eq!(counts(&b), [("CAPI".into(), 1), ("crowdsec".into(), 1)]);
+    assert_eq!(b.expire(2_000 + 60_000), 1, "id 2's minute is up");
+    assert_eq!(counts(&b), [("crowdsec".into(), 1)]);
 }
 
 #[test]
