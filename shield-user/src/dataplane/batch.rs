@@ -84,26 +84,11 @@ pub(super) fn update_batches<K: aya::Pod, V: aya::Pod>(
     keys: &[K],
     value: &V,
 ) -> Result<Option<usize>> {
+    // One batch's worth of the value, shared by every batch.
     let values = vec![*value; keys.len().min(BATCH)];
-    let mut done = 0;
-    while done < keys.len() {
-        let chunk = &keys[done..keys.len().min(done + BATCH)];
-        // SAFETY: `chunk` and `values` are arrays of at least `chunk.len()`
-        // plain-data keys and values of the sizes the map was checked to
-        // have, and `fd` is an open map fd.
-        let (r, n) = unsafe {
-            map_batch(
-                BPF_MAP_UPDATE_BATCH,
-                fd,
-                chunk.as_ptr().cast(),
-                values.as_ptr().cast(),
-                chunk.len(),
-            )
-        };
-        match r {
-            Ok(()) => done += chunk.len(),
-            Err(e) if batch_unsupported(&e) => return Ok(Some(done + n)),
-            Err(e) => return Err(batch_err(name, "BPF_MAP_UPDATE_BATCH", e)),
+    for (i, chunk) in keys.chunks(BATCH).enumerate() {
+        if let Some(at) = update_pair_batches(name, fd, chunk, &values[..chunk.len()])? {
+            return Ok(Some(i * BATCH + at));
         }
     }
     Ok(None)
