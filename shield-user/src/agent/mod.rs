@@ -247,14 +247,26 @@ impl Agent {
         pins::ensure_pin_dir(&cfg.pin_dir)?;
         statefile::ensure_dir(&cfg.state_dir)?;
 
-        let load = LoadOptions {
+        let mut load = LoadOptions {
             pin_dir: Some(cfg.pin_dir.clone()),
             capacities: Vec::new(),
             kernel_log: kernel_log::wanted_level(),
         };
-        let mut dp = match &opts.object {
-            Some(obj) => Dataplane::load_object(obj, &load)?,
-            None => Dataplane::load(&load)?,
+        let load_with = |load: &LoadOptions| match &opts.object {
+            Some(obj) => Dataplane::load_object(obj, load),
+            None => Dataplane::load(load),
+        };
+        let mut dp = match load_with(&load) {
+            // A diagnostic switch never costs enforcement: a kernel whose
+            // verifier refuses the program with its log on gets it without.
+            Err(e) if load.kernel_log.is_some() => {
+                tracing::warn!(
+                    "the XDP program with its log on was refused ({e}); loading it with the log off"
+                );
+                load.kernel_log = None;
+                load_with(&load)?
+            }
+            loaded => loaded?,
         };
         // Optional features: said once, with what the agent does instead.
         if !dp.lpm_batches_supported().unwrap_or(true) {

@@ -154,9 +154,11 @@ impl Dataplane {
         for (name, cap) in &opts.capacities {
             loader.map_max_entries(name, *cap);
         }
-        // aya-log's own default, when not overridden, is every level.
+        // aya-log's own default, when not overridden, is every level. An
+        // object built before the program logged (`--bpf-object`, an
+        // upgrade drill) has no such global, and needs none.
         let log_level: u8 = opts.kernel_log.map_or(0, |l| l as u8);
-        loader.override_global(aya_log::LEVEL, &log_level, true);
+        loader.override_global(aya_log::LEVEL, &log_level, false);
         // A kernel without a feature the program needs refuses the maps or
         // the program with errno and a verifier log; say which feature
         // instead (probed only then: a load that works needs no probe).

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use shield_tests::lab::Lab;
-use shield_user::dataplane::{AttachMode, Dataplane, LoadOptions, features, pins};
+use shield_user::dataplane::{AttachMode, Dataplane, KernelLogLevel, LoadOptions, features, pins};
 
 /// (feature, whether this kernel has it, how that was seen).
 pub type Row = (&'static str, bool, String);
@@ -28,7 +28,24 @@ pub fn probe() -> Vec<Row> {
         })
         .collect();
     rows.extend(with_the_program());
+    rows.push(with_its_log_on());
     rows
+}
+
+/// Whether the verifier takes shield's program with its log at debug
+/// (longer: shield-ebpf/src/rare.rs). Optional: where it does not, the
+/// agent loads the program with its log off (docs/OPERATIONS.md, "Kernel
+/// log"), so a "no" here fails nothing.
+fn with_its_log_on() -> Row {
+    const NAME: &str = "shield's program with its log at debug (optional)";
+    let opts = LoadOptions {
+        kernel_log: Some(KernelLogLevel::Debug),
+        ..LoadOptions::default()
+    };
+    match Dataplane::load(&opts) {
+        Ok(_) => (NAME, true, "Dataplane::load with private maps".into()),
+        Err(e) => (NAME, false, format!("{e}")),
+    }
 }
 
 /// Whether shield's own program loads, then native XDP on veth, XDP link
