@@ -686,16 +686,17 @@ impl Agent {
         }
         let dir = self.cfg.state_dir.clone();
         for f in self.pending.take() {
+            let name = state_file_name(f);
             out.push(match f {
                 persist::StateFile::PolicyIds => {
-                    persist::PendingWrite::new(ids::FILE, ids::save_later(&dir, &self.policy))
+                    persist::PendingWrite::new(name, ids::save_later(&dir, &self.policy))
                 }
                 persist::StateFile::Offences => {
                     let mut offences: Vec<(Cidr, crate::events::Offence)> =
                         self.floods.offences().map(|(n, o)| (*n, *o)).collect();
                     offences.sort_by_key(|(n, _)| *n);
                     let dir = dir.clone();
-                    persist::PendingWrite::new(offences::FILE, move || {
+                    persist::PendingWrite::new(name, move || {
                         offences::save(&dir, offences.iter().map(|(n, o)| (n, o)))
                     })
                 }
@@ -705,9 +706,7 @@ impl Agent {
                         held_unix_ms: clock::unix_ms(),
                     };
                     let dir = dir.clone();
-                    persist::PendingWrite::new(adaptive_state::FILE, move || {
-                        adaptive_state::save(&dir, saved)
-                    })
+                    persist::PendingWrite::new(name, move || adaptive_state::save(&dir, saved))
                 }
             });
         }
@@ -726,13 +725,11 @@ impl Agent {
         if file == bans::JOURNAL_FILE {
             self.bans.journal_written(ok);
         } else if !ok {
-            let which = [
-                (ids::FILE, persist::StateFile::PolicyIds),
-                (offences::FILE, persist::StateFile::Offences),
-                (adaptive_state::FILE, persist::StateFile::Adaptive),
-            ];
-            if let Some((_, f)) = which.iter().find(|(name, _)| *name == file) {
-                self.pending.mark(*f);
+            let failed = persist::StateFile::ALL
+                .into_iter()
+                .find(|f| state_file_name(*f) == file);
+            if let Some(f) = failed {
+                self.pending.mark(f);
             }
         }
     }
@@ -915,6 +912,15 @@ impl Agent {
             if self.cfg.dry_run { " in dry run" } else { "" },
             self.bans.len()
         )
+    }
+}
+
+/// The name in `state_dir` of a file the writer takes from the agent.
+fn state_file_name(f: persist::StateFile) -> &'static str {
+    match f {
+        persist::StateFile::PolicyIds => ids::FILE,
+        persist::StateFile::Offences => offences::FILE,
+        persist::StateFile::Adaptive => adaptive_state::FILE,
     }
 }
 

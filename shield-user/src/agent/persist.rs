@@ -53,6 +53,14 @@ pub enum StateFile {
     Adaptive,
 }
 
+impl StateFile {
+    pub const ALL: [StateFile; 3] = [
+        StateFile::PolicyIds,
+        StateFile::Offences,
+        StateFile::Adaptive,
+    ];
+}
+
 /// The state files behind the agent's state: marked by the change that
 /// dirtied them, taken by the writer (one flush, agent/writer.rs), and
 /// marked again when their write fails, so the next flush retries them.
